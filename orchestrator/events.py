@@ -1,0 +1,110 @@
+"""What the engine tells the person (or pipeline) watching: progress, retries, warnings, outcomes.
+
+A :class:`Reporter` receives events; the CLI picks a renderer (rich on a TTY, plain lines in CI,
+Azure Pipelines logging commands under ``TF_BUILD``).  The engine never prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Any, TextIO
+
+from orchestrator.secrets import redact
+
+log = logging.getLogger("deployctl")
+
+
+class Reporter:
+    """Base reporter: logs everything through the ``deployctl`` logger. Override what you render."""
+
+    def progress(self, target: str, message: str) -> None:
+        log.info("[%s] %s", target, message)
+
+    def warning(self, target: str, message: str) -> None:
+        log.warning("[%s] %s", target, message)
+
+    def retrying(self, target: str, what: str, attempt: int, wait: float, reason: str) -> None:
+        self.warning(target, f"retrying {what} in {wait:.1f}s (attempt {attempt + 1}): {reason}")
+
+    def change_started(self, target: str, action: str, address: str) -> None:
+        self.progress(target, f"{action} {address} ...")
+
+    def change_finished(self, target: str, action: str, address: str, ok: bool, error: str | None = None) -> None:
+        self.progress(target, f"{action} {address}: {'done' if ok else 'FAILED: ' + (error or '')}")
+
+    def target_finished(self, target: str, ok: bool, outputs: dict[str, Any] | None = None) -> None:
+        self.progress(target, "succeeded" if ok else "failed")
+
+    def secret(self, value: str) -> None:
+        """A secret was registered (pipelines mask it in their own logs)."""
+
+
+class LineReporter(Reporter):
+    """Plain timestamp-free lines on a stream: what CI logs want. Thread-safe."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self._lock = threading.Lock()
+
+    def _write(self, line: str) -> None:
+        with self._lock:
+            self.stream.write(redact(line) + "\n")
+            self.stream.flush()
+
+    def progress(self, target: str, message: str) -> None:
+        self._write(f"[{target}] {message}")
+
+    def warning(self, target: str, message: str) -> None:
+        self._write(f"[{target}] warning: {message}")
+
+
+class RecordingReporter(Reporter):
+    """Keeps every event as a tuple; for tests and for the Python API's results."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+        self._lock = threading.Lock()
+
+    def _add(self, *e: Any) -> None:
+        with self._lock:
+            self.events.append(e)
+
+    def progress(self, target: str, message: str) -> None:
+        self._add("progress", target, message)
+
+    def warning(self, target: str, message: str) -> None:
+        self._add("warning", target, message)
+
+    def retrying(self, target: str, what: str, attempt: int, wait: float, reason: str) -> None:
+        self._add("retrying", target, what, attempt, wait, reason)
+
+    def change_started(self, target: str, action: str, address: str) -> None:
+        self._add("started", target, action, address)
+
+    def change_finished(self, target: str, action: str, address: str, ok: bool, error: str | None = None) -> None:
+        self._add("finished", target, action, address, ok, error)
+
+    def target_finished(self, target: str, ok: bool, outputs: dict[str, Any] | None = None) -> None:
+        self._add("target", target, ok, outputs)
+
+    def secret(self, value: str) -> None:
+        self._add("secret", "***")
+
+
+class FanoutReporter(Reporter):
+    """Sends every event to several reporters."""
+
+    def __init__(self, *reporters: Reporter) -> None:
+        self.reporters = reporters
+
+    def __getattribute__(self, name: str) -> Any:
+        if name.startswith("_") or name == "reporters":
+            return object.__getattribute__(self, name)
+
+        def call(*a: Any, **k: Any) -> None:
+            for r in object.__getattribute__(self, "reporters"):
+                getattr(r, name)(*a, **k)
+
+        return call

@@ -1,0 +1,174 @@
+"""The manifest's data model (``apiVersion: deployctl/v1``), in pydantic v2.
+
+Every model forbids unknown keys.  Paths resolve against the manifest's folder (given in the
+validation context as ``base_dir``) and must exist.  Targets' own settings are defined by each
+target plugin as a subclass of :class:`TargetConfig`; :mod:`orchestrator.manifest.validate`
+builds the union of the installed ones.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+API_VERSION = "deployctl/v1"
+
+# Azure ML endpoint names: 3-32 chars, start with a letter, letters/digits/hyphens.  We use the
+# stricter DNS-safe lower-case subset so the name can prefix every resource on every target.
+NAME_PATTERN = r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$"
+
+
+class ScoringType(str, Enum):
+    real_time = "real-time"
+    near_real_time = "near-real-time"
+    batch = "batch"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _resolve_existing(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    path = value if value.is_absolute() or base is None else Path(base) / value
+    if base is not None and not path.exists():
+        raise ValueError(f"path does not exist: {path}")
+    return path.resolve() if base is not None else path
+
+
+LocalPath = Annotated[Path, AfterValidator(_resolve_existing)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(Strict):
+    """Where the model comes from: a local file or folder, or an Azure ML model URI."""
+
+    path: LocalPath | None = Field(None, description="A local model file or folder.")
+    uri: str | None = Field(
+        None,
+        description="azureml://subscriptions/<sub>/resourceGroups/<rg>/workspaces/<ws>/models/<name>/versions/<v>"
+        " or azureml://registries/<registry>/models/<name>/versions/<v>",
+        pattern=r"^azureml://(subscriptions/[^/]+/resourceGroups/[^/]+/workspaces/[^/]+|registries/[^/]+)"
+        r"/models/[^/]+/versions/[^/]+$",
+    )
+    name: str | None = Field(None, description="Registered model name; defaults to the manifest name.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.path is None) == (self.uri is None):
+            raise ValueError("give exactly one of 'path' or 'uri'")
+        return self
+
+
+class EnvironmentSpec(Strict):
+    python: str = Field("3.11", description="Python version of the scoring environment.", pattern=r"^3\.\d{1,2}$")
+    requirements: LocalPath | None = Field(None, description="A pip requirements file.")
+    conda_file: LocalPath | None = Field(None, description="An Azure ML style conda.yaml.")
+    image: str | None = Field(None, description="Base image for container targets.")
+    variables: dict[str, str] = Field(default_factory=dict, description="Environment variables for the scoring code.")
+
+    @model_validator(mode="after")
+    def _one_spec(self) -> EnvironmentSpec:
+        if self.requirements is not None and self.conda_file is not None:
+            raise ValueError("give at most one of 'requirements' or 'conda_file'")
+        return self
+
+
+class CodeSpec(Strict):
+    path: LocalPath = Field(description="Folder with the scoring code.")
+    entry: str = Field("score.py", description="The scoring script, relative to 'path': init() + run(...).")
+
+    @model_validator(mode="after")
+    def _entry_exists(self, info: ValidationInfo) -> CodeSpec:
+        if (info.context or {}).get("base_dir") is not None and not (self.path / self.entry).is_file():
+            raise ValueError(f"entry script {self.entry!r} not found in {self.path}")
+        return self
+
+
+class BatchSettings(Strict):
+    """The Azure ML batch contract's knobs (same names as Azure ML's batch deployment)."""
+
+    mini_batch_size: int = Field(10, ge=1, description="Files per run() call.")
+    max_concurrency: int = Field(1, ge=1, le=64, description="Worker processes (per node on Azure).")
+    error_threshold: int = Field(-1, ge=-1, description="Failed items tolerated before the job fails; -1: any.")
+    max_retries: int = Field(3, ge=0, description="Retries of a failed mini-batch.")
+    timeout_s: int = Field(60, ge=1, description="Seconds a mini-batch may take.")
+    output_file: str = Field("predictions.csv", description="File the append_row output goes to.")
+
+
+class QueueSettings(Strict):
+    """Near-real-time scoring: a durable queue and workers."""
+
+    workers: int = Field(1, ge=1, le=64)
+    visibility_timeout_s: int = Field(60, ge=1, description="Seconds before an unfinished message is redelivered.")
+    max_attempts: int = Field(5, ge=1, description="Deliveries before a message is dead-lettered.")
+
+
+class ScoringSpec(Strict):
+    type: ScoringType = Field(description="real-time | near-real-time | batch")
+    sample_request: LocalPath | None = Field(None, description="Smoke test sent after every apply.")
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+
+
+Auto = Literal["auto"]
+
+
+class ResourcesSpec(Strict):
+    memory_gb: float | Auto = Field("auto", description="GiB of memory, or auto (sized from the model).")
+    cpu: float | Auto = Field("auto", description="vCPUs, or auto.")
+    gpu: int = Field(0, ge=0, description="GPUs.")
+
+    @field_validator("memory_gb", "cpu")
+    @classmethod
+    def _positive(cls, v: Any) -> Any:
+        if v != "auto" and v <= 0:
+            raise ValueError("must be positive, or 'auto'")
+        return v
+
+
+class TargetConfig(Strict):
+    """Settings every target has. A plugin subclasses this with ``kind: Literal["<its kind>"]``."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,23}$", description="Unique within the manifest.")
+    kind: str
+
+
+class Manifest(Strict):
+    """A whole manifest. ``targets`` is typed by the installed plugins at validation time."""
+
+    apiVersion: Literal["deployctl/v1"] = Field(description="Always deployctl/v1.")  # noqa: N815
+    name: str = Field(pattern=NAME_PATTERN, description="DNS-safe; prefixes every resource deployctl creates.")
+    model: ModelSpec
+    environment: EnvironmentSpec = Field(default_factory=EnvironmentSpec)  # type: ignore[arg-type]
+    code: CodeSpec
+    scoring: ScoringSpec
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)  # type: ignore[arg-type]
+    targets: list[SerializeAsAny[TargetConfig]] = Field(min_length=1)
+
+    def target(self, name: str) -> TargetConfig:
+        for t in self.targets:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+
+def dns_name(*parts: str, max_len: int = 32) -> str:
+    """Join parts into a DNS-safe resource name no longer than ``max_len``."""
+    name = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
+    return name[:max_len].rstrip("-")
