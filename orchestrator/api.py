@@ -1,0 +1,141 @@
+"""The Python API: what notebooks and pipelines call, and what the CLI itself calls.
+
+    import orchestrator as deployctl
+
+    d = deployctl.load("examples/quickstart/deployctl.yaml")
+    plan = d.plan()            # a Plan value: print it, save plan.to_json(), review it
+    result = d.apply(plan)     # an ApplyResult: result.ok, result.targets[0].outputs
+    d.invoke(body={"data": [[0.1, 0.2, 0.3, 0.4]]})
+    d.destroy()
+
+Results are values (pydantic models) with an HTML view in Jupyter; nothing is printed.  Any
+azure-core ``TokenCredential`` may be passed as ``credential=``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from orchestrator.azure.session import AzureSession
+from orchestrator.engine import ApplyResult, Engine, TargetStatus
+from orchestrator.errors import PlanStaleError, UserError
+from orchestrator.events import Reporter
+from orchestrator.manifest.validate import LoadedManifest, load_manifest
+from orchestrator.plan import Plan
+from orchestrator.registry import TargetRegistry
+from orchestrator.target import InvokeRequest, InvokeResult, RunOptions
+
+
+class StatusReport(list[TargetStatus]):
+    """The status of each target; a list with an HTML view."""
+
+    def _repr_html_(self) -> str:
+        from orchestrator.render import status_html
+
+        return status_html(list(self))
+
+
+class Deployment:
+    """A loaded manifest and the engine that acts on it."""
+
+    def __init__(
+        self,
+        loaded: LoadedManifest,
+        *,
+        state_dir: Path | None = None,
+        credential: Any = None,
+        azure: AzureSession | None = None,
+        reporter: Reporter | None = None,
+        skip_quota_check: bool = False,
+        registry: TargetRegistry | None = None,
+    ) -> None:
+        options = RunOptions(
+            skip_quota_check=skip_quota_check,
+            credential=credential,
+            azure=azure or AzureSession(credential=credential),
+        )
+        self.loaded = loaded
+        self.engine = Engine(loaded, registry=registry, state_dir=state_dir, options=options, reporter=reporter)
+        self._own_plans: set[int] = set()
+
+    @property
+    def manifest(self):  # noqa: ANN201 - the Manifest model
+        return self.loaded.manifest
+
+    def plan(self, targets: Sequence[str] | None = None, *, parallel: int = 4) -> Plan:
+        plan = self.engine.plan(targets, parallel=parallel)
+        self._own_plans.add(id(plan))
+        return plan
+
+    def plan_destroy(self, targets: Sequence[str] | None = None, *, parallel: int = 4) -> Plan:
+        plan = self.engine.plan(targets, parallel=parallel, destroy=True)
+        self._own_plans.add(id(plan))
+        return plan
+
+    def apply(
+        self,
+        plan: Plan | None = None,
+        *,
+        targets: Sequence[str] | None = None,
+        parallel: int = 4,
+        fail_fast: bool = False,
+    ) -> ApplyResult:
+        """Apply ``plan`` (a fresh one when None).  A plan not made by this object — loaded from
+        JSON — is applied only if nothing it observed or desired has changed since."""
+        if plan is None:
+            plan = self.plan(targets, parallel=parallel)
+        fresh = id(plan) not in self._own_plans
+        return self.engine.apply(plan, parallel=parallel, fail_fast=fail_fast, check_fresh=fresh)
+
+    def destroy(self, targets: Sequence[str] | None = None, *, parallel: int = 4, fail_fast: bool = False) -> ApplyResult:
+        return self.apply(self.plan_destroy(targets, parallel=parallel), parallel=parallel, fail_fast=fail_fast)
+
+    def status(self, targets: Sequence[str] | None = None) -> StatusReport:
+        return StatusReport(self.engine.status(targets))
+
+    def _one_target(self, target: str | None) -> str:
+        if target:
+            return target
+        names = [t.name for t in self.manifest.targets]
+        if len(names) == 1:
+            return names[0]
+        raise UserError(f"the manifest has several targets ({', '.join(names)}); say which one with --target")
+
+    def invoke(self, target: str | None = None, body: Any = None, **kw: Any) -> InvokeResult:
+        return self.engine.invoke(self._one_target(target), InvokeRequest(body=body, **kw))
+
+    def logs(self, target: str | None = None, *, tail: int = 100, deployment: str | None = None) -> str:
+        return self.engine.logs(self._one_target(target), tail=tail, deployment=deployment)
+
+
+def load(
+    source: str | Path | Mapping[str, Any],
+    *,
+    vars: Mapping[str, str] | None = None,  # noqa: A002 - reads best in notebooks
+    base_dir: Path | None = None,
+    **kw: Any,
+) -> Deployment:
+    """Load a manifest from a path, a YAML string or a dict, and return a :class:`Deployment`."""
+    return Deployment(load_manifest(source, variables=vars, base_dir=base_dir), **kw)
+
+
+def read_plan(path: str | Path) -> Plan:
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise UserError(f"cannot read plan {path}: {e.strerror or e}") from None
+    try:
+        plan = Plan.from_json(text)
+    except ValueError as e:
+        raise UserError(f"{path} is not a deployctl plan: {str(e).splitlines()[0]}") from None
+    return plan
+
+
+def load_for_plan(plan: Plan, *, vars: Mapping[str, str] | None = None, **kw: Any) -> Deployment:  # noqa: A002
+    """The deployment a saved plan was made for (its manifest, as it is now)."""
+    path = Path(plan.manifest)
+    if not path.exists():
+        raise PlanStaleError(f"the plan's manifest {path} no longer exists")
+    return Deployment(load_manifest(path, variables=vars), **kw)

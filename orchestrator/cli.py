@@ -1,0 +1,557 @@
+"""The ``deployctl`` command: a thin shell over :mod:`orchestrator.api`.
+
+It parses arguments, renders values, asks for confirmation, and maps errors to exit codes:
+
+    0  success            1  a target failed           2  invalid input (manifest, plan, arguments)
+    3  changes pending (plan --detailed-exitcode)      130 interrupted (Ctrl-C)
+
+Human output goes to stdout (tables) and stderr (progress); ``-o json`` prints one JSON document
+on stdout.  No traceback is shown for an error deployctl understands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from orchestrator.errors import DeployctlError, ManifestError, UserError
+from orchestrator.secrets import redact
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_PENDING, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+app = typer.Typer(
+    name="deployctl",
+    help="Ship ML models to Azure (and your own machine) from one declarative manifest.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class CIMode(str, Enum):
+    azure_devops = "azure-devops"
+    none = "none"
+
+
+# -- shared options -----------------------------------------------------------------------------
+ManifestArg = Annotated[Path, typer.Argument(help="The manifest (YAML).", show_default=False)]
+TargetOpt = Annotated[list[str] | None, typer.Option("--target", "-t", help="Only this target (repeatable).")]
+VarOpt = Annotated[list[str] | None, typer.Option("--var", help="NAME=VALUE for ${NAME} in the manifest (repeatable).")]
+OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json.")]
+StateOpt = Annotated[Path | None, typer.Option("--state-dir", help="Where local state lives (default: .deployctl beside the manifest).")]
+CIOpt = Annotated[CIMode | None, typer.Option("--ci", help="Speak a CI system's language (default: detected, e.g. TF_BUILD).")]
+SimOpt = Annotated[bool, typer.Option("--simulate", help="Run Azure targets against the in-process Azure simulator.", envvar="DEPLOYCTL_SIMULATE")]
+SimStateOpt = Annotated[Path | None, typer.Option("--simulate-state", help="File holding the simulated cloud (default: <state-dir>/simulated-azure.json).")]
+SimFaultsOpt = Annotated[str | None, typer.Option("--simulate-faults", help="Inject faults into the simulated cloud, e.g. 'rate=0.2,seed=1'.", envvar="DEPLOYCTL_SIMULATE_FAULTS")]
+SimLatencyOpt = Annotated[str | None, typer.Option("--simulate-latency", help="Simulated latency, e.g. 'call=0.05,lro=2'.", envvar="DEPLOYCTL_SIMULATE_LATENCY")]
+ParallelOpt = Annotated[int, typer.Option("--parallel", min=1, max=64, help="Targets worked on at once.")]
+
+
+def _parse_vars(items: list[str] | None) -> dict[str, str]:
+    out_: dict[str, str] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise UserError(f"--var {item!r} is not NAME=VALUE")
+        out_[name] = value
+    return out_
+
+
+class _NoCI:
+    """No CI integration (used until orchestrator.ci is importable)."""
+
+    def reporter(self) -> Any:
+        return None
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *a, **k: None
+
+
+def _detect_ci(ci: str | None) -> Any:
+    try:
+        from orchestrator.ci import detect
+    except ImportError:
+        return _NoCI()
+    return detect(ci)
+
+
+class _Run:
+    """Everything one command needs: CI integration, reporter, deployment factory."""
+
+    def __init__(self, ci: CIMode | None, output: OutputFormat = OutputFormat.table) -> None:
+        self.ci = _detect_ci(ci.value if ci else None)
+        self.output = output
+        from orchestrator.events import FanoutReporter, LineReporter
+
+        plain = LineReporter(sys.stderr)
+        extra = self.ci.reporter()
+        self.reporter = FanoutReporter(plain, extra) if extra else plain
+
+    @contextlib.contextmanager
+    def deployment(self, manifest: Path, *, vars_: list[str] | None, state_dir: Path | None, simulate: bool,
+                   sim_state: Path | None, faults: str | None, latency: str | None,
+                   skip_quota_check: bool = False, plan: Any = None) -> Iterator[Any]:
+        from orchestrator import api
+        from orchestrator.state import default_state_dir
+
+        variables = _parse_vars(vars_)
+        kw: dict[str, Any] = dict(state_dir=state_dir, reporter=self.reporter, skip_quota_check=skip_quota_check)
+        with contextlib.ExitStack() as stack:
+            if simulate:
+                from orchestrator.azure.simulator import simulated_session
+
+                path = Path(plan.manifest) if plan is not None else manifest
+                sim_file = sim_state or (state_dir or default_state_dir(path.absolute())) / "simulated-azure.json"
+                kw["azure"] = stack.enter_context(simulated_session(sim_file, faults=faults, latency=latency))
+            if plan is not None:
+                yield api.load_for_plan(plan, vars=variables, **kw)
+            else:
+                yield api.load(manifest, vars=variables, **kw)
+
+
+def _fail(code: int) -> NoReturn:
+    raise typer.Exit(code)
+
+
+def _guard(run: _Run | None, body: Callable[[], int]) -> NoReturn:
+    """Run a command body; map errors to exit codes and tell the CI system the outcome."""
+    code, message = EXIT_OK, ""
+    try:
+        code = body()
+    except ManifestError as e:
+        for issue in e.issues:
+            err.print(f"[bold red]error[/]: {redact(str(issue))}", markup=True, highlight=False)
+        n = len(e.issues)
+        err.print(f"{n} problem{'s' if n != 1 else ''} in the manifest; nothing was changed.")
+        if run:
+            run.ci.manifest_error(e)
+        code, message = EXIT_INVALID, "invalid manifest"
+    except DeployctlError as e:
+        err.print(f"[bold red]error[/]: {redact(str(e))}", markup=True)
+        if run:
+            run.ci.error(redact(str(e).splitlines()[0]))
+        code, message = e.exit_code, redact(str(e).splitlines()[0])
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        code, message = EXIT_INTERRUPTED, "interrupted"
+    if run:
+        run.ci.complete(code, message)
+    _fail(code)
+
+
+def _emit_json(value: Any) -> None:
+    text = value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
+    sys.stdout.write(redact(text) + "\n")
+
+
+def _print_lines(lines: list[str]) -> None:
+    for line in lines:
+        out.print(redact(line), markup=False)
+
+
+# -- commands -----------------------------------------------------------------------------------
+@app.command()
+def validate(manifest: ManifestArg, var: VarOpt = None, output: OutputOpt = OutputFormat.table, ci: CIOpt = None) -> None:
+    """Check a manifest: schema, paths, variables, installed target kinds. Changes nothing."""
+    run = _Run(ci, output)
+
+    def body() -> int:
+        from orchestrator.manifest import load_manifest
+
+        loaded = load_manifest(manifest, variables=_parse_vars(var))
+        m = loaded.manifest
+        if output is OutputFormat.json:
+            _emit_json({"valid": True, "manifest": str(manifest), "name": m.name,
+                        "targets": [{"name": t.name, "kind": t.kind} for t in m.targets]})
+        else:
+            kinds = ", ".join(f"{t.name} ({t.kind})" for t in m.targets)
+            out.print(f"{manifest}: valid — {m.name}, {m.scoring.type.value}, targets: {kinds}", markup=False)
+        return EXIT_OK
+
+    _guard(run, body)
+
+
+@app.command()
+def plan(
+    manifest: ManifestArg,
+    target: TargetOpt = None,
+    var: VarOpt = None,
+    output: OutputOpt = OutputFormat.table,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Also save the plan as JSON here.")] = None,
+    detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode", help="Exit 3 when changes are pending.")] = False,
+    destroy_: Annotated[bool, typer.Option("--destroy", help="Plan the removal of everything deployctl owns.")] = False,
+    parallel: ParallelOpt = 4,
+    state_dir: StateOpt = None,
+    simulate: SimOpt = False,
+    simulate_state: SimStateOpt = None,
+    simulate_faults: SimFaultsOpt = None,
+    simulate_latency: SimLatencyOpt = None,
+    skip_quota_check: Annotated[bool, typer.Option("--skip-quota-check", help="Do not block on a quota shortfall.")] = False,
+    ci: CIOpt = None,
+) -> None:
+    """Show what apply would change. Reads, never writes."""
+    run = _Run(ci, output)
+
+    def body() -> int:
+        with run.deployment(manifest, vars_=var, state_dir=state_dir, simulate=simulate, sim_state=simulate_state,
+                            faults=simulate_faults, latency=simulate_latency, skip_quota_check=skip_quota_check) as d:
+            p = d.plan_destroy(target, parallel=parallel) if destroy_ else d.plan(target, parallel=parallel)
+        if out_file:
+            from orchestrator.state import write_atomic
+
+            write_atomic(out_file, p.to_json())
+        if output is OutputFormat.json:
+            _emit_json(p.to_json())
+        else:
+            _render_plan(p)
+        run.ci.plan(p)
+        if any(t.error for t in p.targets):
+            return EXIT_INVALID if all(t.error_kind == "input" for t in p.targets if t.error) else EXIT_FAILED
+        return EXIT_PENDING if detailed_exitcode and p.has_changes else EXIT_OK
+
+    _guard(run, body)
+
+
+def _render_plan(p: Any) -> None:
+    if out.is_terminal:
+        from orchestrator.render import plan_table
+
+        out.print(plan_table(p))
+    else:
+        _print_lines(__import__("orchestrator.render", fromlist=["plan_lines"]).plan_lines(p))
+
+
+def _is_plan_file(path: Path) -> bool:
+    if path.suffix == ".json":
+        return True
+    try:
+        with path.open("rb") as f:
+            return f.read(64).lstrip().startswith(b"{")
+    except OSError:
+        return False
+
+
+def _apply_with_interrupt(d: Any, p: Any, parallel: int, fail_fast: bool) -> Any:
+    """Apply in a worker thread so Ctrl-C can stop it cleanly: running operations finish, no new
+    one starts, and the result says what is in which state.  A second Ctrl-C exits at once."""
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["result"] = d.apply(p, parallel=parallel, fail_fast=fail_fast)
+        except BaseException as e:  # re-raised in the main thread
+            box["error"] = e
+
+    worker = threading.Thread(target=work, name="apply", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        d.engine.cancel.set()
+        err.print("Interrupted: letting running operations finish, starting no new ones (Ctrl-C again to quit now)")
+        try:
+            while worker.is_alive():
+                worker.join(0.2)
+        except KeyboardInterrupt:
+            err.print("Quit while operations were running; run `deployctl status` to see where things stand.")
+            os._exit(EXIT_INTERRUPTED)
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+@app.command()
+def apply(
+    manifest: Annotated[Path, typer.Argument(help="A manifest (YAML), or a plan saved with `plan -o json`.", show_default=False)],
+    target: TargetOpt = None,
+    var: VarOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")] = False,
+    parallel: ParallelOpt = 4,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop every target when one fails.")] = False,
+    skip_quota_check: Annotated[bool, typer.Option("--skip-quota-check", help="Do not block on a quota shortfall.")] = False,
+    output: OutputOpt = OutputFormat.table,
+    state_dir: StateOpt = None,
+    simulate: SimOpt = False,
+    simulate_state: SimStateOpt = None,
+    simulate_faults: SimFaultsOpt = None,
+    simulate_latency: SimLatencyOpt = None,
+    ci: CIOpt = None,
+) -> None:
+    """Make the deployments match the manifest (or carry out a saved plan)."""
+    run = _Run(ci, output)
+
+    def body() -> int:
+        from orchestrator import api
+
+        saved = api.read_plan(manifest) if _is_plan_file(manifest) else None
+        if saved is not None and target:
+            raise UserError("--target cannot narrow a saved plan; make the plan with --target instead")
+        with run.deployment(manifest, vars_=var, state_dir=state_dir, simulate=simulate, sim_state=simulate_state,
+                            faults=simulate_faults, latency=simulate_latency, skip_quota_check=skip_quota_check,
+                            plan=saved) as d:
+            p = saved or d.plan(target, parallel=parallel)
+            if saved is None:
+                if output is OutputFormat.table:
+                    _render_plan(p)
+                if p.blocked:
+                    err.print("The plan has errors; nothing was applied.")
+                    result = d.engine.apply(p, parallel=parallel, check_fresh=False)  # records each target's reason
+                    _report_apply(run, result, output)
+                    return result.exit_code
+                if not p.has_changes:
+                    result = d.apply(p, parallel=parallel)  # zero writes; gathers outputs
+                    _report_apply(run, result, output)
+                    return result.exit_code
+                if not yes:
+                    if not sys.stdin.isatty():
+                        raise UserError("refusing to apply without confirmation: not on a terminal",
+                                        hint="review the plan, then pass --yes (or apply a saved plan)")
+                    if not typer.confirm("Apply these changes?", default=False):
+                        err.print("Nothing applied.")
+                        return EXIT_OK
+            result = _apply_with_interrupt(d, p, parallel, fail_fast)
+        _report_apply(run, result, output)
+        return result.exit_code
+
+    _guard(run, body)
+
+
+def _report_apply(run: _Run, result: Any, output: OutputFormat) -> None:
+    if output is OutputFormat.json:
+        _emit_json(result.model_dump_json(indent=2))
+    else:
+        _print_lines(__import__("orchestrator.render", fromlist=["apply_lines"]).apply_lines(result))
+    run.ci.applied(result)
+
+
+@app.command()
+def destroy(
+    manifest: ManifestArg,
+    target: TargetOpt = None,
+    var: VarOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Destroy without asking.")] = False,
+    parallel: ParallelOpt = 4,
+    output: OutputOpt = OutputFormat.table,
+    state_dir: StateOpt = None,
+    simulate: SimOpt = False,
+    simulate_state: SimStateOpt = None,
+    simulate_faults: SimFaultsOpt = None,
+    simulate_latency: SimLatencyOpt = None,
+    ci: CIOpt = None,
+) -> None:
+    """Remove everything deployctl created for the manifest (and nothing it does not own)."""
+    run = _Run(ci, output)
+
+    def body() -> int:
+        with run.deployment(manifest, vars_=var, state_dir=state_dir, simulate=simulate, sim_state=simulate_state,
+                            faults=simulate_faults, latency=simulate_latency) as d:
+            p = d.plan_destroy(target, parallel=parallel)
+            if output is OutputFormat.table:
+                _render_plan(p)
+            if p.has_changes and not yes:
+                if not sys.stdin.isatty():
+                    raise UserError("refusing to destroy without confirmation: not on a terminal", hint="pass --yes")
+                if not typer.confirm("Destroy these resources?", default=False):
+                    err.print("Nothing destroyed.")
+                    return EXIT_OK
+            result = _apply_with_interrupt(d, p, parallel, False)
+        _report_apply(run, result, output)
+        return result.exit_code
+
+    _guard(run, body)
+
+
+@app.command()
+def status(
+    manifest: ManifestArg,
+    target: TargetOpt = None,
+    var: VarOpt = None,
+    show_keys: Annotated[bool, typer.Option("--show-keys", help="Also print endpoint keys.")] = False,
+    output: OutputOpt = OutputFormat.table,
+    state_dir: StateOpt = None,
+    simulate: SimOpt = False,
+    simulate_state: SimStateOpt = None,
+    ci: CIOpt = None,
+) -> None:
+    """What is deployed, whether it drifted, and where to reach it."""
+    run = _Run(ci, output)
+
+    def body() -> int:
+        with run.deployment(manifest, vars_=var, state_dir=state_dir, simulate=simulate, sim_state=simulate_state,
+                            faults=None, latency=None) as d:
+            statuses = d.status(target)
+        if output is OutputFormat.json:
+            docs = []
+            for s in statuses:
+                doc = s.model_dump()
+                if show_keys:
+                    doc["secrets"] = s.secrets
+                docs.append(doc)
+            sys.stdout.write(json.dumps(docs, indent=2, default=str) + "\n")  # keys only when asked
+        else:
+            for line in __import__("orchestrator.render", fromlist=["status_lines"]).status_lines(statuses, show_keys):
+                out.print(line if show_keys else redact(line), markup=False)
+        for s in statuses:
+            if s.drifted:
+                run.reporter.warning(s.target, "drift: resources were changed outside deployctl")
+        return EXIT_FAILED if any(s.error for s in statuses) else EXIT_OK
+
+    _guard(run, body)
+
+
+@app.command()
+def invoke(
+    manifest: ManifestArg,
+    target: Annotated[str | None, typer.Option("--target", "-t", help="The target (needed when there are several).")] = None,
+    data: Annotated[str | None, typer.Option("--data", "-d", help="The request body (JSON or text).")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="Read the request body from a file.")] = None,
+    run_async: Annotated[bool, typer.Option("--async", help="Near-real-time: queue it and print the request id.")] = False,
+    request_id: Annotated[str | None, typer.Option("--request-id", help="Fetch the result of an --async request.")] = None,
+    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key", help="Submissions with one key run once.")] = None,
+    input_: Annotated[list[Path] | None, typer.Option("--input", "-i", help="Batch: input file or folder (repeatable).")] = None,
+    output_path: Annotated[Path | None, typer.Option("--output-path", "--out", help="Batch: where predictions go.")] = None,
+    deployment: Annotated[str | None, typer.Option("--deployment", help="Address one deployment directly.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 60.0,
+    var: VarOpt = None,
+    output: OutputOpt = OutputFormat.json,
+    state_dir: StateOpt = None,
+    simulate: SimOpt = False,
+    simulate_state: SimStateOpt = None,
+    ci: CIOpt = None,
+) -> None:
+    """Send a request to the deployed model and print its answer."""
+    run = _Run(ci, output)
+
+    def body() -> int:
+        payload: Any = None
+        if data is not None and file is not None:
+            raise UserError("give --data or --file, not both")
+        raw = data
+        if file is not None:
+            try:
+                raw = file.read_text()
+            except OSError as e:
+                raise UserError(f"cannot read {file}: {e.strerror or e}") from None
+        if raw is not None:
+            try:
+                payload = json.loads(raw)
+            except json.JSONDecodeError:
+                payload = raw
+        with run.deployment(manifest, vars_=var, state_dir=state_dir, simulate=simulate, sim_state=simulate_state,
+                            faults=None, latency=None) as d:
+            result = d.invoke(target, payload, run_async=run_async, request_id=request_id,
+                              idempotency_key=idempotency_key, inputs=list(input_ or []), output=output_path,
+                              deployment=deployment, timeout_s=timeout)
+        if output is OutputFormat.json:
+            _emit_json(result.model_dump_json(indent=2))
+        else:
+            body_ = result.body if isinstance(result.body, str) else json.dumps(result.body, indent=2, default=str)
+            out.print(redact(body_ or ""), markup=False)
+            for k in ("request_id", "state", "output"):
+                if getattr(result, k):
+                    err.print(f"{k}: {getattr(result, k)}")
+        return EXIT_OK if result.ok else EXIT_FAILED
+
+    _guard(run, body)
+
+
+@app.command()
+def logs(
+    manifest: ManifestArg,
+    target: Annotated[str | None, typer.Option("--target", "-t", help="The target (needed when there are several).")] = None,
+    tail: Annotated[int, typer.Option("--tail", "-n", min=1, help="Lines from the end.")] = 100,
+    deployment: Annotated[str | None, typer.Option("--deployment", help="One deployment's logs.")] = None,
+    var: VarOpt = None,
+    state_dir: StateOpt = None,
+    simulate: SimOpt = False,
+    simulate_state: SimStateOpt = None,
+    ci: CIOpt = None,
+) -> None:
+    """Show the deployed model's logs."""
+    run = _Run(ci)
+
+    def body() -> int:
+        with run.deployment(manifest, vars_=var, state_dir=state_dir, simulate=simulate, sim_state=simulate_state,
+                            faults=None, latency=None) as d:
+            sys.stdout.write(d.logs(target, tail=tail, deployment=deployment).rstrip("\n") + "\n")
+        return EXIT_OK
+
+    _guard(run, body)
+
+
+@app.command()
+def targets(output: OutputOpt = OutputFormat.table) -> None:
+    """The installed target kinds and the scoring types each supports."""
+
+    def body() -> int:
+        from orchestrator.registry import default_registry
+
+        reg = default_registry()
+        rows = [{"kind": k, "scoring_types": sorted(s.value for s in reg.plugins[k].scoring_types),
+                 "description": reg.plugins[k].description, "module": reg.plugins[k].__module__} for k in reg.kinds]
+        if output is OutputFormat.json:
+            _emit_json({"targets": rows, "broken": reg.broken})
+        else:
+            for r in rows:
+                out.print(f"{r['kind']:<18} {', '.join(r['scoring_types']):<36} {r['description']}", markup=False)
+            for kind, why in reg.broken.items():
+                err.print(f"{kind}: failed to load: {why}", markup=False)
+        return EXIT_OK
+
+    _guard(None, body)
+
+
+@app.command()
+def schema(
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Print the manifest's JSON Schema (with every installed target's settings)."""
+
+    def body() -> int:
+        from orchestrator.manifest.schema import schema_text
+
+        text = schema_text()
+        if out_file:
+            from orchestrator.state import write_atomic
+
+            write_atomic(out_file, text)
+        else:
+            sys.stdout.write(text)
+        return EXIT_OK
+
+    _guard(None, body)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    import logging
+
+    from orchestrator.secrets import RedactingFilter
+
+    handler = logging.StreamHandler()
+    handler.addFilter(RedactingFilter())
+    logging.basicConfig(level=os.environ.get("DEPLOYCTL_LOG_LEVEL", "WARNING").upper(), handlers=[handler],
+                        format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,42 @@
+"""The manifest's JSON Schema, generated from the pydantic models.
+
+Each installed target contributes its own config model; ``targets`` items are a union
+discriminated by ``kind``.  The committed copy in ``manifests/deployctl.schema.json`` is built
+from the built-in targets only, so installing a third-party plugin does not make it look stale.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Union
+
+from pydantic import Field, create_model
+
+from orchestrator.manifest.model import Manifest
+from orchestrator.registry import TargetRegistry, default_registry
+
+SCHEMA_ID = "https://deployctl.dev/schemas/deployctl.schema.json"
+
+
+def builtin_registry() -> TargetRegistry:
+    reg = default_registry()
+    return TargetRegistry({k: v for k, v in reg.plugins.items() if v.__module__.startswith("targets.")})
+
+
+def manifest_schema(registry: TargetRegistry | None = None) -> dict[str, Any]:
+    registry = registry or default_registry()
+    models = [registry.plugins[k].config_model for k in registry.kinds]
+    if not models:
+        item: Any = dict[str, Any]
+    elif len(models) == 1:
+        item = models[0]
+    else:
+        item = Annotated[Union[tuple(models)], Field(discriminator="kind")]  # noqa: UP007
+    full = create_model("Manifest", __base__=Manifest, targets=(list[item], Field(min_length=1)))  # type: ignore[call-overload,valid-type]
+    schema = full.model_json_schema(mode="validation")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
+            "title": "deployctl manifest (apiVersion deployctl/v1)", **schema}
+
+
+def schema_text(registry: TargetRegistry | None = None) -> str:
+    return json.dumps(manifest_schema(registry), indent=2, sort_keys=False) + "\n"
