@@ -23,6 +23,9 @@ Path_ = tuple[str | int, ...]
 _VAR = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+_PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp"))
+
+
 @dataclass
 class SourceMap:
     """Positions of keys and values by field path, for error messages."""
@@ -30,13 +33,17 @@ class SourceMap:
     file: str
     keys: dict[Path_, Location] = field(default_factory=dict)
     values: dict[Path_, Location] = field(default_factory=dict)
+    scalars: set[Path_] = field(default_factory=set)
     # Variables used at each path (names only: values may be secrets).
     variables: dict[Path_, list[str]] = field(default_factory=dict)
 
     def locate(self, path: Path_) -> Location:
-        """The most precise known location for ``path``, walking up to the nearest known parent."""
+        """The most precise known location for ``path``, walking up to the nearest known parent:
+        a scalar's value, else the key that introduces it."""
         p = tuple(path)
         while p:
+            if p in self.scalars:
+                return self.values[p]
             if p in self.keys:
                 return self.keys[p]
             if p in self.values:
@@ -105,6 +112,12 @@ def load_source(text: str, file: str, variables: Mapping[str, str]) -> SourceDoc
 
     def build(node: yaml.Node, path: Path_) -> Any:
         smap.values[path] = _loc(file, node)
+        if node.tag not in _PLAIN_TAGS:
+            # Plain data only: a tag such as !!python/object could mean "run code" elsewhere.
+            issues.append(ManifestIssue(_loc(file, node), format_path(path),
+                                        f"unsupported YAML tag {node.tag.replace('tag:yaml.org,2002:', '!!')}",
+                                        hint="manifests hold plain data: strings, numbers, lists and mappings"))
+            return None
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
@@ -124,6 +137,7 @@ def load_source(text: str, file: str, variables: Mapping[str, str]) -> SourceDoc
             return out
         if isinstance(node, yaml.SequenceNode):
             return [build(item, path + (i,)) for i, item in enumerate(node.value)]
+        smap.scalars.add(path)
         value = constructor.construct_object(node)
         if isinstance(value, str) and "$" in value:
             value, used, missing = substitute(value, variables)

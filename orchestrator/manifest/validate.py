@@ -127,10 +127,12 @@ def load_manifest(
 
 
 def _display_path(path: Path) -> str:
+    """Relative to the working directory when below it (short, clickable), else absolute."""
     try:
-        return os.path.relpath(path)
+        rel = os.path.relpath(path)
     except ValueError:  # pragma: no cover - other drive on Windows
         return str(path)
+    return str(path) if rel.startswith("..") else rel
 
 
 def _validate_target(entry: dict[str, Any], i: int, registry: TargetRegistry, smap: SourceMap,
@@ -222,8 +224,8 @@ def _issues(e: ValidationError, data: Any, smap: SourceMap, prefix: tuple[Any, .
     for loc, errs in grouped.items():
         full = prefix + loc
         field = format_path(full)
-        location = smap.locate(full)
         first = errs[0]
+        location = smap.keys.get(full) or smap.locate(full) if first["type"] == "extra_forbidden" else smap.locate(full)
         if first["type"] == "extra_forbidden":
             holder = _model_at(model, loc[:-1])
             allowed = sorted(holder.model_fields) if holder else []
