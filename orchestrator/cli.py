@@ -252,24 +252,26 @@ def _apply_with_interrupt(d: Any, p: Any, parallel: int, fail_fast: bool) -> Any
     """Apply in a worker thread so Ctrl-C can stop it cleanly: running operations finish, no new
     one starts, and the result says what is in which state.  A second Ctrl-C exits at once."""
     box: dict[str, Any] = {}
+    done = threading.Event()  # not Thread.is_alive(): an interrupted join can misreport it
 
     def work() -> None:
         try:
             box["result"] = d.apply(p, parallel=parallel, fail_fast=fail_fast)
         except BaseException as e:  # re-raised in the main thread
             box["error"] = e
+        finally:
+            done.set()
 
-    worker = threading.Thread(target=work, name="apply", daemon=True)
-    worker.start()
+    threading.Thread(target=work, name="apply", daemon=True).start()
     try:
-        while worker.is_alive():
-            worker.join(0.2)
+        while not done.wait(0.2):
+            pass
     except KeyboardInterrupt:
         d.engine.cancel.set()
         err.print("Interrupted: letting running operations finish, starting no new ones (Ctrl-C again to quit now)")
         try:
-            while worker.is_alive():
-                worker.join(0.2)
+            while not done.wait(0.2):
+                pass
         except KeyboardInterrupt:
             err.print("Quit while operations were running; run `deployctl status` to see where things stand.")
             os._exit(EXIT_INTERRUPTED)

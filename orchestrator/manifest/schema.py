@@ -35,7 +35,7 @@ def manifest_schema(registry: TargetRegistry | None = None) -> dict[str, Any]:
     full = create_model("Manifest", __base__=Manifest, targets=(list[item], Field(min_length=1)))  # type: ignore[call-overload,valid-type]
     schema = full.model_json_schema(mode="validation")
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
-            "title": "deployctl manifest (apiVersion deployctl/v1)", **schema}
+            **schema, "title": "deployctl manifest (apiVersion deployctl/v1)"}
 
 
 def schema_text(registry: TargetRegistry | None = None) -> str:

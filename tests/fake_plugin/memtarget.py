@@ -38,7 +38,8 @@ CLOUDS: dict[str, Cloud] = {}
 
 
 def cloud(name: str) -> Cloud:
-    return CLOUDS.setdefault(name, Cloud())
+    # MEMTARGET_DELAY slows every write (for tests that interrupt a real CLI process).
+    return CLOUDS.setdefault(name, Cloud(delay=float(os.environ.get("MEMTARGET_DELAY", "0"))))
 
 
 class MemoryConfig(TargetConfig):
@@ -64,9 +65,13 @@ class MemoryTarget(Target):
 
     def _cloud(self) -> Cloud:
         c = cloud(self.cfg.cloud)
+        with c.lock:
+            self._load(c)
+        return c
+
+    def _load(self, c: Cloud) -> None:
         if self.cfg.file and os.path.exists(self.cfg.file):
             c.resources = json.loads(Path(self.cfg.file).read_text())
-        return c
 
     def _save(self, c: Cloud) -> None:
         if self.cfg.file:
@@ -112,7 +117,8 @@ class MemoryTarget(Target):
                 c.hook(op, address)
             if c.delay:
                 time.sleep(c.delay)
-            with c.lock:
+            with c.lock:  # read-modify-write of the file-backed cloud, atomically
+                self._load(c)
                 fn(c)
                 self._save(c)
         finally:

@@ -1,0 +1,152 @@
+"""The deployctl command: output, exit codes, saved plans, confirmation, interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+
+from tests.conftest import subprocess_env
+
+runner = CliRunner()
+
+
+def file_targets(tmp: Path, delay_hook: str = "") -> str:
+    return f"""\
+  - name: dev
+    kind: memory
+    file: {tmp / 'cloud.json'}
+  - name: prod
+    kind: memory
+    size: 2
+    file: {tmp / 'cloud.json'}
+"""
+
+
+def cli(*args: str, **kw):
+    result = runner.invoke(app, list(args), catch_exceptions=False, **kw)
+    return result
+
+
+def test_validate_ok_and_json(project):
+    m = project()
+    r = cli("validate", str(m))
+    assert r.exit_code == 0 and "valid — credit-risk, real-time" in r.stdout
+    r = cli("validate", str(m), "-o", "json")
+    assert json.loads(r.stdout)["targets"] == [{"name": "dev", "kind": "memory"}, {"name": "prod", "kind": "memory"}]
+
+
+def test_broken_manifest_prints_location_field_hint_and_exits_2(project):
+    m = project(targets="  - name: dev\n    kind: memory\n    sise: 2\n")
+    r = cli("validate", str(m))
+    assert r.exit_code == 2
+    assert "deployctl.yaml:14:5: targets[0].sise: unknown field (did you mean 'size'?)" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_plan_json_detailed_exitcode_and_apply_saved_plan(project, memory_clouds):
+    m = project(targets=file_targets(project.dir))
+    r = cli("plan", str(m), "-o", "json", "--detailed-exitcode")
+    assert r.exit_code == 3
+    plan = json.loads(r.stdout)
+    assert plan["format"] == "deployctl.plan/v1"
+    assert [c["action"] for c in plan["targets"][0]["changes"]] == ["create", "create"]
+    (project.dir / "plan.json").write_text(r.stdout)
+
+    r = cli("apply", str(project.dir / "plan.json"))  # a saved plan needs no confirmation
+    assert r.exit_code == 0, r.stderr
+    assert "dev (memory): ok, 2 change(s) applied" in r.stdout
+
+    r = cli("apply", str(project.dir / "plan.json"))  # the world changed since: refused
+    assert r.exit_code == 2 and "stale" in r.stderr
+
+    r = cli("plan", str(m), "--detailed-exitcode")
+    assert r.exit_code == 0 and "0 to create, 0 to update" in r.stdout
+
+
+def test_apply_needs_confirmation_off_a_terminal(project, memory_clouds):
+    m = project(targets=file_targets(project.dir))
+    r = cli("apply", str(m))
+    assert r.exit_code == 2 and "--yes" in r.stderr
+    assert not (project.dir / "cloud.json").exists()
+    r = cli("apply", str(m), "--yes", "--target", "dev", "-o", "json")
+    assert r.exit_code == 0
+    result = json.loads(r.stdout)
+    assert [t["target"] for t in result["targets"]] == ["dev"]
+
+
+def test_status_hides_keys_unless_asked_and_logs_are_redacted(project, memory_clouds):
+    m = project(targets=file_targets(project.dir))
+    assert cli("apply", str(m), "--yes").exit_code == 0
+    r = cli("status", str(m))
+    assert r.exit_code == 0 and "in-sync" in r.stdout and "sekret" not in r.stdout
+    r = cli("status", str(m), "--show-keys")
+    assert "key: sekret-dev-0123456789" in r.stdout
+    r = cli("logs", str(m), "--target", "dev")
+    assert "sekret" not in r.stdout and "key=***" in r.stdout
+
+
+def test_invoke_and_destroy(project, memory_clouds):
+    m = project(targets=file_targets(project.dir))
+    cli("apply", str(m), "--yes")
+    r = cli("invoke", str(m), "--target", "dev", "--data", '{"data": [[1]]}')
+    assert r.exit_code == 0 and json.loads(r.stdout)["body"] == {"echo": {"data": [[1]]}}
+    r = cli("invoke", str(m), "--data", "{}")
+    assert r.exit_code == 2 and "say which one with --target" in r.stderr
+    r = cli("destroy", str(m), "--yes")
+    assert r.exit_code == 0
+    assert json.loads((project.dir / "cloud.json").read_text()) == {}
+
+
+def test_bad_var_and_missing_plan_file(project):
+    m = project()
+    assert cli("plan", str(m), "--var", "nonsense").exit_code == 2
+    r = cli("apply", str(project.dir / "nope.json"))
+    assert r.exit_code == 2 and "cannot read plan" in r.stderr
+
+
+def test_targets_and_schema_commands():
+    r = cli("targets", "-o", "json")
+    doc = json.loads(r.stdout)
+    kinds = {t["kind"]: t for t in doc["targets"]}
+    assert kinds["memory"]["scoring_types"] == ["batch", "real-time"]
+    assert "broken" in doc["broken"]  # a broken plugin is reported, not fatal
+    r = cli("schema")
+    assert json.loads(r.stdout)["title"].startswith("deployctl manifest")
+
+
+def test_failed_target_exits_1(project, memory_clouds):
+    targets = "  - name: dev\n    kind: memory\n    size: 5\n    quota: 4\n"
+    r = cli("apply", str(project(targets=targets)), "--yes")
+    assert r.exit_code == 1 and "exceeds quota" in r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_console_script_exit_codes_and_ctrl_c(project, tmp_path):
+    """The real `deployctl` process: SIGINT mid-apply stops cleanly with exit code 130."""
+    m = project(targets=file_targets(project.dir))
+    exe = [sys.executable, "-m", "orchestrator.cli"]
+    env = subprocess_env()
+    assert subprocess.run([*exe, "validate", str(m)], env=env, capture_output=True).returncode == 0
+    # A slow target: the memory plugin sleeps when MEMTARGET_DELAY is set (see below).
+    env["MEMTARGET_DELAY"] = "1.0"
+    p = subprocess.Popen([*exe, "apply", str(m), "--yes", "--parallel", "1"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (project.dir / "cloud.json").exists():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.kill(p.pid, signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 130, err
+    assert "Interrupted" in err
+    assert "not-started" in out
