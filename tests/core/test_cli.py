@@ -14,7 +14,6 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-
 from tests.conftest import subprocess_env
 
 runner = CliRunner()

@@ -96,7 +96,7 @@ def test_one_resource_is_never_touched_twice_at_once(project, memory_clouds):
     for ev, tgt, addr, t in cloud.timeline:
         spans.setdefault((tgt, addr), [None, None])[0 if ev == "start" else 1] = t
     by_thing = {}
-    for (tgt, addr), span in spans.items():
+    for (_tgt, addr), span in spans.items():
         by_thing.setdefault(addr.rsplit("-", 1)[-1], []).append(span)
     for thing, (x, y) in by_thing.items():
         assert not (x[0] < y[1] and y[0] < x[1]), f"{thing} was changed concurrently"
