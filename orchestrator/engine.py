@@ -54,6 +54,7 @@ from orchestrator.target import (
     Observed,
     Resource,
     RunOptions,
+    Finding,
     Severity,
     Target,
     TargetContext,
@@ -228,7 +229,8 @@ class Engine:
         try:
             snap = self._snapshot(cfg)
             if destroy:
-                changes, findings = destroy_changes(snap.observed, self.manifest.name, cfg.name), []
+                changes = destroy_changes(snap.observed, self.manifest.name, cfg.name)
+                findings: list[Finding] = []
             else:
                 changes, findings = diff_target(snap.desired, snap.observed, self.manifest.name, cfg.name)
                 findings += self.target(cfg).check(changes)
@@ -293,7 +295,7 @@ class Engine:
 
     def _apply_one(self, tp: TargetPlan, stop: threading.Event) -> TargetOutcome:
         cfg = self.select([tp.target])[0]
-        base = dict(target=tp.target, kind=tp.kind)
+        base: dict[str, Any] = dict(target=tp.target, kind=tp.kind)
         if tp.error:
             return TargetOutcome(ok=False, error=tp.error, error_kind=tp.error_kind, **base)
         blocking = [f for f in tp.findings if f.severity is Severity.error]
@@ -383,7 +385,7 @@ class Engine:
             return list(pool.map(self._status_one, cfgs))
 
     def _status_one(self, cfg: TargetConfig) -> TargetStatus:
-        base = dict(target=cfg.name, kind=cfg.kind)
+        base: dict[str, Any] = dict(target=cfg.name, kind=cfg.kind)
         try:
             t = self.target(cfg)
             snap = self._snapshot(cfg)

@@ -24,7 +24,7 @@ PLAN_FORMAT = "deployctl.plan/v1"
 class Action(str, Enum):
     create = "create"
     update = "update"
-    replace = "replace"
+    replace = "replace"  # type: ignore[assignment]  # shadows str.replace, deliberately
     delete = "delete"
     noop = "no-op"
 
@@ -198,7 +198,7 @@ def diff_target(
         spec = dict(r.spec)
         h = spec_hash(spec)
         o = by_addr.get(r.address)
-        base = dict(type=r.type, name=r.name, key=r.lock_key, spec=spec, spec_hash=h)
+        base: dict[str, Any] = dict(type=r.type, name=r.name, key=r.lock_key, spec=spec, spec_hash=h)
         if o is None:
             changes.append(Change(action=Action.create, reason="does not exist", **base))
             continue

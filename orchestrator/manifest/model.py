@@ -122,8 +122,9 @@ class QueueSettings(Strict):
 class ScoringSpec(Strict):
     type: ScoringType = Field(description="real-time | near-real-time | batch")
     sample_request: LocalPath | None = Field(None, description="Smoke test sent after every apply.")
-    batch: BatchSettings = Field(default_factory=BatchSettings)
-    queue: QueueSettings = Field(default_factory=QueueSettings)
+    # Frozen models, so one shared default instance is safe.
+    batch: BatchSettings = BatchSettings()
+    queue: QueueSettings = QueueSettings()
 
 
 Auto = Literal["auto"]
@@ -155,10 +156,10 @@ class Manifest(Strict):
     apiVersion: Literal["deployctl/v1"] = Field(description="Always deployctl/v1.")  # noqa: N815
     name: str = Field(pattern=NAME_PATTERN, description="DNS-safe; prefixes every resource deployctl creates.")
     model: ModelSpec
-    environment: EnvironmentSpec = Field(default_factory=EnvironmentSpec)  # type: ignore[arg-type]
+    environment: EnvironmentSpec = EnvironmentSpec()
     code: CodeSpec
     scoring: ScoringSpec
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)  # type: ignore[arg-type]
+    resources: ResourcesSpec = ResourcesSpec()
     targets: list[SerializeAsAny[TargetConfig]] = Field(min_length=1)
 
     def target(self, name: str) -> TargetConfig:

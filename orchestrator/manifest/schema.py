@@ -8,6 +8,7 @@ from the built-in targets only, so installing a third-party plugin does not make
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any, Union
 
 from pydantic import Field, create_model
@@ -32,7 +33,7 @@ def manifest_schema(registry: TargetRegistry | None = None) -> dict[str, Any]:
         item = models[0]
     else:
         item = Annotated[Union[tuple(models)], Field(discriminator="kind")]  # noqa: UP007
-    full = create_model("Manifest", __base__=Manifest, targets=(list[item], Field(min_length=1)))  # type: ignore[call-overload,valid-type]
+    full = create_model("Manifest", __base__=Manifest, targets=(list[item], Field(min_length=1)))
     schema = full.model_json_schema(mode="validation")
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
             **schema, "title": "deployctl manifest (apiVersion deployctl/v1)"}
@@ -40,3 +41,15 @@ def manifest_schema(registry: TargetRegistry | None = None) -> dict[str, Any]:
 
 def schema_text(registry: TargetRegistry | None = None) -> str:
     return json.dumps(manifest_schema(registry), indent=2, sort_keys=False) + "\n"
+
+
+def committed_schema_path() -> Path:
+
+    return Path(__file__).resolve().parents[2] / "manifests" / "deployctl.schema.json"
+
+
+if __name__ == "__main__":  # python -m orchestrator.manifest.schema: refresh the committed copy
+    from orchestrator.state import write_atomic
+
+    write_atomic(committed_schema_path(), schema_text(builtin_registry()))
+    print(f"wrote {committed_schema_path()}")

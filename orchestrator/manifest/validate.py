@@ -34,7 +34,7 @@ class LoadedManifest:
 
 
 # Core pass: targets are plain mappings here; each plugin validates its own entry afterwards.
-_CoreManifest = create_model(  # type: ignore[call-overload]
+_CoreManifest = create_model(
     "_CoreManifest",
     __base__=Manifest,
     targets=(list[dict[str, Any]], ...),
