@@ -98,9 +98,10 @@ class _Run:
     def __init__(self, ci: CIMode | None, output: OutputFormat = OutputFormat.table) -> None:
         self.ci = _detect_ci(ci.value if ci else None)
         self.output = output
-        from orchestrator.events import FanoutReporter, LineReporter
+        from orchestrator.events import FanoutReporter, LineReporter, Reporter, RichReporter
 
-        plain = LineReporter(sys.stderr)
+        # A spinner and colours on a terminal; plain lines in CI logs and pipes.
+        plain: Reporter = RichReporter(err) if err.is_terminal and not os.environ.get("CI") else LineReporter(sys.stderr)
         extra = self.ci.reporter()
         self.reporter = FanoutReporter(plain, extra) if extra else plain
 

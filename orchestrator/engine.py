@@ -49,12 +49,12 @@ from orchestrator.registry import TargetRegistry, default_registry
 from orchestrator.retry import RetrySettings, call_with_retries
 from orchestrator.secrets import redact
 from orchestrator.target import (
+    Finding,
     InvokeRequest,
     InvokeResult,
     Observed,
     Resource,
     RunOptions,
-    Finding,
     Severity,
     Target,
     TargetContext,

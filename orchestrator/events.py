@@ -108,3 +108,64 @@ class FanoutReporter(Reporter):
                 getattr(r, name)(*a, **k)
 
         return call
+
+
+class RichReporter(Reporter):
+    """For a terminal: coloured lines plus a spinner naming what is running right now."""
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+        self._lock = threading.Lock()
+        self._running: dict[str, str] = {}
+        self._status = console.status("", spinner="dots")
+        self._started = False
+
+    def __enter__(self) -> RichReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._started:
+            self._status.stop()
+
+    def _refresh(self) -> None:
+        text = "  ".join(f"[bold]{t}[/]: {what}" for t, what in self._running.items())
+        if text:
+            self._status.update(text)
+            if not self._started:
+                self._status.start()
+                self._started = True
+        elif self._started:
+            self._status.stop()
+            self._started = False
+
+    def _print(self, line: str) -> None:
+        self.console.print(redact(line), highlight=False)
+
+    def progress(self, target: str, message: str) -> None:
+        with self._lock:
+            if target in self._running:
+                self._running[target] = redact(message)
+                self._refresh()
+            else:
+                self._print(f"[dim]\\[{target}][/] {message}")
+
+    def warning(self, target: str, message: str) -> None:
+        with self._lock:
+            self._print(f"[yellow]\\[{target}] warning:[/] {message}")
+
+    def change_started(self, target: str, action: str, address: str) -> None:
+        with self._lock:
+            self._running[target] = f"{action} {address}"
+            self._refresh()
+
+    def change_finished(self, target: str, action: str, address: str, ok: bool, error: str | None = None) -> None:
+        with self._lock:
+            self._running.pop(target, None)
+            mark = "[green]✓[/]" if ok else "[red]✗[/]"
+            self._print(f"{mark} [dim]\\[{target}][/] {action} {address}" + ("" if ok else f": {error}"))
+            self._refresh()
+
+    def target_finished(self, target: str, ok: bool, outputs: dict[str, Any] | None = None) -> None:
+        with self._lock:
+            self._running.pop(target, None)
+            self._refresh()
