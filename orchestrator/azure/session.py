@@ -47,7 +47,9 @@ class AzureSession:
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for every azure SDK client constructor."""
-        kw: dict[str, Any] = {"retry_total": self.retry_total}
+        from orchestrator.azure.policies import LoggedRetryPolicy
+
+        kw: dict[str, Any] = {"retry_policy": LoggedRetryPolicy(retry_total=self.retry_total)}
         if self.transport is not None:
             kw["transport"] = self.transport
         if self.polling_interval is not None:
