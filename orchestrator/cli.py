@@ -62,6 +62,10 @@ SimStateOpt = Annotated[Path | None, typer.Option("--simulate-state", help="File
 SimFaultsOpt = Annotated[str | None, typer.Option("--simulate-faults", help="Inject faults into the simulated cloud, e.g. 'rate=0.2,seed=1'.", envvar="DEPLOYCTL_SIMULATE_FAULTS")]
 SimLatencyOpt = Annotated[str | None, typer.Option("--simulate-latency", help="Simulated latency, e.g. 'call=0.05,lro=2'.", envvar="DEPLOYCTL_SIMULATE_LATENCY")]
 ParallelOpt = Annotated[int, typer.Option("--parallel", min=1, max=64, help="Targets worked on at once.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Go ahead without asking.")]
+SkipQuotaOpt = Annotated[bool, typer.Option("--skip-quota-check", help="Do not block on a quota shortfall.")]
+OneTargetOpt = Annotated[str | None, typer.Option("--target", "-t", help="The target (needed when there are several).")]
+DeploymentOpt = Annotated[str | None, typer.Option("--deployment", help="Address one deployment directly.")]
 
 
 def _parse_vars(items: list[str] | None) -> dict[str, str]:
@@ -204,7 +208,7 @@ def plan(
     simulate_state: SimStateOpt = None,
     simulate_faults: SimFaultsOpt = None,
     simulate_latency: SimLatencyOpt = None,
-    skip_quota_check: Annotated[bool, typer.Option("--skip-quota-check", help="Do not block on a quota shortfall.")] = False,
+    skip_quota_check: SkipQuotaOpt = False,
     ci: CIOpt = None,
 ) -> None:
     """Show what apply would change. Reads, never writes."""
@@ -286,10 +290,10 @@ def apply(
     manifest: Annotated[Path, typer.Argument(help="A manifest (YAML), or a plan saved with `plan -o json`.", show_default=False)],
     target: TargetOpt = None,
     var: VarOpt = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")] = False,
+    yes: YesOpt = False,
     parallel: ParallelOpt = 4,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop every target when one fails.")] = False,
-    skip_quota_check: Annotated[bool, typer.Option("--skip-quota-check", help="Do not block on a quota shortfall.")] = False,
+    skip_quota_check: SkipQuotaOpt = False,
     output: OutputOpt = OutputFormat.table,
     state_dir: StateOpt = None,
     simulate: SimOpt = False,
@@ -350,7 +354,7 @@ def destroy(
     manifest: ManifestArg,
     target: TargetOpt = None,
     var: VarOpt = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Destroy without asking.")] = False,
+    yes: YesOpt = False,
     parallel: ParallelOpt = 4,
     output: OutputOpt = OutputFormat.table,
     state_dir: StateOpt = None,
@@ -423,7 +427,7 @@ def status(
 @app.command()
 def invoke(
     manifest: ManifestArg,
-    target: Annotated[str | None, typer.Option("--target", "-t", help="The target (needed when there are several).")] = None,
+    target: OneTargetOpt = None,
     data: Annotated[str | None, typer.Option("--data", "-d", help="The request body (JSON or text).")] = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="Read the request body from a file.")] = None,
     run_async: Annotated[bool, typer.Option("--async", help="Near-real-time: queue it and print the request id.")] = False,
@@ -431,7 +435,7 @@ def invoke(
     idempotency_key: Annotated[str | None, typer.Option("--idempotency-key", help="Submissions with one key run once.")] = None,
     input_: Annotated[list[Path] | None, typer.Option("--input", "-i", help="Batch: input file or folder (repeatable).")] = None,
     output_path: Annotated[Path | None, typer.Option("--output-path", "--out", help="Batch: where predictions go.")] = None,
-    deployment: Annotated[str | None, typer.Option("--deployment", help="Address one deployment directly.")] = None,
+    deployment: DeploymentOpt = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 60.0,
     var: VarOpt = None,
     output: OutputOpt = OutputFormat.json,
@@ -479,9 +483,9 @@ def invoke(
 @app.command()
 def logs(
     manifest: ManifestArg,
-    target: Annotated[str | None, typer.Option("--target", "-t", help="The target (needed when there are several).")] = None,
+    target: OneTargetOpt = None,
     tail: Annotated[int, typer.Option("--tail", "-n", min=1, help="Lines from the end.")] = 100,
-    deployment: Annotated[str | None, typer.Option("--deployment", help="One deployment's logs.")] = None,
+    deployment: DeploymentOpt = None,
     var: VarOpt = None,
     state_dir: StateOpt = None,
     simulate: SimOpt = False,

@@ -16,7 +16,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.target import TAG_MANIFEST, TAG_SPEC, TAG_TARGET, Finding, Observed, Resource, Severity
+from orchestrator.target import (
+    TAG_MANIFEST,
+    TAG_SPEC,
+    TAG_TARGET,
+    Addressed,
+    Finding,
+    Observed,
+    Resource,
+    Severity,
+)
 
 PLAN_FORMAT = "deployctl.plan/v1"
 
@@ -40,7 +49,7 @@ class FieldChange(BaseModel):
     after: Any = None
 
 
-class Change(BaseModel):
+class Change(Addressed, BaseModel):
     """One resource's change. ``spec`` is the desired spec (empty for deletes)."""
 
     model_config = ConfigDict(frozen=True)
@@ -54,14 +63,6 @@ class Change(BaseModel):
     spec_hash: str = ""
     diff: list[FieldChange] = Field(default_factory=list)
     drift: bool = False
-
-    @property
-    def address(self) -> str:
-        return f"{self.type}/{self.name}"
-
-    @property
-    def lock_key(self) -> str:
-        return self.key or self.address
 
 
 class TargetPlan(BaseModel):

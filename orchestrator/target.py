@@ -49,8 +49,25 @@ TAG_TARGET = "deployctl-target"
 TAG_SPEC = "deployctl-spec"
 
 
+class Addressed:
+    """``type/name`` addressing shared by resources, observations and plan changes."""
+
+    type: str
+    name: str
+    key: str
+
+    @property
+    def address(self) -> str:
+        return f"{self.type}/{self.name}"
+
+    @property
+    def lock_key(self) -> str:
+        """What the engine locks on: the global key when there is one, else the address."""
+        return self.key or self.address
+
+
 @dataclass(frozen=True)
-class Resource:
+class Resource(Addressed):
     """A resource a target wants to exist.
 
     ``spec`` holds only the fields deployctl manages; they are what ``plan`` diffs against what
@@ -66,17 +83,9 @@ class Resource:
     depends_on: tuple[str, ...] = ()
     replace_on: tuple[str, ...] = ()
 
-    @property
-    def address(self) -> str:
-        return f"{self.type}/{self.name}"
-
-    @property
-    def lock_key(self) -> str:
-        return self.key or self.address
-
 
 @dataclass(frozen=True)
-class Observed:
+class Observed(Addressed):
     """A resource as it exists now: its managed fields, its tags and an opaque version (ETag)."""
 
     type: str
@@ -85,14 +94,6 @@ class Observed:
     tags: Mapping[str, str] = field(default_factory=dict)
     key: str = ""
     version: str | None = None
-
-    @property
-    def address(self) -> str:
-        return f"{self.type}/{self.name}"
-
-    @property
-    def lock_key(self) -> str:
-        return self.key or self.address
 
 
 class Severity(str, Enum):
