@@ -71,7 +71,7 @@ class Resource(Addressed):
     """A resource a target wants to exist.
 
     ``spec`` holds only the fields deployctl manages; they are what ``plan`` diffs against what
-    ``read()`` reports.  ``key`` identifies the resource globally (an ARM id, a port, a path):
+    ``read()`` reports.  Never put a secret in a spec: plans are printed and saved as artifacts.  ``key`` identifies the resource globally (an ARM id, a port, a path):
     the engine never runs two operations at once on one key, across targets.  A change to any
     field in ``replace_on`` replaces the resource instead of updating it in place.
     """
