@@ -1,0 +1,11 @@
+"""deployctl's scoring runtime: runs INSIDE a deployment's own environment.
+
+Standard library only (the environment holds the user's packages, not deployctl's), so it is put
+on the environment's ``PYTHONPATH`` as-is.  Modules:
+
+- :mod:`contract` — the Azure ML scoring contract: load score.py, ``init()`` once, ``run(...)``.
+- :mod:`server` — the real-time / near-real-time HTTP server (Azure ML online endpoint routes).
+- :mod:`queue` — the durable SQLite queue of near-real-time requests.
+- :mod:`nrt_worker` — a near-real-time worker process.
+- :mod:`batch` — the batch runner (Azure ML batch deployment contract).
+"""

@@ -1,0 +1,163 @@
+"""The Azure ML scoring contract, as azureml-inference-server-http implements it.
+
+- ``init()`` runs once per worker process, before any request; ``AZUREML_MODEL_DIR`` points at
+  the model folder.
+- ``run(raw_data)``: the request body as a string (the body is not parsed), unless ``run`` is
+  decorated with inference-schema's ``@input_schema``: then the JSON body's keys are passed as
+  keyword arguments (``{"data": ...}`` -> ``run(data=...)``), which the decorator deserialises.
+- A ``request_headers`` parameter, when declared, receives the request headers.
+- The return value is sent back as JSON (a string return value becomes a JSON string).
+- Batch: ``run(mini_batch)`` with a list of file paths, returning a list or a DataFrame.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+
+class ScriptError(Exception):
+    """The user's script could not be loaded or its init() failed; ``tail`` is for the user."""
+
+    def __init__(self, message: str, tail: str = "") -> None:
+        super().__init__(message)
+        self.tail = tail
+
+
+class BadRequest(Exception):
+    """The request does not fit run()'s signature (HTTP 400)."""
+
+
+def traceback_tail(exc: BaseException, lines: int = 12) -> str:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _is_schema_decorated(fn: Any) -> bool:
+    try:
+        from inference_schema.schema_util import is_schema_decorated
+    except Exception:  # inference-schema not installed: nothing can be decorated with it
+        return False
+    try:
+        return bool(is_schema_decorated(fn))
+    except Exception:
+        return False
+
+
+class UserScript:
+    def __init__(self, code_dir: str, entry: str) -> None:
+        self.code_dir = str(Path(code_dir).resolve())
+        self.entry = entry
+        self.module: Any = None
+        self.run_fn: Any = None
+        self.schema_decorated = False
+        self.wants_headers = False
+        self.params: list[inspect.Parameter] = []
+
+    def load(self) -> None:
+        """Import score.py (its folder first on sys.path, like Azure ML) and check the contract."""
+        path = os.path.join(self.code_dir, self.entry)
+        if self.code_dir not in sys.path:
+            sys.path.insert(0, self.code_dir)
+        try:
+            spec = importlib.util.spec_from_file_location("entry_module", path)
+            if spec is None or spec.loader is None:
+                raise ScriptError(f"cannot load {path}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules["entry_module"] = module
+            spec.loader.exec_module(module)
+        except ScriptError:
+            raise
+        except BaseException as e:
+            raise ScriptError(f"importing {self.entry} failed: {type(e).__name__}: {e}", traceback_tail(e)) from e
+        for name in ("init", "run"):
+            if not callable(getattr(module, name, None)):
+                raise ScriptError(f"{self.entry} does not define {name}()")
+        self.module = module
+        driver = getattr(module, "driver_module", None)  # Azure ML's generated proxy scripts
+        self.run_fn = driver.run if driver is not None and hasattr(driver, "run") else module.run
+        params = list(inspect.signature(self.run_fn).parameters.values())
+        self.wants_headers = any(p.name == "request_headers" for p in params)
+        self.params = [p for p in params if p.name != "request_headers"]
+        if not self.params:
+            raise ScriptError("run() needs to accept an argument for input data")
+        self.schema_decorated = _is_schema_decorated(self.run_fn)
+
+    def init(self) -> None:
+        try:
+            self.module.init()
+        except BaseException as e:
+            raise ScriptError(f"init() failed: {type(e).__name__}: {e}", traceback_tail(e)) from e
+
+    def run_online(self, body: bytes, headers: dict[str, str] | None = None) -> Any:
+        """Call run() for one request; raises BadRequest, or whatever run() raises."""
+        if self.schema_decorated:
+            try:
+                payload = json.loads(body or b"null")
+            except ValueError as e:
+                raise BadRequest(f"POST body could not be decoded as JSON: {e}") from None
+            if not isinstance(payload, dict):
+                raise BadRequest("POST body should be a JSON dictionary.")
+            kwargs: dict[str, Any] = {}
+            for p in self.params:
+                value = payload.get(p.name, p.default)
+                if value is inspect.Parameter.empty:
+                    raise BadRequest(f"A value is not provided for the {p.name!r} parameter.")
+                kwargs[p.name] = value
+        else:
+            kwargs = {self.params[0].name: body.decode("utf-8", errors="replace")}
+        if self.wants_headers:
+            kwargs["request_headers"] = dict(headers or {})
+        return self.run_fn(**kwargs)
+
+    def run_batch(self, files: list[str]) -> list[str]:
+        """Call run(mini_batch); return the rows to append (Azure ML's append_row output)."""
+        result = self.run_fn(files)
+        return rows_of(result)
+
+    def swagger(self) -> dict[str, Any] | None:
+        """The OpenAPI document inference-schema generates for a decorated run(), if any."""
+        if not self.schema_decorated:
+            return None
+        try:
+            from inference_schema.schema_util import get_input_schema, get_output_schema
+        except Exception:
+            return None
+        return {
+            "swagger": "2.0",
+            "info": {"title": "deployctl scoring endpoint", "version": "1.0"},
+            "paths": {"/score": {"post": {
+                "parameters": [{"name": "body", "in": "body", "required": True,
+                                "schema": get_input_schema(self.run_fn)}],
+                "responses": {"200": {"description": "prediction", "schema": get_output_schema(self.run_fn)}},
+            }}},
+        }
+
+
+def rows_of(result: Any) -> list[str]:
+    """Rows for the output file: a DataFrame's rows as CSV lines, a list's items as lines."""
+    if hasattr(result, "to_csv"):
+        text = result.to_csv(index=False, header=False)
+        return [line for line in text.splitlines() if line]
+    if isinstance(result, (list, tuple)):
+        return [item if isinstance(item, str) else json.dumps(item, default=str) for item in result]
+    raise TypeError(f"run(mini_batch) must return a list or a DataFrame, not {type(result).__name__}")
+
+
+def to_json_bytes(value: Any) -> bytes:
+    """run()'s return value as the response body (numpy values included)."""
+    return json.dumps(value, default=_default).encode()
+
+
+def _default(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")

@@ -1,0 +1,340 @@
+"""The local scoring server: Azure ML online-endpoint routes, several worker processes.
+
+    python -m deployctl_runtime.server --code DIR --entry score.py --status-file F [options]
+
+Routes (as an Azure ML online endpoint / azmlinfsrv): ``POST /score``; ``GET /`` answers
+"Healthy" (liveness); ``GET /ready`` (readiness: every worker ran init()); ``GET /swagger.json``
+when run() is decorated with inference-schema.  Key auth (``Authorization: Bearer <key>``) when a
+key file is given.  Near-real-time mode (``--queue DB``): ``POST /score`` queues the request and
+answers 202 with its id; ``GET /requests/<id>`` answers its state and result.
+
+Process model: the parent binds a private 127.0.0.1 port, forks the workers (each runs init()
+once, then serves; run() calls are serialised per worker like azmlinfsrv's sync workers) and
+supervises them.  Zero-downtime switch: on SIGUSR1 every worker also binds the public port with
+SO_REUSEPORT, next to the previous version's; the previous version is then stopped with SIGTERM
+(stop accepting, finish in-flight requests, exit).  The status file (JSON) says where it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from socketserver import ThreadingMixIn
+from typing import Any
+
+from deployctl_runtime.contract import BadRequest, ScriptError, UserScript, to_json_bytes, traceback_tail
+
+VERSION = "deployctl-runtime/1"
+
+
+def write_status(path: str, doc: dict[str, Any]) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f)
+    os.replace(tmp, path)
+
+
+def listen(port: int, reuseport: bool) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuseport:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", port))  # loopback only, always
+    s.listen(256)
+    return s
+
+
+class _Server(ThreadingMixIn, HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, sock: socket.socket, app: App) -> None:
+        super().__init__(sock.getsockname(), Handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = sock
+        self.app = app
+
+
+class App:
+    """What a worker serves: the user's script (or the queue) and the settings."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.key = open(args.key_file).read().strip() if args.key_file else None
+        self.script: UserScript | None = None
+        self.queue: Any = None
+        self.run_lock = threading.Lock()
+        self.swagger: bytes | None = None
+
+    def start(self) -> None:
+        if self.args.queue:
+            from deployctl_runtime.queue import Queue
+
+            self.queue = Queue(self.args.queue, visibility_timeout=self.args.visibility_timeout,
+                               max_attempts=self.args.max_attempts)
+            return
+        self.script = UserScript(self.args.code, self.args.entry)
+        self.script.load()
+        self.script.init()
+        doc = self.script.swagger()
+        self.swagger = json.dumps(doc).encode() if doc else None
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+    server_version = VERSION
+    sys_version = ""
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        # Small responses must not wait for Nagle's algorithm (a 40 ms stall per request).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def version_string(self) -> str:
+        return VERSION
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass  # per-request logging costs throughput; errors are logged where they happen
+
+    def _send(self, status: int, body: bytes, extra: dict[str, str] | None = None,
+              content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("x-ms-request-id", self.headers.get("x-ms-client-request-id") or uuid.uuid4().hex)
+        self.send_header("x-ms-server-version", VERSION)
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        # Headers and body in one write (end_headers() would flush the headers on their own).
+        self._headers_buffer.append(b"\r\n" + body)
+        self.flush_headers()
+
+    def _error(self, status: int, message: str, extra: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps({"message": message}).encode(), extra)
+
+    def _authorized(self) -> bool:
+        key = self.server.app.key
+        if key is None:
+            return True
+        given = self.headers.get("Authorization", "")
+        token = given[7:] if given.startswith("Bearer ") else ""
+        return hmac.compare_digest(token.encode(), key.encode())
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        app = self.server.app
+        path = self.path.split("?", 1)[0]
+        if path == "/":
+            self._send(200, b"Healthy", content_type="text/plain; charset=utf-8")
+        elif path == "/ready":
+            self._send(200, b'{"ready": true}')
+        elif path == "/swagger.json":
+            if app.swagger is None:
+                self._error(404, "run() is not decorated with inference-schema: no swagger")
+            else:
+                self._send(200, app.swagger)
+        elif path.startswith("/requests/") and app.queue is not None:
+            if not self._authorized():
+                self._error(401, "missing or invalid key (Authorization: Bearer <key>)")
+                return
+            doc = app.queue.get(path.rsplit("/", 1)[-1])
+            if doc is None:
+                self._error(404, "no such request")
+            else:
+                self._send(200, json.dumps(doc).encode())
+        else:
+            self._error(404, f"no route {path}")
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        app = self.server.app
+        if self.path.split("?", 1)[0] != "/score":
+            self._error(404, f"no route {self.path}")
+            return
+        length = self.headers.get("Content-Length")
+        if length is None:
+            self._error(411, "Content-Length is required")
+            self.close_connection = True
+            return
+        n = int(length)
+        if n > app.args.max_body_bytes:
+            self._error(413, f"request body of {n} bytes is over the limit of {app.args.max_body_bytes}")
+            self.close_connection = True  # the unread body would corrupt the next request
+            return
+        body = self.rfile.read(n)
+        if not self._authorized():
+            self._error(401, "missing or invalid key (Authorization: Bearer <key>)")
+            return
+        if app.queue is not None:
+            key = self.headers.get("Idempotency-Key") or self.headers.get("x-ms-idempotency-key")
+            mid, created = app.queue.submit(body, key)
+            self._send(202, json.dumps({"request_id": mid, "state": "queued", "duplicate": not created}).encode())
+            return
+        assert app.script is not None
+        started = time.perf_counter()
+        try:
+            with app.run_lock:
+                out = app.script.run_online(body, dict(self.headers.items()))
+            payload = to_json_bytes(out)
+        except BadRequest as e:
+            self._error(400, str(e))
+            return
+        except Exception as e:
+            print(f"run() failed:\n{traceback_tail(e)}", file=sys.stderr, flush=True)
+            self._error(500, f"run() raised {type(e).__name__}: {e}", {"x-ms-run-function-failed": "True"})
+            return
+        ms = (time.perf_counter() - started) * 1000
+        self._send(200, payload, {"x-ms-run-function-failed": "False", "x-ms-run-fn-exec-ms": f"{ms:.3f}"})
+
+
+def serve(sock: socket.socket, app: App) -> _Server:
+    srv = _Server(sock, app)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+    return srv
+
+
+def worker(args: argparse.Namespace, private: socket.socket, ready_w: int, public_now: bool) -> int:
+    app = App(args)
+    try:
+        app.start()
+    except ScriptError as e:
+        with open(args.status_file + ".error", "w") as f:
+            f.write(f"{e}\n{e.tail}")
+        print(f"worker {os.getpid()}: {e}\n{e.tail}", file=sys.stderr, flush=True)
+        return 3
+    servers = [serve(private, app)]
+    go_public = threading.Event()
+    stop = threading.Event()
+    signal.signal(signal.SIGUSR1, lambda *_: go_public.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    os.write(ready_w, b"r")
+    if public_now:
+        go_public.set()
+    published = False
+    while not stop.wait(0.05):
+        if go_public.is_set() and not published:
+            servers.append(serve(listen(args.public_port, reuseport=True), app))
+            published = True
+            os.write(ready_w, b"p")
+    for srv in servers:  # stop accepting; in-flight requests finish on their threads
+        srv.shutdown()
+        srv.server_close()
+    time.sleep(args.drain_seconds)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--code", default="")
+    ap.add_argument("--entry", default="score.py")
+    ap.add_argument("--status-file", required=True)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--private-port", type=int, default=0)
+    ap.add_argument("--public-port", type=int, default=0)
+    ap.add_argument("--public-now", action="store_true", help="bind the public port at once (first version)")
+    ap.add_argument("--key-file")
+    ap.add_argument("--max-body-bytes", type=int, default=100 * 1024 * 1024)
+    ap.add_argument("--queue", help="near-real-time mode: the SQLite queue")
+    ap.add_argument("--visibility-timeout", type=float, default=60)
+    ap.add_argument("--max-attempts", type=int, default=5)
+    ap.add_argument("--version", default="")
+    ap.add_argument("--drain-seconds", type=float, default=0.2)
+    args = ap.parse_args(argv)
+
+    private = listen(args.private_port, reuseport=False)
+    private_port = private.getsockname()[1]
+    ready_r, ready_w = os.pipe()
+    children: dict[int, int] = {}  # pid -> slot
+    public = args.public_now
+    stopping = False
+
+    def spawn(slot: int) -> int:
+        pid = os.fork()
+        if pid == 0:
+            os.close(ready_r)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the worker installs its handler
+            code = 1
+            try:
+                code = worker(args, private, ready_w, public)
+            finally:
+                os._exit(code)
+        children[pid] = slot
+        return pid
+
+    def on_usr1(*_: object) -> None:
+        nonlocal public
+        public = True
+        for pid in list(children):
+            os.kill(pid, signal.SIGUSR1)
+
+    def on_term(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGUSR1, on_usr1)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    status = {"state": "starting", "pid": os.getpid(), "private_port": private_port,
+              "public_port": args.public_port, "public": False, "workers": [], "version": args.version}
+    write_status(args.status_file, status)
+    for slot in range(args.workers):
+        spawn(slot)
+
+    ready = published = 0
+    os.set_blocking(ready_r, False)
+    while children:
+        try:
+            data = os.read(ready_r, 64)
+        except BlockingIOError:
+            data = b""
+        ready += data.count(b"r")
+        published += data.count(b"p")
+        try:
+            pid, code = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid:
+            slot = children.pop(pid)
+            exit_code = os.waitstatus_to_exitcode(code)
+            if status["state"] == "starting" or exit_code == 3:
+                # init() failed: this version cannot serve; stop the others and say why.
+                on_term()
+                for other in list(children):
+                    os.waitpid(other, 0)
+                status.update(state="failed", exit_code=exit_code)
+                write_status(args.status_file, status)
+                return 3
+            if not stopping:  # a worker died while serving: replace it (it runs init() again)
+                print(f"worker {pid} exited with {exit_code}; restarting", file=sys.stderr, flush=True)
+                ready -= 1
+                published -= 1 if public else 0
+                spawn(slot)
+        changed = False
+        if status["state"] == "starting" and ready >= args.workers:
+            status["state"] = "ready"
+            changed = True
+        if not status["public"] and public and published >= args.workers:
+            status["public"] = True
+            changed = True
+        if changed or sorted(status["workers"]) != sorted(children):
+            status["workers"] = sorted(children)
+            write_status(args.status_file, status)
+        time.sleep(0.02)
+    status.update(state="stopped", workers=[])
+    write_status(args.status_file, status)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
