@@ -438,7 +438,7 @@ def invoke(
     deployment: DeploymentOpt = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 60.0,
     var: VarOpt = None,
-    output: OutputOpt = OutputFormat.json,
+    output: OutputOpt = OutputFormat.table,
     state_dir: StateOpt = None,
     simulate: SimOpt = False,
     simulate_state: SimStateOpt = None,

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 from deployctl_runtime.contract import ScriptError, UserScript, to_json_bytes, traceback_tail
 from deployctl_runtime.queue import Queue
@@ -26,30 +27,44 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ready-file")
     args = ap.parse_args(argv)
 
+    def ready() -> None:
+        if args.ready_file:
+            with open(args.ready_file, "w") as f:
+                f.write(str(os.getpid()))
+
+    return run_worker(args.code, args.entry, args.queue, visibility_timeout=args.visibility_timeout,
+                      max_attempts=args.max_attempts, poll=args.poll, on_ready=ready)
+
+
+def run_worker(code: str, entry: str, queue: str, *, visibility_timeout: float, max_attempts: int,
+               poll: float = 0.05, on_ready: Callable[[], None] | None = None,
+               on_init_error: Callable[[ScriptError], None] | None = None) -> int:
+    """Load the script, init() once, then score messages until SIGTERM (finishing the current one)."""
     stop = False
 
     def on_term(*_: object) -> None:
         nonlocal stop
-        stop = True  # finish the current message, then exit
+        stop = True
 
     signal.signal(signal.SIGTERM, on_term)
-    script = UserScript(args.code, args.entry)
+    script = UserScript(code, entry)
     try:
         script.load()
         script.init()
     except ScriptError as e:
         print(f"init failed: {e}\n{e.tail}", file=sys.stderr, flush=True)
+        if on_init_error:
+            on_init_error(e)
         return 3
-    if args.ready_file:
-        with open(args.ready_file, "w") as f:
-            f.write(str(os.getpid()))
-    q = Queue(args.queue, visibility_timeout=args.visibility_timeout, max_attempts=args.max_attempts)
+    if on_ready:
+        on_ready()
+    q = Queue(queue, visibility_timeout=visibility_timeout, max_attempts=max_attempts)
     me = f"{os.uname().nodename}:{os.getpid()}"
     print(f"worker {me} ready", file=sys.stderr, flush=True)
     while not stop:
         msg = q.claim(me)
         if msg is None:
-            time.sleep(args.poll)
+            time.sleep(poll)
             continue
         try:
             out = script.run_online(msg.body)

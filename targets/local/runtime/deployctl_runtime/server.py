@@ -38,9 +38,12 @@ VERSION = "deployctl-runtime/1"
 
 def write_status(path: str, doc: dict[str, Any]) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(doc, f)
+        os.replace(tmp, path)
+    except FileNotFoundError:
+        pass  # a replaced version's folder is removed while it drains; nobody reads it any more
 
 
 def listen(port: int, reuseport: bool) -> socket.socket:
@@ -231,6 +234,18 @@ def worker(args: argparse.Namespace, private: socket.socket, ready_w: int, publi
     return 0
 
 
+def queue_worker(args: argparse.Namespace, ready_w: int) -> int:
+    from deployctl_runtime.nrt_worker import run_worker
+
+    def init_error(e: ScriptError) -> None:
+        with open(args.status_file + ".error", "w") as f:
+            f.write(f"{e}\n{e.tail}")
+
+    return run_worker(args.code, args.entry, args.queue, visibility_timeout=args.visibility_timeout,
+                      max_attempts=args.max_attempts, on_ready=lambda: os.write(ready_w, b"r"),
+                      on_init_error=init_error)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--code", default="")
@@ -243,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--key-file")
     ap.add_argument("--max-body-bytes", type=int, default=100 * 1024 * 1024)
     ap.add_argument("--queue", help="near-real-time mode: the SQLite queue")
+    ap.add_argument("--queue-workers", type=int, default=0, help="near-real-time: processes scoring the queue")
     ap.add_argument("--visibility-timeout", type=float, default=60)
     ap.add_argument("--max-attempts", type=int, default=5)
     ap.add_argument("--version", default="")
@@ -257,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     stopping = False
 
     def spawn(slot: int) -> int:
+        """Slots 0..workers-1 serve HTTP; the rest (near-real-time) score the queue."""
         pid = os.fork()
         if pid == 0:
             os.close(ready_r)
@@ -264,7 +281,10 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the worker installs its handler
             code = 1
             try:
-                code = worker(args, private, ready_w, public)
+                if slot < args.workers:
+                    code = worker(args, private, ready_w, public)
+                else:
+                    code = queue_worker(args, ready_w)
             finally:
                 os._exit(code)
         children[pid] = slot
@@ -288,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     status = {"state": "starting", "pid": os.getpid(), "private_port": private_port,
               "public_port": args.public_port, "public": False, "workers": [], "version": args.version}
     write_status(args.status_file, status)
-    for slot in range(args.workers):
+    for slot in range(args.workers + args.queue_workers):
         spawn(slot)
 
     ready = published = 0
@@ -318,10 +338,11 @@ def main(argv: list[str] | None = None) -> int:
             if not stopping:  # a worker died while serving: replace it (it runs init() again)
                 print(f"worker {pid} exited with {exit_code}; restarting", file=sys.stderr, flush=True)
                 ready -= 1
-                published -= 1 if public else 0
+                if public and slot < args.workers:
+                    published -= 1
                 spawn(slot)
         changed = False
-        if status["state"] == "starting" and ready >= args.workers:
+        if status["state"] == "starting" and ready >= args.workers + args.queue_workers:
             status["state"] = "ready"
             changed = True
         if not status["public"] and public and published >= args.workers:

@@ -1,0 +1,460 @@
+"""``kind: local`` — serve, queue and batch-score a model on this machine. No Azure, no Docker.
+
+Resources (see :mod:`orchestrator.target` for the contract):
+
+- ``local.environment`` — the scoring environment, built with uv and shared by lock hash
+  (:mod:`targets.local.envs`).  Deleting it only forgets it: the shared environment stays cached.
+- ``local.server`` (real-time) / ``local.queue`` (near-real-time) — a supervised background
+  process tree on 127.0.0.1 (:mod:`deployctl_runtime.server`).  An update starts the new version
+  on a private port, smoke-tests it, moves it onto the public port beside the old one
+  (SO_REUSEPORT), and only then stops the old one: no downtime, and a failing new version never
+  takes traffic.
+- ``local.batch`` — the code snapshot and settings that ``invoke`` runs over input files.
+
+State lives under the target's state folder: ``environment.json``, ``deployment.json``, the key,
+and one ``versions/<version>/`` folder per running version (code snapshot, model link, status,
+log).  The live process is the truth: a deployment whose process died reads as missing.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from orchestrator.errors import TargetError, UserError
+from orchestrator.manifest.model import ScoringType, TargetConfig, dns_name
+from orchestrator.packaging import iter_files, tree_digest
+from orchestrator.plan import digest
+from orchestrator.state import read_json, write_atomic, write_json
+from orchestrator.target import InvokeRequest, InvokeResult, Observed, Resource, Target
+from targets.local import envs, processes
+
+READY_TIMEOUT_S = 180.0
+
+
+class LocalConfig(TargetConfig):
+    """Settings of a ``local`` target."""
+
+    kind: Literal["local"] = "local"
+    port: int | None = Field(None, ge=1024, le=65535, description="Port on 127.0.0.1; default: a free one, kept across redeploys.")
+    workers: int = Field(1, ge=1, le=32, description="Server worker processes (each runs init() once).")
+    auth: bool = Field(True, description="Require 'Authorization: Bearer <key>' (see: deployctl status --show-keys).")
+    max_body_mb: float = Field(100, gt=0, description="Largest request body accepted, in MB.")
+
+
+class LocalTarget(Target):
+    kind = "local"
+    scoring_types = frozenset({ScoringType.real_time, ScoringType.near_real_time, ScoringType.batch})
+    config_model = LocalConfig
+    description = "this machine: a real server, queue or batch runner; no Azure, no Docker"
+
+    # -- helpers ---------------------------------------------------------------------------
+    @property
+    def cfg(self) -> LocalConfig:
+        assert isinstance(self.config, LocalConfig)
+        return self.config
+
+    @property
+    def state(self) -> Path:
+        return self.ctx.state_dir
+
+    @property
+    def _name(self) -> str:
+        return dns_name(self.manifest.name, self.config.name, max_len=63)
+
+    @property
+    def _deployment_type(self) -> str:
+        return {ScoringType.real_time: "local.server", ScoringType.near_real_time: "local.queue",
+                ScoringType.batch: "local.batch"}[self.manifest.scoring.type]
+
+    def _requirements(self) -> tuple[list[str], str]:
+        env = self.manifest.environment
+        reqs, pinned = envs.parse_requirements(env.requirements, env.conda_file)
+        if pinned and pinned != env.python and "python" in env.model_fields_set:
+            raise UserError(f"environment.python is {env.python} but {env.conda_file} pins python {pinned}")
+        return reqs, pinned or env.python
+
+    def _model_path(self) -> Path:
+        path = self.manifest.model.path
+        if path is None:
+            raise UserError(
+                "the local target needs model.path (a local file or folder); "
+                f"{self.manifest.model.uri} is an Azure ML model",
+                hint="download it (az ml model download) and point model.path at it, or deploy it to an Azure target",
+            )
+        return path
+
+    # -- plan --------------------------------------------------------------------------------
+    def desired(self) -> list[Resource]:
+        reqs, python = self._requirements()
+        env_spec = {"python": python, "requirements": envs.input_digest(reqs, python)}
+        m = self.manifest
+        spec: dict[str, Any] = {
+            "environment": env_spec["requirements"],
+            "code": tree_digest(m.code.path)[:16],
+            "entry": m.code.entry,
+            "model": tree_digest(self._model_path())[:16],
+            "variables": digest(m.environment.variables, 12),
+        }
+        if m.scoring.type is ScoringType.batch:
+            spec["batch"] = m.scoring.batch.model_dump()
+        else:
+            spec.update(workers=self.cfg.workers, auth=self.cfg.auth, max_body_mb=self.cfg.max_body_mb)
+            if self.cfg.port:
+                spec["port"] = self.cfg.port
+            if m.scoring.type is ScoringType.near_real_time:
+                spec["queue"] = m.scoring.queue.model_dump()
+        return [
+            Resource(type="local.environment", name=self._name, spec=env_spec),
+            Resource(type=self._deployment_type, name=self._name, spec=spec,
+                     key=f"local:{self.state}", depends_on=(f"local.environment/{self._name}",)),
+        ]
+
+    def read(self) -> list[Observed]:
+        out: list[Observed] = []
+        env = read_json(self.state / "environment.json")
+        if env and Path(env["python"]).exists():
+            out.append(Observed(type="local.environment", name=env["name"], spec=env["spec"], tags=env["tags"]))
+        dep = read_json(self.state / "deployment.json")
+        if dep and (dep["type"] == "local.batch" or self._healthy(dep)):
+            out.append(Observed(type=dep["type"], name=dep["name"], spec=dep["spec"], tags=dep["tags"],
+                                key=f"local:{self.state}", version=dep["version"]))
+        return out
+
+    def _healthy(self, dep: Mapping[str, Any]) -> bool:
+        if not processes.alive(dep.get("pid")):
+            return False
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", dep["public_port"], timeout=2)
+            conn.request("GET", "/")
+            ok = conn.getresponse().status == 200
+            conn.close()
+            return ok
+        except OSError:
+            return False
+
+    # -- write -------------------------------------------------------------------------------
+    def create(self, resource: Resource, tags: Mapping[str, str]) -> None:
+        if resource.type == "local.environment":
+            self._create_environment(resource, tags)
+        else:
+            self._deploy(resource, tags)
+
+    def delete(self, observed: Observed) -> None:
+        if observed.type == "local.environment":
+            (self.state / "environment.json").unlink(missing_ok=True)  # the shared env stays cached
+            return
+        dep = read_json(self.state / "deployment.json") or {}
+        processes.stop(dep.get("pid"))
+        if processes.alive(dep.get("pid")):
+            raise TargetError(f"process {dep.get('pid')} did not stop", target=self.config.name)
+        for name in ("deployment.json", "key", "queue.db", "queue.db-wal", "queue.db-shm"):
+            (self.state / name).unlink(missing_ok=True)
+        shutil.rmtree(self.state / "versions", ignore_errors=True)
+        shutil.rmtree(self.state / "batch", ignore_errors=True)
+
+    def _create_environment(self, resource: Resource, tags: Mapping[str, str]) -> None:
+        reqs, python = self._requirements()
+        env = envs.ensure_environment(reqs, python, progress=self.ctx.progress)
+        self.ctx.progress(("reused" if env.reused else "built") + f" environment {env.lock_hash} ({len(reqs)} requirements)")
+        write_json(self.state / "environment.json", {
+            "name": resource.name, "spec": dict(resource.spec), "tags": dict(tags),
+            "python": str(env.python), "lock_hash": env.lock_hash, "lock": str(env.lock),
+        })
+
+    def _snapshot(self, version: str) -> tuple[Path, Path]:
+        """An immutable copy of the code (small) and a link to the model (no copy)."""
+        vdir = self.state / "versions" / version
+        code = vdir / "code"
+        if not code.exists():
+            tmp = vdir / ".code.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            for rel, src in iter_files(self.manifest.code.path):
+                dst = tmp / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+            os.replace(tmp, code)
+        model_src = self._model_path()
+        model_dir = vdir / "model"
+        link = model_dir / model_src.name
+        if not link.exists():
+            model_dir.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(model_src)
+        return code, model_dir
+
+    def _key(self) -> str | None:
+        if not self.cfg.auth:
+            return None
+        path = self.state / "key"
+        if not path.exists():
+            write_atomic(path, secrets.token_urlsafe(32))  # 0600: mkstemp's mode
+        key = path.read_text().strip()
+        self.ctx.secret(key)
+        return key
+
+    def _port(self, previous: Mapping[str, Any]) -> int:
+        if self.cfg.port:
+            return self.cfg.port
+        if previous.get("public_port"):
+            return int(previous["public_port"])
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    def _deploy(self, resource: Resource, tags: Mapping[str, str]) -> None:
+        env = read_json(self.state / "environment.json")
+        if not env:
+            raise TargetError("the environment is not built", target=self.config.name, resource=resource.address)
+        version = digest(dict(resource.spec), 12)
+        code, model_dir = self._snapshot(version)
+        previous = read_json(self.state / "deployment.json") or {}
+        record: dict[str, Any] = {
+            "type": resource.type, "name": resource.name, "spec": dict(resource.spec), "tags": dict(tags),
+            "version": version, "code": str(code), "model_dir": str(model_dir), "python": env["python"],
+        }
+        if resource.type == "local.batch":
+            if self.manifest.scoring.sample_request:
+                self._smoke_batch(record)
+            write_json(self.state / "deployment.json", record)
+            self._cleanup_versions(keep={version})
+            return
+        port = self._port(previous)
+        key = self._key()
+        vdir = self.state / "versions" / version
+        status_file = vdir / "status.json"
+        for stale in (status_file, Path(f"{status_file}.error")):
+            stale.unlink(missing_ok=True)
+        cmd = [env["python"], "-m", "deployctl_runtime.server", "--code", str(code), "--entry", self.manifest.code.entry,
+               "--status-file", str(status_file), "--workers", str(self.cfg.workers), "--public-port", str(port),
+               "--max-body-bytes", str(int(self.cfg.max_body_mb * 1024 * 1024)), "--version", version]
+        if key:
+            cmd += ["--key-file", str(self.state / "key")]
+        if resource.type == "local.queue":
+            q = self.manifest.scoring.queue
+            cmd += ["--queue", str(self.state / "queue.db"), "--queue-workers", str(q.workers),
+                    "--visibility-timeout", str(q.visibility_timeout_s), "--max-attempts", str(q.max_attempts)]
+        extra = {**self.manifest.environment.variables, "AZUREML_MODEL_DIR": str(model_dir)}
+        log = self.state / "server.log"
+        self.ctx.progress(f"starting version {version} ({self.cfg.workers} worker(s))")
+        pid = processes.start_detached(cmd, processes.runtime_env(extra), log, cwd=code)
+        status = processes.wait_for(status_file, pid, lambda s: s.get("state") == "ready", READY_TIMEOUT_S)
+        if status.get("state") != "ready":
+            processes.stop(pid)
+            why = Path(f"{status_file}.error")
+            detail = why.read_text().strip() if why.exists() else _tail(log, 15)
+            raise TargetError(f"the new version did not start; the previous one keeps serving.\n{detail}",
+                              target=self.config.name, resource=resource.address, operation="start",
+                              hint="fix init() in your scoring script (see `deployctl logs`)")
+        record.update(pid=pid, public_port=port, private_port=status["private_port"], status_file=str(status_file),
+                      log=str(log), started_at=time.time())
+        try:
+            self._smoke(record, key)
+        except TargetError:
+            processes.stop(pid)
+            raise
+        os.kill(pid, signal.SIGUSR1)  # now take traffic on the public port, beside the old version
+        status = processes.wait_for(status_file, pid, lambda s: bool(s.get("public")), 30)
+        if not status.get("public"):
+            processes.stop(pid)
+            raise TargetError(f"the new version could not bind port {port}: is another program using it?",
+                              target=self.config.name, resource=resource.address)
+        write_json(self.state / "deployment.json", record)
+        if previous.get("pid") and previous.get("pid") != pid:
+            processes.stop(previous["pid"])  # it finishes in-flight requests first
+        self._cleanup_versions(keep={version})
+        self.ctx.progress(f"serving version {version} at http://127.0.0.1:{port}/score")
+
+    def _cleanup_versions(self, keep: set[str]) -> None:
+        root = self.state / "versions"
+        if root.exists():
+            for v in root.iterdir():
+                if v.name not in keep:
+                    shutil.rmtree(v, ignore_errors=True)
+
+    # -- smoke tests -------------------------------------------------------------------------
+    def _smoke(self, record: Mapping[str, Any], key: str | None) -> None:
+        sample = self.manifest.scoring.sample_request
+        if sample is None:
+            return
+        body = sample.read_bytes()
+        status, payload = _post(record["private_port"], "/score", body, key, timeout=60)
+        if record["type"] == "local.queue" and status == 202:
+            rid = json.loads(payload)["request_id"]
+            doc = self._wait_result(record["private_port"], rid, key, timeout=60)
+            if doc.get("state") == "done":
+                return
+            raise TargetError(f"smoke test failed: the sample request ended {doc.get('state')}: {doc.get('error')}",
+                              target=self.config.name, operation="smoke test")
+        if status != 200:
+            raise TargetError(
+                f"smoke test failed: POST /score with {sample.name} answered {status}: {payload[:500].decode(errors='replace')}",
+                target=self.config.name, operation="smoke test",
+                hint="the previous version keeps serving; fix run() or the sample request")
+        self.ctx.progress(f"smoke test passed: {payload[:120].decode(errors='replace')}")
+
+    def _smoke_batch(self, record: Mapping[str, Any]) -> None:
+        sample = self.manifest.scoring.sample_request
+        assert sample is not None
+        with tempfile.TemporaryDirectory() as tmp:
+            result = self._run_batch(record, [sample], Path(tmp) / "out.csv", Path(tmp) / "work")
+        if not result.ok:
+            raise TargetError(f"smoke test failed: batch over {sample.name}: {result.details.get('error')}",
+                              target=self.config.name, operation="smoke test")
+
+    def _wait_result(self, port: int, rid: str, key: str | None, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        doc: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status, payload = _get(port, f"/requests/{rid}", key)
+            doc = json.loads(payload) if status == 200 else {}
+            if doc.get("state") in ("done", "dead"):
+                return doc
+            time.sleep(0.02)
+        return doc
+
+    # -- use ---------------------------------------------------------------------------------
+    def outputs(self, observed: list[Observed]) -> dict[str, Any]:
+        dep = read_json(self.state / "deployment.json") or {}
+        if not dep:
+            return {}
+        out: dict[str, Any] = {"version": dep["version"]}
+        if dep["type"] == "local.batch":
+            out["run"] = "deployctl invoke --input <files or folder> --output-path <file>"
+            return out
+        healthy = self._healthy(dep)
+        out.update(scoring_uri=f"http://127.0.0.1:{dep['public_port']}/score", pid=dep.get("pid"),
+                   health="healthy" if healthy else "down", log=dep.get("log"))
+        if dep["type"] == "local.queue":
+            from targets.local.runtime.deployctl_runtime.queue import Queue  # stdlib-only
+
+            q = Queue(str(self.state / "queue.db"))
+            out["queue"] = q.counts()
+            q.close()
+        return out
+
+    def secrets(self, observed: list[Observed]) -> dict[str, str]:
+        path = self.state / "key"
+        return {"key": path.read_text().strip()} if path.exists() else {}
+
+    def logs(self, tail: int = 100, deployment: str | None = None) -> str:
+        log = self.state / "server.log"
+        if not log.exists():
+            raise TargetError("no logs yet: nothing has been deployed to this target", target=self.config.name)
+        return _tail(log, tail)
+
+    def invoke(self, request: InvokeRequest) -> InvokeResult:
+        dep = read_json(self.state / "deployment.json")
+        if not dep:
+            raise TargetError("nothing is deployed on this target; run deployctl apply first", target=self.config.name)
+        if dep["type"] == "local.batch":
+            if not request.inputs:
+                raise UserError("batch scoring needs --input FILE_OR_FOLDER (repeatable)")
+            output = request.output or Path.cwd() / self.manifest.scoring.batch.output_file
+            inputs_key = digest(sorted(str(p.resolve()) for p in request.inputs), 12)
+            work = self.state / "batch" / f"{dep['version']}-{inputs_key}"
+            return self._run_batch(dep, request.inputs, output, work)
+        if not self._healthy(dep):
+            raise TargetError("the server is not running; run deployctl apply to start it", target=self.config.name)
+        key = (self.state / "key").read_text().strip() if (self.state / "key").exists() else None
+        port = dep["public_port"]
+        if request.request_id:
+            status, payload = _get(port, f"/requests/{request.request_id}", key)
+            doc = _json(payload)
+            return InvokeResult(ok=status == 200 and doc.get("state") != "dead", status_code=status,
+                                body=doc.get("result") if status == 200 else doc, request_id=request.request_id,
+                                state=doc.get("state"), details={"error": doc.get("error")} if doc.get("error") else {})
+        body = request.body if isinstance(request.body, bytes | str) else json.dumps(request.body)
+        raw = body.encode() if isinstance(body, str) else body
+        status, payload = _post(port, "/score", raw, key, timeout=request.timeout_s, idempotency_key=request.idempotency_key)
+        if dep["type"] == "local.queue" and status == 202:
+            rid = _json(payload)["request_id"]
+            if request.run_async:
+                return InvokeResult(ok=True, status_code=202, request_id=rid, state="queued")
+            doc = self._wait_result(port, rid, key, request.timeout_s)
+            return InvokeResult(ok=doc.get("state") == "done", status_code=200, body=doc.get("result"),
+                                request_id=rid, state=doc.get("state") or "queued",
+                                details={"error": doc.get("error")} if doc.get("error") else {})
+        return InvokeResult(ok=status == 200, status_code=status, body=_json(payload))
+
+    def _run_batch(self, dep: Mapping[str, Any], inputs: list[Path], output: Path, work: Path) -> InvokeResult:
+        b = self.manifest.scoring.batch
+        work.mkdir(parents=True, exist_ok=True)
+        listing = work / "inputs.json"
+        listing.write_text(json.dumps([str(Path(p).resolve()) for p in inputs]))
+        cmd = [dep["python"], "-m", "deployctl_runtime.batch", "--code", dep["code"], "--entry", self.manifest.code.entry,
+               "--inputs", str(listing), "--output", str(Path(output).resolve()), "--work", str(work / "done"),
+               "--mini-batch-size", str(b.mini_batch_size), "--max-concurrency", str(b.max_concurrency),
+               "--error-threshold", str(b.error_threshold), "--max-retries", str(b.max_retries), "--timeout", str(b.timeout_s)]
+        env = processes.runtime_env({**self.manifest.environment.variables, "AZUREML_MODEL_DIR": dep["model_dir"]})
+        proc = subprocess.Popen(cmd, env=env, cwd=dep["code"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        summary: dict[str, Any] = {}
+        assert proc.stdout is not None and proc.stderr is not None
+        for line in proc.stdout:
+            if line.startswith("progress "):
+                self.ctx.progress(f"batch {line.split()[1]} mini-batches")
+            elif line.startswith("summary "):
+                summary = json.loads(line[8:])
+        err = proc.stderr.read()
+        code = proc.wait()
+        with open(self.state / "batch.log", "a") as f:
+            f.write(err)
+        if code != 0:
+            lines = [x for x in err.strip().splitlines() if x.strip()]
+            message = "\n".join(lines[-12:]) or f"exit code {code}"
+            return InvokeResult(ok=False, state="failed", details={"error": message, "exit_code": code})
+        return InvokeResult(ok=True, state="done", output=str(output), body=summary, details=summary)
+
+
+def _json(payload: bytes) -> Any:
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return payload.decode(errors="replace")
+
+
+def _request(method: str, port: int, path: str, body: bytes | None, key: str | None, timeout: float = 30,
+             idempotency_key: str | None = None) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    except OSError as e:
+        raise TargetError(f"cannot reach the local server on port {port}: {e}") from None
+    finally:
+        conn.close()
+
+
+def _post(port: int, path: str, body: bytes, key: str | None, timeout: float = 30,
+          idempotency_key: str | None = None) -> tuple[int, bytes]:
+    return _request("POST", port, path, body, key, timeout, idempotency_key)
+
+
+def _get(port: int, path: str, key: str | None) -> tuple[int, bytes]:
+    return _request("GET", port, path, None, key)
+
+
+def _tail(path: Path, n: int) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return ""
+    return "\n".join(lines[-n:])
