@@ -1,0 +1,89 @@
+"""Content-addressed assets: upload files ourselves, register them by datastore URI.
+
+Files go to the workspace's default datastore under ``deployctl/<kind>/<sha256>/`` through a
+blob client built with the run's transport (:func:`targets.azureml.client.container_client`).
+A marker blob ``.deployctl-complete`` is written last: when it is there, the upload is skipped
+(an interrupted upload has no marker and is redone).  Registrations carry the content hash in
+their tags; an existing version with the same hash is left alone.
+
+Spec fields are stored in tags (``deployctl-f-<field>``, JSON), so ``read()`` reports what was
+registered without downloading anything.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from orchestrator.packaging import iter_files
+
+MARKER = ".deployctl-complete"
+FIELD_TAG = "deployctl-f-"
+
+
+def spec_tags(spec: Mapping[str, Any]) -> dict[str, str]:
+    return {f"{FIELD_TAG}{k}": json.dumps(v, sort_keys=True) for k, v in spec.items()}
+
+
+def spec_from_tags(tags: Mapping[str, str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in (tags or {}).items():
+        if k.startswith(FIELD_TAG):
+            try:
+                out[k[len(FIELD_TAG):]] = json.loads(v)
+            except ValueError:
+                out[k[len(FIELD_TAG):]] = v
+    return out
+
+
+def datastore_uri(datastore: str, path: str) -> str:
+    return f"azureml://datastores/{datastore}/paths/{path.strip('/')}/"
+
+
+def upload_tree(container: Any, root: Path, prefix: str, sha: str, progress=lambda _m: None) -> bool:
+    """Upload ``root`` (file or folder) under ``prefix``; return False when it was already there."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    marker = container.get_blob_client(f"{prefix}/{MARKER}")
+    try:
+        if marker.download_blob().readall().decode().strip() == sha:
+            progress(f"{prefix}: already uploaded")
+            return False
+    except ResourceNotFoundError:
+        pass
+    n = 0
+    for rel, path in iter_files(root):
+        with open(path, "rb") as f:
+            container.upload_blob(f"{prefix}/{rel}", f, overwrite=True)
+        n += 1
+    marker.upload_blob(sha.encode(), overwrite=True)
+    progress(f"{prefix}: uploaded {n} file(s)")
+    return True
+
+
+def download_tree(container: Any, prefix: str, dest: Path) -> int:
+    """Download every blob under ``prefix`` into ``dest`` (the marker excepted)."""
+    prefix = prefix.strip("/")
+    n = 0
+    for blob in container.list_blobs(name_starts_with=prefix + "/" if prefix else None):
+        rel = blob.name[len(prefix):].lstrip("/") if prefix else blob.name
+        if not rel or rel == MARKER or ".." in Path(rel).parts:
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as f:
+            container.download_blob(blob.name).readinto(f)
+        n += 1
+    return n
+
+
+def parse_datastore_path(uri: str) -> tuple[str, str] | None:
+    """(datastore, path) of ``azureml://[subscriptions/.../workspaces/<ws>/]datastores/<ds>/paths/<p>``."""
+    marker = "/datastores/"
+    if not uri.startswith("azureml://") or marker not in "/" + uri[len("azureml://"):]:
+        return None
+    rest = ("/" + uri[len("azureml://"):]).split(marker, 1)[1]
+    ds, _, path = rest.partition("/paths/")
+    return ds, path.strip("/")

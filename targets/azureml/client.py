@@ -1,0 +1,125 @@
+"""Azure clients of the Azure ML targets, all built through one :class:`AzureSession`.
+
+- :func:`session_of` — the run's session (``--simulate`` sets one on the run options).
+- :func:`ml_client` — an ``MLClient`` with the session's credential and transport, no progress
+  bars.  Constructing it sends nothing.
+- :func:`container_client` — a blob ``ContainerClient`` on a datastore, through the SAME
+  transport and retry policy (azure-ai-ml's own uploads build blob clients without it).
+- :func:`run_op` — one whole operation through :func:`orchestrator.retry.call_with_retries` with
+  ``http_retried=True`` (azure-core already retried each HTTP call); what is still failing after
+  that is re-raised as a non-retryable :class:`TargetError`, so the engine does not retry it twice.
+
+Azure SDKs are imported inside the functions: importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from orchestrator.azure.session import AzureSession
+from orchestrator.errors import DeployctlError, TargetError
+from orchestrator.retry import RetrySettings, call_with_retries, classify
+from orchestrator.target import TargetContext
+
+T = TypeVar("T")
+
+
+def session_of(ctx: TargetContext) -> AzureSession:
+    s = ctx.options.azure
+    if s is None:
+        s = AzureSession(credential=ctx.options.credential)
+        ctx.options.azure = s
+    return s
+
+
+def credential_for(session: AzureSession, subscription: str | None, source: Any = None) -> Any:
+    """The credential for ``subscription``: one the session was given for it, else the one a
+    manifest's ``model_source.credential`` names, else the session's own."""
+    if subscription and subscription in session.credentials_by_subscription:
+        return session.credentials_by_subscription[subscription]
+    if source is not None and source.type != "default" and session.transport is None:
+        from azure import identity
+
+        if source.type == "azure-cli":
+            return identity.AzureCliCredential(tenant_id=source.tenant_id)
+        if source.type == "managed-identity":
+            return identity.ManagedIdentityCredential(client_id=source.client_id)
+        return identity.EnvironmentCredential()
+    return session.get_credential(subscription)
+
+
+def ml_client(session: AzureSession, subscription: str, resource_group: str | None = None,
+              workspace: str | None = None, *, registry: str | None = None, credential: Any = None) -> Any:
+    from azure.ai.ml import MLClient
+
+    kw = session.client_kwargs()
+    return MLClient(credential or session.get_credential(subscription), subscription, resource_group,
+                    workspace, registry_name=registry, show_progress=False, **kw)
+
+
+def container_client(session: AzureSession, datastore: Any, credential: Any) -> Any:
+    """A ContainerClient for an Azure ML blob datastore (``datastores.get(..., include_secrets=True)``)."""
+    from azure.storage.blob import ContainerClient
+
+    account_url = f"{datastore.protocol or 'https'}://{datastore.account_name}.blob.{datastore.endpoint}"
+    creds = getattr(datastore, "credentials", None)
+    key = getattr(creds, "account_key", None) or getattr(creds, "sas_token", None)
+    return ContainerClient(account_url, datastore.container_name, credential=key or credential,
+                           **session.client_kwargs())
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return getattr(exc, "status_code", None) == 404 or type(exc).__name__ == "ResourceNotFoundError"
+
+
+def status_of(exc: BaseException) -> int | None:
+    code = getattr(exc, "status_code", None)
+    return code if isinstance(code, int) else None
+
+
+def error_code(exc: BaseException) -> str | None:
+    err = getattr(exc, "error", None)
+    code = getattr(err, "code", None)
+    return code if isinstance(code, str) else None
+
+
+def run_op(ctx: TargetContext, what: str, fn: Callable[[], T], *, resource: str | None = None,
+           settings: RetrySettings = RetrySettings()) -> T:
+    """Run one whole operation, retrying only what azure-core does not (409 busy, OperationCanceled)."""
+    def on_retry(n: int, wait: float, reason: str) -> None:
+        ctx.progress(f"{what}: retry {n} in {wait:.0f}s ({reason})")
+
+    sleep = _sleeper(ctx)
+    try:
+        return call_with_retries(fn, what=what, settings=settings, http_retried=True, on_retry=on_retry,
+                                 sleep=sleep)
+    except DeployctlError:
+        raise
+    except Exception as e:
+        if classify(e, http_retried=True).transient:
+            msg = f"still failing after retries: {describe(e)}"
+        else:
+            msg = describe(e)
+        raise TargetError(msg, target=ctx.config.name, resource=resource, operation=what) from e
+
+
+def _sleeper(ctx: TargetContext) -> Callable[[float], None]:
+    """Sleep on the simulator's virtual clock when simulating, else for real."""
+    sim = getattr(ctx.options.azure, "simulator", None)
+    clock = getattr(sim, "clock", None)
+    if clock is not None and hasattr(clock, "sleep"):
+        return clock.sleep
+    import time
+
+    return time.sleep
+
+
+def describe(e: BaseException) -> str:
+    """The service's own message, without the SDK's multi-line boilerplate."""
+    code = error_code(e)
+    status = status_of(e)
+    msg = getattr(getattr(e, "error", None), "message", None) or getattr(e, "message", None) or str(e)
+    msg = str(msg).strip().splitlines()[0] if str(msg).strip() else type(e).__name__
+    head = " ".join(p for p in (f"HTTP {status}" if status else "", code or "") if p)
+    return f"{head}: {msg}" if head else msg

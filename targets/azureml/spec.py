@@ -1,0 +1,279 @@
+"""What an Azure ML target wants, as plain resource specs.  Pure (reads only local files).
+
+Assets are content-addressed: a model, code folder or environment gets the version
+``<sha256[:12]>`` of its content, and its files go to the datastore path
+``deployctl/<kind>/<sha256>/``.  Equal content is one upload and one registration, whoever asks.
+A deployment's name is derived from the hash of what cannot change in place (model,
+environment, code, instance type), so a new version is a new deployment beside the live one;
+instance count and settings update in place.
+
+Resource types (addresses are ``type/name``):
+
+- ``azureml.code/<name>:<version>``, ``azureml.environment/<name>:<version>``,
+  ``azureml.model/<name>:<version>`` — registered asset versions (``model`` also covers a copy or
+  a registry share of a model from another workspace: ``spec.copy``);
+- ``azureml.compute/<cluster>`` — batch only: the AmlCompute cluster;
+- ``azureml.endpoint/<endpoint>``; ``azureml.deployment/<endpoint>/<deployment>``;
+- ``azureml.traffic/<endpoint>`` (online: traffic split) or ``azureml.default/<endpoint>``
+  (batch: default deployment) — a property of the endpoint, kept as its own resource so the
+  plan shows a traffic change on its own line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from orchestrator.manifest.model import Manifest, dns_name
+from orchestrator.packaging import tree_digest, tree_size
+from orchestrator.plan import digest
+from orchestrator.target import Resource
+from targets.azureml.config import AksConfig, AzureMLConfig, BatchEndpointConfig, OnlineEndpointConfig
+
+DEFAULT_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
+INFERENCE_PACKAGES = ["azureml-inference-server-http"]
+ASSET_ROOT = "deployctl"
+T_CODE, T_ENV, T_MODEL = "azureml.code", "azureml.environment", "azureml.model"
+T_COMPUTE, T_ENDPOINT, T_DEPLOYMENT = "azureml.compute", "azureml.endpoint", "azureml.deployment"
+T_TRAFFIC, T_DEFAULT = "azureml.traffic", "azureml.default"
+
+_WS_URI = re.compile(r"^azureml://subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/workspaces/(?P<ws>[^/]+)"
+                     r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$")
+_REG_URI = re.compile(r"^azureml://registries/(?P<registry>[^/]+)/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model.uri, parsed."""
+
+    uri: str
+    name: str
+    version: str
+    subscription: str | None = None
+    resource_group: str | None = None
+    workspace: str | None = None
+    registry: str | None = None
+
+    @classmethod
+    def parse(cls, uri: str) -> ModelRef:
+        if m := _WS_URI.match(uri):
+            return cls(uri, m["name"], m["version"], m["sub"], m["rg"], m["ws"])
+        if m := _REG_URI.match(uri):
+            return cls(uri, m["name"], m["version"], registry=m["registry"])
+        raise ValueError(f"not an Azure ML model URI: {uri}")
+
+
+def conda_spec(python: str, requirement_lines: list[str]) -> dict[str, Any]:
+    """The conda file of the scoring environment: the manifest's python and pip requirements plus
+    the inference server."""
+    pip = [line for line in requirement_lines if line and not line.startswith(("#", "-"))]
+    names = {re.split(r"[=<>~!\[; ]", p, maxsplit=1)[0].lower() for p in pip}
+    pip += [p for p in INFERENCE_PACKAGES if p not in names]
+    return {"name": "deployctl", "channels": ["conda-forge"],
+            "dependencies": [f"python={python}", "pip", {"pip": pip}]}
+
+
+def read_requirements(manifest: Manifest) -> list[str]:
+    env = manifest.environment
+    if env.requirements is not None:
+        return [s.strip() for s in env.requirements.read_text(encoding="utf-8").splitlines() if s.strip()]
+    if env.conda_file is not None:
+        import yaml
+
+        data = yaml.safe_load(env.conda_file.read_text(encoding="utf-8")) or {}
+        out: list[str] = []
+        for dep in data.get("dependencies", []):
+            if isinstance(dep, dict):
+                out += [str(p) for p in dep.get("pip", [])]
+        return out
+    return []
+
+
+class Desired:
+    """Everything desired() and the write paths need to agree on (names, versions, hashes)."""
+
+    def __init__(self, manifest: Manifest, cfg: AzureMLConfig) -> None:
+        self.manifest = manifest
+        self.cfg = cfg
+
+    # -- names ---------------------------------------------------------------------------------
+    @cached_property
+    def endpoint(self) -> str:
+        return self.cfg.endpoint_name or dns_name(self.manifest.name, self.cfg.name)
+
+    @cached_property
+    def code_sha(self) -> str:
+        return tree_digest(self.manifest.code.path)
+
+    @cached_property
+    def code_name(self) -> str:
+        return f"{self.manifest.name}-code"
+
+    @cached_property
+    def requirement_lines(self) -> list[str]:
+        return read_requirements(self.manifest)
+
+    @cached_property
+    def conda(self) -> dict[str, Any]:
+        if self.manifest.environment.conda_file is not None:
+            import yaml
+
+            data = yaml.safe_load(self.manifest.environment.conda_file.read_text(encoding="utf-8")) or {}
+            return dict(data)
+        return conda_spec(self.manifest.environment.python, self.requirement_lines)
+
+    @cached_property
+    def image(self) -> str:
+        return self.manifest.environment.image or DEFAULT_IMAGE
+
+    @cached_property
+    def env_sha(self) -> str:
+        return digest({"image": self.image, "conda": self.conda}, 64)
+
+    @cached_property
+    def env_name(self) -> str:
+        return f"{self.manifest.name}-env"
+
+    @cached_property
+    def model_ref(self) -> ModelRef | None:
+        return ModelRef.parse(self.manifest.model.uri) if self.manifest.model.uri else None
+
+    @cached_property
+    def model_sha(self) -> str | None:
+        return tree_digest(self.manifest.model.path) if self.manifest.model.path else None
+
+    @cached_property
+    def model_bytes(self) -> int:
+        return tree_size(self.manifest.model.path) if self.manifest.model.path else 0
+
+    @cached_property
+    def model_name(self) -> str:
+        if self.model_ref:
+            return self.model_ref.name
+        return self.manifest.model.name or self.manifest.name
+
+    @cached_property
+    def model_version(self) -> str:
+        if self.model_ref:
+            return self.model_ref.version
+        assert self.model_sha
+        return self.model_sha[:12]
+
+    @cached_property
+    def model_copy(self) -> str | None:
+        """How the model reaches the workspace: None (local upload, or already in this workspace
+        or in a registry), ``share`` (through cfg.registry) or ``copy`` (download + register)."""
+        ref = self.model_ref
+        if ref is None or ref.registry:
+            return None
+        same = (ref.subscription.lower(), ref.resource_group.lower(), ref.workspace.lower()) == (  # type: ignore[union-attr]
+            self.cfg.subscription.lower(), self.cfg.resource_group.lower(), self.cfg.workspace.lower())
+        if same:
+            return None
+        return "share" if self.cfg.registry else "copy"
+
+    @cached_property
+    def model_asset(self) -> str:
+        """How a deployment refers to the model."""
+        ref = self.model_ref
+        if ref and ref.registry:
+            return ref.uri
+        if self.model_copy == "share":
+            return f"azureml://registries/{self.cfg.registry}/models/{self.model_name}/versions/{self.model_version}"
+        return f"azureml:{self.model_name}:{self.model_version}"
+
+    @cached_property
+    def deployment(self) -> str:
+        """Azure ML deployment names: 3-32 chars, letter first.  The hash covers what a
+        deployment cannot change in place."""
+        h = digest({"model": self.model_asset, "env": self.env_sha, "code": self.code_sha,
+                    "instance_type": self.cfg.instance_type or "auto",
+                    "variables": self.manifest.environment.variables,
+                    "entry": self.manifest.code.entry}, 8)
+        return f"d{h}"
+
+    @staticmethod
+    def asset_path(kind: str, sha: str) -> str:
+        return f"{ASSET_ROOT}/{kind}/{sha}"
+
+    # -- resources -----------------------------------------------------------------------------
+    def assets(self) -> list[Resource]:
+        out = [
+            Resource(T_CODE, f"{self.code_name}:{self.code_sha[:12]}",
+                     {"sha256": self.code_sha, "path": self.asset_path("code", self.code_sha)}),
+            Resource(T_ENV, f"{self.env_name}:{self.env_sha[:12]}",
+                     {"sha256": self.env_sha, "image": self.image,
+                      "python": self.manifest.environment.python}),
+        ]
+        model_name = f"{self.model_name}:{self.model_version}"
+        if self.model_sha:
+            out.append(Resource(T_MODEL, model_name, {"sha256": self.model_sha, "size_bytes": self.model_bytes,
+                                                      "path": self.asset_path("models", self.model_sha)}))
+        elif self.model_copy:
+            spec: dict[str, Any] = {"source": self.model_ref.uri, "copy": self.model_copy}  # type: ignore[union-attr]
+            if self.model_copy == "share":
+                spec["registry"] = self.cfg.registry
+            out.append(Resource(T_MODEL, model_name, spec))
+        return out
+
+    def online(self, instance_type: str) -> list[Resource]:
+        """online-endpoint and aks: assets, endpoint, deployment, traffic."""
+        assert isinstance(self.cfg, OnlineEndpointConfig)
+        cfg = self.cfg
+        ep_spec: dict[str, Any] = {"auth_mode": cfg.auth_mode}
+        dep_spec: dict[str, Any] = {
+            "model": self.model_asset,
+            "environment": f"azureml:{self.env_name}:{self.env_sha[:12]}",
+            "code": f"azureml:{self.code_name}:{self.code_sha[:12]}",
+            "scoring_script": self.manifest.code.entry,
+            "instance_type": instance_type,
+            "instance_count": cfg.instance_count,
+            "environment_variables": dict(self.manifest.environment.variables),
+            "max_concurrent_requests_per_instance": cfg.max_concurrent_requests_per_instance,
+            "request_timeout_ms": cfg.request_timeout_ms,
+        }
+        if isinstance(cfg, AksConfig):
+            ep_spec["compute"] = cfg.compute
+        dep_addr = f"{T_DEPLOYMENT}/{self.endpoint}/{self.deployment}"
+        return [
+            *self.assets(),
+            Resource(T_ENDPOINT, self.endpoint, ep_spec, replace_on=("compute",)),
+            Resource(T_DEPLOYMENT, f"{self.endpoint}/{self.deployment}", dep_spec,
+                     depends_on=(f"{T_ENDPOINT}/{self.endpoint}",)),
+            Resource(T_TRAFFIC, self.endpoint, {"traffic": {self.deployment: 100},
+                                                "mirror_traffic": {}}, depends_on=(dep_addr,)),
+        ]
+
+    def batch(self, instance_type: str) -> list[Resource]:
+        assert isinstance(self.cfg, BatchEndpointConfig)
+        cfg, bs = self.cfg, self.manifest.scoring.batch
+        cluster = cfg.compute
+        dep_spec: dict[str, Any] = {
+            "model": self.model_asset,
+            "environment": f"azureml:{self.env_name}:{self.env_sha[:12]}",
+            "code": f"azureml:{self.code_name}:{self.code_sha[:12]}",
+            "scoring_script": self.manifest.code.entry,
+            "compute": cluster.name,
+            "instance_count": cfg.instance_count,
+            "mini_batch_size": bs.mini_batch_size,
+            "max_concurrency_per_instance": bs.max_concurrency,
+            "error_threshold": bs.error_threshold,
+            "max_retries": bs.max_retries,
+            "timeout": bs.timeout_s,
+            "output_file_name": bs.output_file,
+            "environment_variables": dict(self.manifest.environment.variables),
+        }
+        dep_addr = f"{T_DEPLOYMENT}/{self.endpoint}/{self.deployment}"
+        return [
+            *self.assets(),
+            Resource(T_COMPUTE, cluster.name, {"size": instance_type, "min_instances": cluster.min_nodes,
+                                               "max_instances": cluster.max_nodes,
+                                               "idle_time_before_scale_down": cluster.idle_seconds_before_scaledown},
+                     replace_on=("size",)),
+            Resource(T_ENDPOINT, self.endpoint, {}),
+            Resource(T_DEPLOYMENT, f"{self.endpoint}/{self.deployment}", dep_spec,
+                     depends_on=(f"{T_ENDPOINT}/{self.endpoint}", f"{T_COMPUTE}/{cluster.name}")),
+            Resource(T_DEFAULT, self.endpoint, {"deployment": self.deployment}, depends_on=(dep_addr,)),
+        ]
