@@ -140,7 +140,12 @@ class AzureMLTarget(Target):
             return None
         tags = dict(getattr(obj, "tags", None) or {})
         spec = assets.spec_from_tags(tags)
-        if spec.get("sha256") and spec == dict(r.spec) and TAG_MANIFEST not in tags:
+        source = r.spec.get("source")
+        same_copy = bool(source) and (tags.get(TAG_SOURCE) == source or r.spec.get("copy") == "share")
+        if same_copy:
+            spec = dict(r.spec)  # a copy (or registry share) of the same source: reuse it
+        shared = r.spec.get("copy") == "share"  # registry assets carry their first owner's tags
+        if (spec.get("sha256") or same_copy) and spec == dict(r.spec) and (TAG_MANIFEST not in tags or shared):
             # identical content registered by someone else: immutable, so ours to use as is
             tags.update({TAG_MANIFEST: self.manifest.name, TAG_TARGET: self.config.name, TAG_SPEC: spec_hash(r.spec)})
         return Observed(r.type, r.name, spec, tags, key=self.asset_key(r), version=getattr(obj, "version", None))
@@ -148,9 +153,15 @@ class AzureMLTarget(Target):
     def asset_key(self, r: Resource) -> str:
         return f"{self.cfg.subscription}/{self.cfg.resource_group}/{self.cfg.workspace}/{r.address}".lower()
 
+    @cached_property
+    def registry_ml(self) -> Any:
+        return ml_client(self.session, self.cfg.subscription, registry=self.cfg.registry)
+
     def _get_asset(self, r: Resource) -> Any:
         name, version = r.name.split(":", 1)
         ops = {T_CODE: self.ml.code, T_ENV: self.ml.environments, T_MODEL: self.ml.models}[r.type]
+        if r.type == T_MODEL and r.spec.get("copy") == "share":
+            ops = self.registry_ml.models
         try:
             return self.op(f"get {r.address}", lambda: ops.get(name=name, version=version), r.address)
         except TargetError as e:
@@ -206,6 +217,8 @@ class AzureMLTarget(Target):
     def delete_asset(self, o: Observed) -> None:
         """Archive (registered versions are immutable history other deployments may use)."""
         name, version = o.name.split(":", 1)
+        if o.type == T_MODEL and o.spec.get("copy") == "share":
+            return  # registry assets are shared with other workspaces by design: never archived by one
         if o.type == T_MODEL:
             self.op(f"archive {o.address}", lambda: self.ml.models.archive(name=name, version=version), o.address)
         elif o.type == T_ENV:
