@@ -6,9 +6,9 @@ Resources (see :mod:`orchestrator.target` for the contract):
   (:mod:`targets.local.envs`).  Deleting it only forgets it: the shared environment stays cached.
 - ``local.server`` (real-time) / ``local.queue`` (near-real-time) — a supervised background
   process tree on 127.0.0.1 (:mod:`deployctl_runtime.server`).  An update starts the new version
-  on a private port, smoke-tests it, moves it onto the public port beside the old one
-  (SO_REUSEPORT), and only then stops the old one: no downtime, and a failing new version never
-  takes traffic.
+  on a private port, smoke-tests it, has it accept on the public listening socket it received
+  from the old one (the socket itself never closes), and only then stops the old one: no
+  downtime, no dropped connection, and a failing new version never takes traffic.
 - ``local.batch`` — the code snapshot and settings that ``invoke`` runs over input files.
 
 State lives under the target's state folder: ``environment.json``, ``deployment.json``, the key,
@@ -161,7 +161,7 @@ class LocalTarget(Target):
         processes.stop(dep.get("pid"))
         if processes.alive(dep.get("pid")):
             raise TargetError(f"process {dep.get('pid')} did not stop", target=self.config.name)
-        for name in ("deployment.json", "key", "queue.db", "queue.db-wal", "queue.db-shm"):
+        for name in ("deployment.json", "key", "handoff.sock", "queue.db", "queue.db-wal", "queue.db-shm"):
             (self.state / name).unlink(missing_ok=True)
         shutil.rmtree(self.state / "versions", ignore_errors=True)
         shutil.rmtree(self.state / "batch", ignore_errors=True)
@@ -242,6 +242,7 @@ class LocalTarget(Target):
                "--max-body-bytes", str(int(self.cfg.max_body_mb * 1024 * 1024)), "--version", version]
         if key:
             cmd += ["--key-file", str(self.state / "key")]
+        cmd += ["--handoff", str(self.state / "handoff.sock")]
         if resource.type == "local.queue":
             q = self.manifest.scoring.queue
             cmd += ["--queue", str(self.state / "queue.db"), "--queue-workers", str(q.workers),
@@ -269,7 +270,7 @@ class LocalTarget(Target):
         status = processes.wait_for(status_file, pid, lambda s: bool(s.get("public")), 30)
         if not status.get("public"):
             processes.stop(pid)
-            raise TargetError(f"the new version could not bind port {port}: is another program using it?",
+            raise TargetError(f"the new version could not start serving on port {port}",
                               target=self.config.name, resource=resource.address)
         write_json(self.state / "deployment.json", record)
         if previous.get("pid") and previous.get("pid") != pid:

@@ -8,11 +8,16 @@ when run() is decorated with inference-schema.  Key auth (``Authorization: Beare
 key file is given.  Near-real-time mode (``--queue DB``): ``POST /score`` queues the request and
 answers 202 with its id; ``GET /requests/<id>`` answers its state and result.
 
-Process model: the parent binds a private 127.0.0.1 port, forks the workers (each runs init()
-once, then serves; run() calls are serialised per worker like azmlinfsrv's sync workers) and
-supervises them.  Zero-downtime switch: on SIGUSR1 every worker also binds the public port with
-SO_REUSEPORT, next to the previous version's; the previous version is then stopped with SIGTERM
-(stop accepting, finish in-flight requests, exit).  The status file (JSON) says where it is.
+Process model: the parent binds a private 127.0.0.1 port and takes the public listening socket,
+then forks the workers (each runs init() once, then serves; run() calls are serialised per worker
+like azmlinfsrv's sync workers) and supervises them.
+
+Zero downtime: the public listening socket is never closed while a version is live.  A new
+version receives the running version's socket over a unix socket (``--handoff``, SCM_RIGHTS),
+serves only its private port until smoke-tested, and on SIGUSR1 starts accepting on the shared
+public socket too; the previous version is then stopped with SIGTERM (stop accepting, finish
+in-flight requests, exit).  Connections waiting in the socket's backlog are accepted by whichever
+version is accepting: none is dropped.  The status file (JSON) says where it is.
 """
 
 from __future__ import annotations
@@ -46,14 +51,50 @@ def write_status(path: str, doc: dict[str, Any]) -> None:
         pass  # a replaced version's folder is removed while it drains; nobody reads it any more
 
 
-def listen(port: int, reuseport: bool) -> socket.socket:
+def listen(port: int) -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuseport:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     s.bind(("127.0.0.1", port))  # loopback only, always
     s.listen(256)
     return s
+
+
+def take_public_socket(port: int, handoff: str | None) -> socket.socket:
+    """The running version's listening socket when there is one (same socket, same backlog),
+    else a new one on ``port``."""
+    if handoff and os.path.exists(handoff):
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as u:
+                u.settimeout(5)
+                u.connect(handoff)
+                _, fds, _, _ = socket.recv_fds(u, 16, 1)
+            if fds:
+                sock = socket.socket(fileno=fds[0])
+                if sock.getsockname()[1] == port:
+                    return sock
+                sock.close()
+        except OSError:
+            pass  # the previous version is gone: bind afresh
+    return listen(port)
+
+
+def serve_handoff(path: str, public: socket.socket) -> None:
+    """Give the public socket to the next version when it asks."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    u.bind(path)
+    u.listen(4)
+
+    def loop() -> None:
+        while True:
+            conn, _ = u.accept()
+            with conn:
+                socket.send_fds(conn, [b"s"], [public.fileno()])
+
+    threading.Thread(target=loop, daemon=True).start()
 
 
 class _Server(ThreadingMixIn, HTTPServer):
@@ -204,7 +245,8 @@ def serve(sock: socket.socket, app: App) -> _Server:
     return srv
 
 
-def worker(args: argparse.Namespace, private: socket.socket, ready_w: int, public_now: bool) -> int:
+def worker(args: argparse.Namespace, private: socket.socket, public_sock: socket.socket, ready_w: int,
+           public_now: bool) -> int:
     app = App(args)
     try:
         app.start()
@@ -224,7 +266,7 @@ def worker(args: argparse.Namespace, private: socket.socket, ready_w: int, publi
     published = False
     while not stop.wait(0.05):
         if go_public.is_set() and not published:
-            servers.append(serve(listen(args.public_port, reuseport=True), app))
+            servers.append(serve(public_sock, app))
             published = True
             os.write(ready_w, b"p")
     for srv in servers:  # stop accepting; in-flight requests finish on their threads
@@ -263,9 +305,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-attempts", type=int, default=5)
     ap.add_argument("--version", default="")
     ap.add_argument("--drain-seconds", type=float, default=0.2)
+    ap.add_argument("--handoff", help="unix socket through which versions pass the public socket on")
     args = ap.parse_args(argv)
 
-    private = listen(args.private_port, reuseport=False)
+    private = listen(args.private_port)
+    try:
+        public_sock = take_public_socket(args.public_port, args.handoff)
+    except OSError as e:
+        status = {"state": "failed", "pid": os.getpid(), "error": f"cannot listen on port {args.public_port}: {e}"}
+        with open(args.status_file + ".error", "w") as f:
+            f.write(status["error"])
+        write_status(args.status_file, status)
+        return 4
     private_port = private.getsockname()[1]
     ready_r, ready_w = os.pipe()
     children: dict[int, int] = {}  # pid -> slot
@@ -282,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             code = 1
             try:
                 if slot < args.workers:
-                    code = worker(args, private, ready_w, public)
+                    code = worker(args, private, public_sock, ready_w, public)
                 else:
                     code = queue_worker(args, ready_w)
             finally:
@@ -348,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         if not status["public"] and public and published >= args.workers:
             status["public"] = True
             changed = True
+            if args.handoff:
+                serve_handoff(args.handoff, public_sock)
         if changed or sorted(status["workers"]) != sorted(children):
             status["workers"] = sorted(children)
             write_status(args.status_file, status)
