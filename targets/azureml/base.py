@@ -190,7 +190,8 @@ class AzureMLTarget(Target):
         return container_client(self.session, self.datastore, self.session.get_credential(self.cfg.subscription))
 
     def create_asset(self, r: Resource, tags: Mapping[str, str]) -> None:
-        from azure.ai.ml.entities import Code, Environment, Model
+        from azure.ai.ml.entities import Environment, Model
+        from azure.ai.ml.entities._assets._artifacts.code import Code  # not re-exported in 1.35
 
         name, version = r.name.split(":", 1)
         all_tags = self.tags(r.spec, tags)

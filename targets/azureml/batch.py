@@ -198,7 +198,7 @@ class BatchEndpointTarget(AzureMLTarget):
             code_configuration=CodeConfiguration(code=s["code"], scoring_script=s["scoring_script"]),
             compute=s["compute"], resources=ResourceConfiguration(instance_count=s["instance_count"]), tags=tags,
             settings=ModelBatchDeploymentSettings(
-                mini_batch_size=s["mini_batch_size"], instance_count=s["instance_count"],
+                mini_batch_size=s["mini_batch_size"],
                 max_concurrency_per_instance=s["max_concurrency_per_instance"], output_action="append_row",
                 output_file_name=s["output_file_name"], error_threshold=s["error_threshold"],
                 retry_settings=BatchRetrySettings(max_retries=s["max_retries"], timeout=s["timeout"]),
@@ -225,6 +225,13 @@ class BatchEndpointTarget(AzureMLTarget):
             return
         if o.type == T_DEFAULT:
             return  # goes with the endpoint
+        if o.type == T_DEPLOYMENT:
+            ep = self._maybe("get endpoint", lambda: self.ml.batch_endpoints.get(self.d.endpoint))
+            default = getattr(getattr(ep, "defaults", None), "deployment_name", None) if ep is not None else None
+            if isinstance(getattr(ep, "defaults", None), dict):
+                default = ep.defaults.get("deployment_name")
+            if default == o.name.split("/", 1)[1]:
+                return  # the service keeps an endpoint's default deployment: it goes with the endpoint
         ops = {
             T_DEPLOYMENT: lambda: self.ml.batch_deployments.begin_delete(o.name.split("/", 1)[1], self.d.endpoint).result(),
             T_ENDPOINT: lambda: self.ml.batch_endpoints.begin_delete(self.d.endpoint).result(),

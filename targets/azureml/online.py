@@ -308,7 +308,13 @@ class OnlineEndpointTarget(AzureMLTarget):
             self.delete_asset(observed)
             return
         if observed.type == T_TRAFFIC:
-            return  # goes with the endpoint
+            # destroy: take all traffic off so the deployments can be deleted before the endpoint
+            try:
+                self._set_traffic({}, {})
+            except TargetError as e:
+                if not (isinstance(e.__cause__, BaseException) and is_not_found(e.__cause__)):
+                    raise
+            return
         try:
             if observed.type == T_DEPLOYMENT:
                 name = observed.name.split("/", 1)[1]
