@@ -7,7 +7,13 @@ import textwrap
 
 import pytest
 
-from targets.local.runtime.deployctl_runtime.contract import BadRequest, ScriptError, UserScript, rows_of, to_json_bytes
+from targets.local.runtime.deployctl_runtime.contract import (
+    BadRequest,
+    ScriptError,
+    UserScript,
+    rows_of,
+    to_json_bytes,
+)
 
 
 def script(tmp_path, body: str, name: str = "score.py") -> UserScript:
