@@ -34,9 +34,29 @@ def manifest_schema(registry: TargetRegistry | None = None) -> dict[str, Any]:
     else:
         item = Annotated[Union[tuple(models)], Field(discriminator="kind")]  # noqa: UP007
     full = create_model("Manifest", __base__=Manifest, targets=(list[item], Field(min_length=1)))
-    schema = full.model_json_schema(mode="validation")
+    schema = _allow_variables(full.model_json_schema(mode="validation"))
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
             **schema, "title": "deployctl manifest (apiVersion deployctl/v1)"}
+
+
+VARIABLE = {"type": "string", "pattern": r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}",
+            "description": "a ${VAR} or ${VAR:-default} reference, substituted when the manifest is loaded"}
+_CONSTRAINED = ("pattern", "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def _allow_variables(node: Any) -> Any:
+    """Let an editor accept ``${VAR}`` wherever a constrained string or a number is expected
+    (the raw YAML it checks has not been substituted yet)."""
+    if isinstance(node, list):
+        return [_allow_variables(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _allow_variables(v) for k, v in node.items()}
+    kind = node.get("type")
+    if kind in ("integer", "number", "boolean") or (kind == "string" and any(c in node for c in _CONSTRAINED)):
+        outer = {k: node.pop(k) for k in ("description", "default", "title") if k in node}
+        return {**outer, "anyOf": [node, VARIABLE]}
+    return node
 
 
 def schema_text(registry: TargetRegistry | None = None) -> str:

@@ -97,7 +97,7 @@ def test_status_hides_keys_unless_asked_and_logs_are_redacted(project, memory_cl
 def test_invoke_and_destroy(project, memory_clouds):
     m = project(targets=file_targets(project.dir))
     cli("apply", str(m), "--yes")
-    r = cli("invoke", str(m), "--target", "dev", "--data", '{"data": [[1]]}')
+    r = cli("invoke", str(m), "--target", "dev", "--data", '{"data": [[1]]}', "-o", "json")
     assert r.exit_code == 0 and json.loads(r.stdout)["body"] == {"echo": {"data": [[1]]}}
     r = cli("invoke", str(m), "--data", "{}")
     assert r.exit_code == 2 and "say which one with --target" in r.stderr
