@@ -40,7 +40,7 @@ from targets.azureml.client import (
     status_of,
 )
 from targets.azureml.config import AzureMLConfig
-from targets.azureml.spec import T_CODE, T_ENV, T_MODEL, Desired
+from targets.azureml.spec import T_ENV, T_MODEL, Desired
 
 TAG_SOURCE = "deployctl-source"
 TAG_SHA = "deployctl-sha256"
@@ -114,9 +114,13 @@ class AzureMLTarget(Target):
         usages = self.op("list quota usage", lambda: list(self.ml.compute.list_usage(location=self.location)))
         row = None
         for u in usages:
-            name = getattr(getattr(u, "name", None), "value", None) or getattr(u, "name", None)
+            name: Any = getattr(u, "name", None)  # Usage._from_rest_object leaves a dict here
+            name = name.get("value") if isinstance(name, dict) else getattr(name, "value", name)
             if isinstance(name, str) and name.lower() == sku.family.lower():
-                row = sizing.Usage(sku.family, int(u.current_value or 0), int(u.limit or 0))
+                current = getattr(u, "current_value", None)
+                if current is None and isinstance(getattr(u, "__dict__", None), dict):
+                    current = u.__dict__.get("currentValue")
+                row = sizing.Usage(sku.family, int(current or 0), int(u.limit or 0))
         if row is None:
             return [Finding(severity=Severity.warning, message=f"no quota row for {sku.family} in {self.location}")]
         short = sizing.quota_shortfall(required, row)
@@ -136,7 +140,7 @@ class AzureMLTarget(Target):
 
     # -- assets: read ----------------------------------------------------------------------------
     def _observed_asset(self, r: Resource, obj: Any) -> Observed | None:
-        if obj is None or getattr(obj, "stage", None) == "Archived" or getattr(obj, "_is_archived", False):
+        if obj is None:
             return None
         tags = dict(getattr(obj, "tags", None) or {})
         spec = assets.spec_from_tags(tags)
@@ -154,25 +158,59 @@ class AzureMLTarget(Target):
         return f"{self.cfg.subscription}/{self.cfg.resource_group}/{self.cfg.workspace}/{r.address}".lower()
 
     @cached_property
+    def code_ops(self) -> Any:
+        """CodeOperations: MLClient 1.35 has no public ``code`` property; this is the instance its
+        own deployment code path uses (read, never patched)."""
+        return getattr(self.ml, "code", None) or self.ml._code
+
+    @cached_property
     def registry_ml(self) -> Any:
         return ml_client(self.session, self.cfg.subscription, registry=self.cfg.registry)
 
     def _get_asset(self, r: Resource) -> Any:
         name, version = r.name.split(":", 1)
-        ops = {T_CODE: self.ml.code, T_ENV: self.ml.environments, T_MODEL: self.ml.models}[r.type]
+        ops = {T_ENV: self.ml.environments, T_MODEL: self.ml.models}[r.type]
         if r.type == T_MODEL and r.spec.get("copy") == "share":
             ops = self.registry_ml.models
         try:
-            return self.op(f"get {r.address}", lambda: ops.get(name=name, version=version), r.address)
+            obj = self.op(f"get {r.address}", lambda: ops.get(name=name, version=version), r.address)
         except TargetError as e:
             if isinstance(e.__cause__, BaseException) and is_not_found(e.__cause__):
                 return None
             raise
+        if not (r.type == T_MODEL and r.spec.get("copy") == "share"):
+            # entities do not say whether a version is archived (destroyed); the active list does
+            active = self.op(f"list {name}", lambda: [getattr(x, "version", None) for x in ops.list(name=name)])
+            if version not in active:
+                return None
+        return obj
+
+    def ensure_code(self) -> str:
+        """Upload and register the code version when missing; its ``azureml:`` reference."""
+        from azure.ai.ml.entities._assets._artifacts.code import Code  # not re-exported in 1.35
+
+        name, version, sha = self.d.code_name, self.d.code_sha[:12], self.d.code_sha
+        path = Desired.asset_path("code", sha)
+        try:
+            existing = self.op(f"get code {name}:{version}", lambda: self.code_ops.get(name=name, version=version))
+        except TargetError as e:
+            if not (isinstance(e.__cause__, BaseException) and is_not_found(e.__cause__)):
+                raise
+            existing = None
+        if existing is not None and path in str(getattr(existing, "path", "")):
+            self.ctx.progress(f"code {name}:{version}: already registered")
+            return f"azureml:{name}:{version}"
+        root = self.manifest.code.path
+        self.op(f"upload code {version}", lambda: assets.upload_tree(self.container, root, path, sha,
+                                                                   self.ctx.progress))
+        entity = Code(name=name, version=version, path=assets.datastore_uri(self.datastore.name, path))
+        self.op(f"register code {name}:{version}", lambda: self.code_ops.create_or_update(entity))
+        return f"azureml:{name}:{version}"
 
     def read_assets(self, desired: list[Resource]) -> list[Observed]:
         out = []
         for r in desired:
-            if r.type in (T_CODE, T_ENV, T_MODEL):
+            if r.type in (T_ENV, T_MODEL):
                 if r.type == T_MODEL and r.spec.get("copy"):
                     self.check_model_source()
                 o = self._observed_asset(r, self._get_asset(r))
@@ -191,7 +229,6 @@ class AzureMLTarget(Target):
 
     def create_asset(self, r: Resource, tags: Mapping[str, str]) -> None:
         from azure.ai.ml.entities import Environment, Model
-        from azure.ai.ml.entities._assets._artifacts.code import Code  # not re-exported in 1.35
 
         name, version = r.name.split(":", 1)
         all_tags = self.tags(r.spec, tags)
@@ -202,18 +239,14 @@ class AzureMLTarget(Target):
             env = Environment(name=name, version=version, image=self.d.image, conda_file=self.d.conda, tags=all_tags)
             self.op(f"register {r.address}", lambda: self.ml.environments.create_or_update(env), r.address)
             return
-        root = self.manifest.code.path if r.type == T_CODE else self.manifest.model.path
+        root = self.manifest.model.path
         assert root is not None
         self.op(f"upload {r.address}", lambda: assets.upload_tree(self.container, root, r.spec["path"],
                                                                    r.spec["sha256"], self.ctx.progress), r.address)
         uri = assets.datastore_uri(self.datastore.name, r.spec["path"])
-        if r.type == T_CODE:
-            entity: Any = Code(name=name, version=version, path=uri, tags=all_tags)
-            self.op(f"register {r.address}", lambda: self.ml.code.create_or_update(entity), r.address)
-        else:
-            entity = Model(name=name, version=version, path=uri, type="custom_model", tags=all_tags,
-                           description=f"deployctl: {self.manifest.name}")
-            self.op(f"register {r.address}", lambda: self.ml.models.create_or_update(entity), r.address)
+        entity = Model(name=name, version=version, path=uri, type="custom_model", tags=all_tags,
+                       description=f"deployctl: {self.manifest.name}")
+        self.op(f"register {r.address}", lambda: self.ml.models.create_or_update(entity), r.address)
 
     def delete_asset(self, o: Observed) -> None:
         """Archive (registered versions are immutable history other deployments may use)."""

@@ -37,7 +37,7 @@ from targets.azureml.base import AzureMLTarget
 from targets.azureml.client import describe, is_not_found
 from targets.azureml.config import BatchEndpointConfig
 from targets.azureml.online import asset_ref
-from targets.azureml.spec import T_CODE, T_COMPUTE, T_DEFAULT, T_DEPLOYMENT, T_ENDPOINT, T_ENV, T_MODEL
+from targets.azureml.spec import T_COMPUTE, T_DEFAULT, T_DEPLOYMENT, T_ENDPOINT, T_ENV, T_MODEL
 
 TAG_DEFAULT_SPEC = "deployctl-default-spec"
 TERMINAL = ("Completed", "Failed", "Canceled", "NotResponding")
@@ -137,7 +137,7 @@ class BatchEndpointTarget(AzureMLTarget):
     # -- writing --------------------------------------------------------------------------------
     def create(self, resource: Resource, tags: Mapping[str, str]) -> None:
         r, t = resource, {**self.cfg.tags, **tags}
-        if r.type in (T_CODE, T_ENV, T_MODEL):
+        if r.type in (T_ENV, T_MODEL):
             self.create_asset(r, tags)
         elif r.type == T_COMPUTE:
             from azure.ai.ml.entities import AmlCompute
@@ -191,6 +191,7 @@ class BatchEndpointTarget(AzureMLTarget):
             ResourceConfiguration,
         )
 
+        self.ensure_code()  # content-addressed: only a changed code folder is uploaded
         s = r.spec
         name = r.name.split("/", 1)[1]
         dep = ModelBatchDeployment(
@@ -220,7 +221,7 @@ class BatchEndpointTarget(AzureMLTarget):
 
     def delete(self, observed: Observed) -> None:
         o = observed
-        if o.type in (T_CODE, T_ENV, T_MODEL):
+        if o.type in (T_ENV, T_MODEL):
             self.delete_asset(o)
             return
         if o.type == T_DEFAULT:

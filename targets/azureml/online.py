@@ -37,7 +37,7 @@ from targets.azureml.base import AzureMLTarget
 from targets.azureml.client import describe, error_code, is_not_found
 from targets.azureml.config import OnlineEndpointConfig
 from targets.azureml.scoring import score
-from targets.azureml.spec import T_CODE, T_DEPLOYMENT, T_ENDPOINT, T_ENV, T_MODEL, T_TRAFFIC
+from targets.azureml.spec import T_DEPLOYMENT, T_ENDPOINT, T_ENV, T_MODEL, T_TRAFFIC
 
 TAG_TRAFFIC_SPEC = "deployctl-traffic-spec"
 TAG_PREVIOUS = "deployctl-previous"
@@ -169,7 +169,7 @@ class OnlineEndpointTarget(AzureMLTarget):
 
     # -- writing --------------------------------------------------------------------------------
     def create(self, resource: Resource, tags: Mapping[str, str]) -> None:
-        if resource.type in (T_CODE, T_ENV, T_MODEL):
+        if resource.type in (T_ENV, T_MODEL):
             self.create_asset(resource, tags)
         elif resource.type == T_ENDPOINT:
             self._put_endpoint(resource, tags)
@@ -192,6 +192,7 @@ class OnlineEndpointTarget(AzureMLTarget):
                 lambda: self.ml.online_endpoints.begin_create_or_update(ep).result(), r.address)
 
     def _put_deployment(self, r: Resource, tags: Mapping[str, str]) -> None:
+        self.ensure_code()  # content-addressed: only a changed code folder is uploaded
         name = r.name.split("/", 1)[1]
         dep = self.deployment_entity(name, r.spec, {**self.cfg.tags, **tags})
         self.ctx.progress(f"deployment {name}: create or update (this takes minutes on Azure)")
@@ -304,7 +305,7 @@ class OnlineEndpointTarget(AzureMLTarget):
                               hint="see `deployctl logs` for the new deployment; it stays at 0% for inspection") from e
 
     def delete(self, observed: Observed) -> None:
-        if observed.type in (T_CODE, T_ENV, T_MODEL):
+        if observed.type in (T_ENV, T_MODEL):
             self.delete_asset(observed)
             return
         if observed.type == T_TRAFFIC:

@@ -9,9 +9,12 @@ instance count and settings update in place.
 
 Resource types (addresses are ``type/name``):
 
-- ``azureml.code/<name>:<version>``, ``azureml.environment/<name>:<version>``,
-  ``azureml.model/<name>:<version>`` — registered asset versions (``model`` also covers a copy or
-  a registry share of a model from another workspace: ``spec.copy``);
+- ``azureml.environment/<name>:<version>``, ``azureml.model/<name>:<version>`` — registered
+  asset versions (``model`` also covers a copy or a registry share of a model from another
+  workspace: ``spec.copy``).  Code is not a resource of its own: azure-ai-ml 1.35 drops tags on
+  code versions and cannot archive them, so deployctl could neither own nor remove one.  The code
+  version is part of the deployment's spec (``code``); writing the deployment uploads and
+  registers it when missing (content-addressed, so a code-only change uploads only the code);
 - ``azureml.compute/<cluster>`` — batch only: the AmlCompute cluster;
 - ``azureml.endpoint/<endpoint>``; ``azureml.deployment/<endpoint>/<deployment>``;
 - ``azureml.traffic/<endpoint>`` (online: traffic split) or ``azureml.default/<endpoint>``
@@ -35,7 +38,7 @@ from targets.azureml.config import AksConfig, AzureMLConfig, BatchEndpointConfig
 DEFAULT_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
 INFERENCE_PACKAGES = ["azureml-inference-server-http"]
 ASSET_ROOT = "deployctl"
-T_CODE, T_ENV, T_MODEL = "azureml.code", "azureml.environment", "azureml.model"
+T_ENV, T_MODEL = "azureml.environment", "azureml.model"
 T_COMPUTE, T_ENDPOINT, T_DEPLOYMENT = "azureml.compute", "azureml.endpoint", "azureml.deployment"
 T_TRAFFIC, T_DEFAULT = "azureml.traffic", "azureml.default"
 
@@ -201,8 +204,6 @@ class Desired:
     # -- resources -----------------------------------------------------------------------------
     def assets(self) -> list[Resource]:
         out = [
-            Resource(T_CODE, f"{self.code_name}:{self.code_sha[:12]}",
-                     {"sha256": self.code_sha, "path": self.asset_path("code", self.code_sha)}),
             Resource(T_ENV, f"{self.env_name}:{self.env_sha[:12]}",
                      {"sha256": self.env_sha, "image": self.image,
                       "python": self.manifest.environment.python}),

@@ -29,13 +29,13 @@ def test_online_desired_is_pure_and_content_addressed(project):
     res = t.desired()
     assert not [m for m in set(sys.modules) - before if m.startswith("azure")], "desired() imported an Azure SDK"
     types = [r.type for r in res]
-    assert types == ["azureml.code", "azureml.environment", "azureml.model", "azureml.endpoint",
+    assert types == ["azureml.environment", "azureml.model", "azureml.endpoint",
                      "azureml.deployment", "azureml.traffic"]
-    dep = res[4]
+    dep = res[3]
     assert dep.name.startswith("credit-risk-prod/d")
     assert dep.spec["instance_type"] == "Standard_F2s_v2"  # auto-sized: small model, managed online minimum
     assert dep.spec["model"].startswith("azureml:credit-risk:")
-    assert res[5].spec == {"traffic": {dep.name.split("/")[1]: 100}, "mirror_traffic": {}}
+    assert res[4].spec == {"traffic": {dep.name.split("/")[1]: 100}, "mirror_traffic": {}}
     assert [r.spec for r in t.desired()] == [r.spec for r in res]
 
 
@@ -44,7 +44,7 @@ def test_code_change_changes_only_code_and_deployment(project):
     a = {r.type: r for r in _target(path).desired()}
     (project.dir / "src" / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
     b = {r.type: r for r in _target(path).desired()}
-    assert a["azureml.code"].name != b["azureml.code"].name
+    assert a["azureml.deployment"].spec["code"] != b["azureml.deployment"].spec["code"]
     assert a["azureml.model"] == b["azureml.model"] and a["azureml.environment"] == b["azureml.environment"]
     assert a["azureml.deployment"].name != b["azureml.deployment"].name  # blue/green: a new deployment
 
