@@ -235,8 +235,6 @@ class LocalTarget(Target):
         key = self._key()
         vdir = self.state / "versions" / version
         status_file = vdir / "status.json"
-        for stale in (status_file, Path(f"{status_file}.error")):
-            stale.unlink(missing_ok=True)
         cmd = [env["python"], "-m", "deployctl_runtime.server", "--code", str(code), "--entry", self.manifest.code.entry,
                "--status-file", str(status_file), "--workers", str(self.cfg.workers), "--public-port", str(port),
                "--max-body-bytes", str(int(self.cfg.max_body_mb * 1024 * 1024)), "--version", version]
@@ -250,15 +248,22 @@ class LocalTarget(Target):
         extra = {**self.manifest.environment.variables, "AZUREML_MODEL_DIR": str(model_dir)}
         log = self.state / "server.log"
         self.ctx.progress(f"starting version {version} ({self.cfg.workers} worker(s))")
-        pid = processes.start_detached(cmd, processes.runtime_env(extra), log, cwd=code)
-        status = processes.wait_for(status_file, pid, lambda s: s.get("state") == "ready", READY_TIMEOUT_S)
+        pid, status = self._start(cmd, extra, log, status_file)
+        if status.get("state") != "ready" and "cannot listen" in status.get("error", "") and processes.alive(previous.get("pid")):
+            # The running version cannot hand its socket over (an older deployctl started it, or
+            # its handoff socket is gone): stop it first. A brief interruption beats no deploy.
+            self.ctx.warn(f"the running version cannot hand port {port} over; restarting it with a brief interruption")
+            processes.stop(previous["pid"])
+            pid, status = self._start(cmd, extra, log, status_file)
         if status.get("state") != "ready":
             processes.stop(pid)
             why = Path(f"{status_file}.error")
             detail = why.read_text().strip() if why.exists() else _tail(log, 15)
+            listen_error = "cannot listen" in detail
             raise TargetError(f"the new version did not start; the previous one keeps serving.\n{detail}",
                               target=self.config.name, resource=resource.address, operation="start",
-                              hint="fix init() in your scoring script (see `deployctl logs`)")
+                              hint=(f"free port {port} or set another port for this target" if listen_error else
+                                    "fix init() in your scoring script (see `deployctl logs`)"))
         record.update(pid=pid, public_port=port, private_port=status["private_port"], status_file=str(status_file),
                       log=str(log), started_at=time.time())
         try:
@@ -277,6 +282,12 @@ class LocalTarget(Target):
             processes.stop(previous["pid"])  # it finishes in-flight requests first
         self._cleanup_versions(keep={version})
         self.ctx.progress(f"serving version {version} at http://127.0.0.1:{port}/score")
+
+    def _start(self, cmd: list[str], extra: dict[str, str], log: Path, status_file: Path) -> tuple[int, dict[str, Any]]:
+        for stale in (status_file, Path(f"{status_file}.error")):
+            stale.unlink(missing_ok=True)
+        pid = processes.start_detached(cmd, processes.runtime_env(extra), log, cwd=Path(cmd[cmd.index("--code") + 1]))
+        return pid, processes.wait_for(status_file, pid, lambda s: s.get("state") == "ready", READY_TIMEOUT_S)
 
     def _cleanup_versions(self, keep: set[str]) -> None:
         root = self.state / "versions"
