@@ -163,6 +163,7 @@ class LocalTarget(Target):
             raise TargetError(f"process {dep.get('pid')} did not stop", target=self.config.name)
         for name in ("deployment.json", "key", "handoff.sock", "queue.db", "queue.db-wal", "queue.db-shm"):
             (self.state / name).unlink(missing_ok=True)
+        self._handoff_path().unlink(missing_ok=True)
         shutil.rmtree(self.state / "versions", ignore_errors=True)
         shutil.rmtree(self.state / "batch", ignore_errors=True)
 
@@ -205,6 +206,20 @@ class LocalTarget(Target):
         self.ctx.secret(key)
         return key
 
+    def _handoff_path(self) -> Path:
+        """The unix socket versions pass the public socket through.  Unix socket paths are limited
+        to ~104 bytes, so a deep project folder gets a short one in a private temp folder."""
+        path = self.state / "handoff.sock"
+        if len(os.fsencode(path)) <= 100:
+            return path
+        folder = Path(tempfile.gettempdir()) / f"deployctl-{os.getuid()}"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        st = folder.stat()
+        if st.st_uid != os.getuid() or st.st_mode & 0o077:
+            raise TargetError(f"{folder} is not private to this user; remove it and apply again",
+                              target=self.config.name)
+        return folder / f"{digest(str(self.state.resolve()), 16)}.sock"
+
     def _port(self, previous: Mapping[str, Any]) -> int:
         if self.cfg.port:
             return self.cfg.port
@@ -240,7 +255,7 @@ class LocalTarget(Target):
                "--max-body-bytes", str(int(self.cfg.max_body_mb * 1024 * 1024)), "--version", version]
         if key:
             cmd += ["--key-file", str(self.state / "key")]
-        cmd += ["--handoff", str(self.state / "handoff.sock")]
+        cmd += ["--handoff", str(self._handoff_path())]
         if resource.type == "local.queue":
             q = self.manifest.scoring.queue
             cmd += ["--queue", str(self.state / "queue.db"), "--queue-workers", str(q.workers),

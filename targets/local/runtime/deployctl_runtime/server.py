@@ -85,7 +85,13 @@ def serve_handoff(path: str, public: socket.socket) -> None:
     except FileNotFoundError:
         pass
     u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    u.bind(path)
+    try:
+        u.bind(path)
+    except OSError as e:  # serving matters more than a seamless next redeploy
+        u.close()
+        print(f"cannot offer the public socket at {path}: {e}; the next redeploy restarts briefly",
+              file=sys.stderr, flush=True)
+        return
     u.listen(4)
 
     def loop() -> None:
