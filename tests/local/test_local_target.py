@@ -103,6 +103,10 @@ def test_real_time_serve_noop_update_without_downtime_and_destroy(project_factor
     assert answered[0] == 1 and answered[-1] == 2
     new = deployment(p)["record"]
     assert new["public_port"] == port and new["pid"] != d["record"]["pid"]
+    assert new["retiring"] == [d["record"]["pid"]]
+    deadline = time.monotonic() + 10  # the old version drains and exits by itself
+    while _alive(d["record"]["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not _alive(d["record"]["pid"])
 
     # status, logs, destroy

@@ -1,0 +1,151 @@
+"""The runtime's HTTP server on its own (run by this test venv's Python: it is stdlib-only, so any
+environment with the user's packages can run it): workers, body limit, swagger, headers."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from targets.local import processes
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = '''
+import os, time
+inits = 0
+def init():
+    global inits
+    inits += 1
+def run(raw_data):
+    time.sleep(0.05)  # long enough that concurrent requests need both workers
+    return {"pid": os.getpid(), "inits": inits, "model_dir": os.environ["AZUREML_MODEL_DIR"]}
+'''
+
+SCHEMA_SCRIPT = '''
+from inference_schema.schema_decorators import input_schema, output_schema
+from inference_schema.parameter_types.standard_py_parameter_type import StandardPythonParameterType
+def init(): pass
+@input_schema("data", StandardPythonParameterType([[5.1, 3.5, 1.4, 0.2]]))
+@output_schema(StandardPythonParameterType([0]))
+def run(data):
+    return [len(row) for row in data]
+'''
+
+
+class Server:
+    def __init__(self, tmp: Path, script: str, *args: str) -> None:
+        code = tmp / "code"
+        code.mkdir(parents=True)
+        (code / "score.py").write_text(textwrap.dedent(script))
+        self.status_file = tmp / "status.json"
+        with __import__("socket").socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        cmd = [sys.executable, "-m", "deployctl_runtime.server", "--code", str(code), "--entry", "score.py",
+               "--status-file", str(self.status_file), "--public-port", str(self.port), "--public-now", *args]
+        self.pid = processes.start_detached(cmd, processes.runtime_env({"AZUREML_MODEL_DIR": str(tmp)}),
+                                            tmp / "server.log", cwd=code)
+        status = processes.wait_for(self.status_file, self.pid, lambda s: bool(s.get("public")), 60)
+        if not status.get("public"):
+            self.stop()
+            pytest.fail(f"server did not start: {(tmp / 'server.log').read_text()[-2000:]}")
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, bytes, http.client.HTTPResponse]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            return r.status, r.read(), r
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        processes.stop(self.pid)
+
+
+@pytest.fixture
+def server(tmp_path):
+    started: list[Server] = []
+
+    def start(script: str, *args: str) -> Server:
+        s = Server(tmp_path / f"s{len(started)}", script, *args)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+        assert not processes.alive(s.pid)
+
+
+def test_workers_each_init_once_and_share_the_port(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = server(SCRIPT, "--workers", "2")
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: json.loads(s.request("POST", "/score", b"{}")[1]), range(40)))
+    assert len({a["pid"] for a in answers}) == 2  # both workers served
+    assert {a["inits"] for a in answers} == {1}  # init() ran once per worker, before traffic
+    assert answers[0]["model_dir"] == str(s.status_file.parent)
+
+
+def test_routes_headers_and_body_limit(server):
+    s = server(SCRIPT, "--max-body-bytes", "1000")
+    status, body, r = s.request("GET", "/")
+    assert status == 200 and body == b"Healthy"
+    assert s.request("GET", "/ready")[0] == 200
+    assert s.request("GET", "/nowhere")[0] == 404
+    assert s.request("GET", "/swagger.json")[0] == 404  # run() is not decorated
+    status, body, r = s.request("POST", "/score", b"{}", {"x-ms-client-request-id": "abc"})
+    assert status == 200 and r.getheader("x-ms-request-id") == "abc"
+    assert r.getheader("x-ms-run-function-failed") == "False" and float(r.getheader("x-ms-run-fn-exec-ms")) > 0
+    status, body, _ = s.request("POST", "/score", b"x" * 2000)
+    assert status == 413 and b"over the limit of 1000" in body
+    assert s.request("POST", "/score", b"{}")[0] == 200  # still serving
+
+
+def test_keep_alive_on_one_connection(server):
+    s = server(SCRIPT.replace("time.sleep(0.05)", "pass"))
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    conn.connect()
+    local = conn.sock.getsockname()
+    for _ in range(20):
+        conn.request("POST", "/score", b"{}")
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200 and r.getheader("Connection", "").lower() != "close"
+    assert conn.sock.getsockname() == local  # the same connection throughout
+    conn.close()
+
+
+def test_inference_schema_swagger_and_parsed_input(server):
+    pytest.importorskip("inference_schema")
+    s = server(SCHEMA_SCRIPT)
+    status, body, _ = s.request("GET", "/swagger.json")
+    assert status == 200
+    doc = json.loads(body)
+    assert doc["paths"]["/score"]["post"]["parameters"][0]["schema"]["properties"]["data"]["type"] == "array"
+    status, body, _ = s.request("POST", "/score", json.dumps({"data": [[1, 2, 3, 4], [1, 2]]}).encode())
+    assert status == 200 and json.loads(body) == [4, 2]
+    status, body, _ = s.request("POST", "/score", b"[1, 2]")
+    assert status == 400 and b"dictionary" in body
+
+
+def test_sigterm_finishes_in_flight_requests(server):
+    import threading
+
+    s = server(SCRIPT.replace("time.sleep(0.05)", "time.sleep(0.5)"))
+    got: list[int] = []
+    t = threading.Thread(target=lambda: got.append(s.request("POST", "/score", b"{}")[0]))
+    t.start()
+    time.sleep(0.2)  # the request is in run()
+    s.stop()
+    t.join(10)
+    assert got == [200]
