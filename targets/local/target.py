@@ -9,6 +9,8 @@ Resources (see :mod:`orchestrator.target` for the contract):
   on a private port, smoke-tests it, has it accept on the public listening socket it received
   from the old one (the socket itself never closes), and only then stops the old one: no
   downtime, no dropped connection, and a failing new version never takes traffic.
+  Versions start as forks of the deployment's zygote (:mod:`deployctl_runtime.zygote`), which
+  keeps the packages the model needs imported: a code-only redeploy skips the import time.
 - ``local.batch`` — the code snapshot and settings that ``invoke`` runs over input files.
 
 State lives under the target's state folder: ``environment.json``, ``deployment.json``, the key,
@@ -54,6 +56,9 @@ class LocalConfig(TargetConfig):
     workers: int = Field(1, ge=1, le=32, description="Server worker processes (each runs init() once).")
     auth: bool = Field(True, description="Require 'Authorization: Bearer <key>' (see: deployctl status --show-keys).")
     max_body_mb: float = Field(100, gt=0, description="Largest request body accepted, in MB.")
+    warm_start: bool = Field(True, description="Start new versions as forks of a process that already imported the "
+                             "model's packages (code-only redeploys in well under a second); false: a fresh "
+                             "interpreter each time (for libraries that are not fork-safe).")
 
 
 class LocalTarget(Target):
@@ -166,6 +171,8 @@ class LocalTarget(Target):
         for name in ("deployment.json", "key", "handoff.sock", "queue.db", "queue.db-wal", "queue.db-shm"):
             (self.state / name).unlink(missing_ok=True)
         self._handoff_path().unlink(missing_ok=True)
+        self._stop_zygote()
+        (self.state / "modules.json").unlink(missing_ok=True)
         shutil.rmtree(self.state / "versions", ignore_errors=True)
         shutil.rmtree(self.state / "batch", ignore_errors=True)
 
@@ -209,9 +216,13 @@ class LocalTarget(Target):
         return key
 
     def _handoff_path(self) -> Path:
-        """The unix socket versions pass the public socket through.  Unix socket paths are limited
-        to ~104 bytes, so a deep project folder gets a short one in a private temp folder."""
-        path = self.state / "handoff.sock"
+        """The unix socket versions pass the public socket through."""
+        return self._socket_path("handoff.sock")
+
+    def _socket_path(self, name: str) -> Path:
+        """Unix socket paths are limited to ~104 bytes: a deep project folder gets a short one in a
+        private temp folder."""
+        path = self.state / name
         if len(os.fsencode(path)) <= 100:
             return path
         folder = Path(tempfile.gettempdir()) / f"deployctl-{os.getuid()}"
@@ -220,7 +231,7 @@ class LocalTarget(Target):
         if st.st_uid != os.getuid() or st.st_mode & 0o077:
             raise TargetError(f"{folder} is not private to this user; remove it and apply again",
                               target=self.config.name)
-        return folder / f"{digest(str(self.state.resolve()), 16)}.sock"
+        return folder / f"{digest(str(self.state.resolve()), 16)}-{name}"
 
     def _port(self, previous: Mapping[str, Any]) -> int:
         if self.cfg.port:
@@ -263,7 +274,8 @@ class LocalTarget(Target):
             q = self.manifest.scoring.queue
             cmd += ["--queue", str(self.state / "queue.db"), "--queue-workers", str(q.workers),
                     "--visibility-timeout", str(q.visibility_timeout_s), "--max-attempts", str(q.max_attempts)]
-        extra = {**self.manifest.environment.variables, "AZUREML_MODEL_DIR": str(model_dir)}
+        extra = {**self.manifest.environment.variables, "AZUREML_MODEL_DIR": str(model_dir),
+                 "DEPLOYCTL_REPORT_MODULES": str(self.state / "modules.json")}
         log = self.state / "server.log"
         self.ctx.progress(f"starting version {version} ({self.cfg.workers} worker(s))")
         pid, status = self._start(cmd, extra, log, status_file)
@@ -315,8 +327,58 @@ class LocalTarget(Target):
     def _start(self, cmd: list[str], extra: dict[str, str], log: Path, status_file: Path) -> tuple[int, dict[str, Any]]:
         for stale in (status_file, Path(f"{status_file}.error")):
             stale.unlink(missing_ok=True)
-        pid = processes.start_detached(cmd, processes.runtime_env(extra), log, cwd=Path(cmd[cmd.index("--code") + 1]))
+        env = processes.runtime_env(extra)
+        cwd = Path(cmd[cmd.index("--code") + 1])
+        pid = (self._fork_from_zygote(cmd, env, log, cwd) if self.cfg.warm_start else None) \
+            or processes.start_detached(cmd, env, log, cwd=cwd)
         return pid, processes.wait_for(status_file, pid, lambda s: s.get("state") == "ready", READY_TIMEOUT_S)
+
+    # -- warm starts -------------------------------------------------------------------------
+    def _zygote(self, python: str) -> Path:
+        """The socket of this deployment's zygote (:mod:`deployctl_runtime.zygote`) for this
+        environment and these variables, started when there is none."""
+        ident = {"python": python, "variables": digest(self.manifest.environment.variables, 12)}
+        sock = self._socket_path("zygote.sock")
+        rec = read_json(self.state / "zygote.json") or {}
+        if rec.get("ident") == ident and processes.alive(rec.get("pid"), marker=str(self.state)) and sock.exists():
+            return sock
+        self._stop_zygote()
+        cmd = [python, "-m", "deployctl_runtime.zygote", "--socket", str(sock), "--modules", str(self.state / "modules.json")]
+        env = processes.runtime_env(dict(self.manifest.environment.variables))
+        pid = processes.start_detached(cmd, env, self.state / "zygote.log", cwd=self.state)
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            if not processes.alive(pid) or time.monotonic() > deadline:
+                processes.stop(pid)
+                raise OSError(f"the zygote did not start (see {self.state / 'zygote.log'})")
+            time.sleep(0.01)
+        write_json(self.state / "zygote.json", {"pid": pid, "ident": ident})
+        return sock
+
+    def _fork_from_zygote(self, cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> int | None:
+        """Start the server as a fork of the zygote; None (start it cold) when that fails."""
+        try:
+            sock = self._zygote(cmd[0])
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as u:
+                u.settimeout(30)
+                u.connect(str(sock))
+                request = {"argv": cmd[3:], "env": env, "cwd": str(cwd), "log": str(log)}  # cmd[:3]: python -m server
+                u.sendall(json.dumps(request).encode() + b"\n")
+                with u.makefile("rb") as lines:
+                    reply = json.loads(lines.readline())
+            if "pid" not in reply:
+                raise OSError(reply.get("error", "no pid"))
+            return int(reply["pid"])
+        except (OSError, ValueError) as e:
+            self.ctx.warn(f"warm start unavailable ({e}); starting a fresh interpreter")
+            return None
+
+    def _stop_zygote(self) -> None:
+        rec = read_json(self.state / "zygote.json") or {}
+        if processes.alive(rec.get("pid"), marker=str(self.state)):
+            processes.stop(rec["pid"])
+        (self.state / "zygote.json").unlink(missing_ok=True)
+        self._socket_path("zygote.sock").unlink(missing_ok=True)
 
     def _cleanup_versions(self, keep: set[str]) -> None:
         root = self.state / "versions"

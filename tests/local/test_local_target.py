@@ -103,6 +103,11 @@ def test_real_time_serve_noop_update_without_downtime_and_destroy(project_factor
     assert answered[0] == 1 and answered[-1] == 2
     new = deployment(p)["record"]
     assert new["public_port"] == port and new["pid"] != d["record"]["pid"]
+    # the new version was forked from the zygote, which had imported the model's packages
+    state = d["target"].ctx.state_dir
+    zygote = json.loads((state / "zygote.json").read_text())["pid"]
+    assert _ppid(new["pid"]) == zygote
+    assert "sklearn" in json.loads((state / "modules.json").read_text())
     assert new["retiring"] == [d["record"]["pid"]]
     deadline = time.monotonic() + 10  # the old version drains and exits by itself
     while _alive(d["record"]["pid"]) and time.monotonic() < deadline:
@@ -114,7 +119,7 @@ def test_real_time_serve_noop_update_without_downtime_and_destroy(project_factor
     assert [r.state for r in status.resources] == ["in-sync", "in-sync"]
     assert "key" in status.secrets
     p.destroy()
-    assert not _alive(new["pid"])
+    assert not _alive(new["pid"]) and not _alive(zygote)
     assert not (d["target"].ctx.state_dir / "deployment.json").exists()
 
 
@@ -140,9 +145,10 @@ def test_failing_new_versions_never_take_over(project_factory):
 
 
 def test_a_dead_server_shows_as_missing_and_apply_restarts_it(project_factory):
-    p = project_factory()
+    p = project_factory(target_extra="warm_start: false\n")  # a fresh interpreter per version
     assert p.apply()[1].ok
     pid = deployment(p)["record"]["pid"]
+    assert not (deployment(p)["target"].ctx.state_dir / "zygote.json").exists()
     os.killpg(pid, signal.SIGKILL)
     time.sleep(0.2)
     plan = p.engine().plan()
@@ -230,6 +236,10 @@ def run(mini_batch):
     (inputs / "f9.csv").write_text("bad\n")
     failed = target.invoke(InvokeRequest(inputs=[inputs], output=tmp_path / "p2.csv"))
     assert not failed.ok and "bad file f9.csv" in failed.details["error"]
+
+
+def _ppid(pid: int) -> int:
+    return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
 
 
 def _alive(pid: int) -> bool:

@@ -8,4 +8,6 @@ on the environment's ``PYTHONPATH`` as-is.  Modules:
 - :mod:`queue` — the durable SQLite queue of near-real-time requests.
 - :mod:`nrt_worker` — a near-real-time worker process.
 - :mod:`batch` — the batch runner (Azure ML batch deployment contract).
+- :mod:`zygote` — starts server versions as forks of a process that already imported the
+  model's packages (warm starts: a code-only redeploy in well under a second).
 """

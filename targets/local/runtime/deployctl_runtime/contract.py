@@ -94,6 +94,9 @@ class UserScript:
             self.module.init()
         except BaseException as e:
             raise ScriptError(f"init() failed: {type(e).__name__}: {e}", traceback_tail(e)) from e
+        report = os.environ.get("DEPLOYCTL_REPORT_MODULES")
+        if report:
+            report_modules(report)
 
     def run_online(self, body: bytes, headers: dict[str, str] | None = None) -> Any:
         """Call run() for one request; raises BadRequest, or whatever run() raises."""
@@ -138,6 +141,21 @@ class UserScript:
                 "responses": {"200": {"description": "prediction", "schema": get_output_schema(self.run_fn)}},
             }}},
         }
+
+
+def report_modules(path: str) -> None:
+    """Write the installed packages imported so far (after init(): the model's too) to ``path``,
+    for the zygote to preload (see :mod:`deployctl_runtime.zygote`).  The user's own modules are
+    never listed: they change with every version."""
+    names = sorted({name.split(".")[0] for name, mod in list(sys.modules.items())
+                    if "site-packages" in (getattr(mod, "__file__", None) or "")})
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(names, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # only an optimisation
 
 
 def rows_of(result: Any) -> list[str]:
