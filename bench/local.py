@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -128,7 +129,7 @@ def main() -> None:
 
         t_pip, _ = timed(pip_build)
         rows.append(("environment build (scikit-learn)", f"uv {t_uv:.2f}s vs pip {t_pip:.2f}s",
-                     f"uv {t_pip / t_uv:.1f}x faster (bar: 21x measured here, bytecode compiled)"))
+                     f"uv {t_pip / t_uv:.1f}x faster (both compile bytecode; warm package caches)"))
 
         # -- apply: cold, code-only, no-op ------------------------------------------------------
         proj = tmp / "quickstart"
@@ -136,11 +137,18 @@ def main() -> None:
         manifest = str(proj / "deployctl.yaml")
         t_cold, _ = timed(lambda: run([*DEPLOYCTL, "apply", manifest, "--yes"], env=env))
         score = proj / "src" / "score.py"
-        score.write_text(score.read_text() + "\n# a code-only change\n")
-        t_code, _ = timed(lambda: run([*DEPLOYCTL, "apply", manifest, "--yes"], env=env))
+        # The first redeploy follows the cold apply at once, while the zygote may still be importing
+        # the model's packages; later ones find it warm (as after any pause to edit the code).
+        code_only = []
+        for i in range(3):
+            score.write_text(score.read_text() + f"\n# code-only change {i}\n")
+            code_only.append(timed(lambda: run([*DEPLOYCTL, "apply", manifest, "--yes"], env=env))[0])
         t_noop, _ = timed(lambda: run([*DEPLOYCTL, "apply", manifest, "--yes"], env=env))
         rows.append(("cold apply (warm uv cache)", f"{t_cold:.2f}s", "env + server + smoke test"))
-        rows.append(("code-only redeploy", f"{t_code:.2f}s", f"{t_cold / t_code:.1f}x faster than cold (bar: <= 1 s)"))
+        rows.append(("code-only redeploy, at once", f"{code_only[0]:.2f}s",
+                     f"{t_cold / code_only[0]:.1f}x faster than cold (bar: <= 1 s)"))
+        t_code = statistics.median(code_only[1:])
+        rows.append(("code-only redeploy, again", f"{t_code:.2f}s", f"{t_cold / t_code:.1f}x faster than cold (bar: <= 1 s)"))
         rows.append(("no-op apply", f"{t_noop:.2f}s", "zero writes (bar: <= 0.3 s)"))
 
         # -- serving: ours vs azmlinfsrv ------------------------------------------------------
@@ -175,7 +183,7 @@ def main() -> None:
         run([*DEPLOYCTL, "apply", manifest, "--yes"], env=env)
         per_call = load(record["public_port"], max(100, args.requests // 20), (state / "key").read_text().strip())
         rows.append(("initialize once vs load per call", f"{ours['rps'] / per_call['rps']:.1f}x",
-                     f"{ours['rps']:.0f} vs {per_call['rps']:.0f} req/s (field lesson: 6x)"))
+                     f"{ours['rps']:.0f} vs {per_call['rps']:.0f} req/s (a 1 KB model; field lesson: 6x on real ones)"))
         run([*DEPLOYCTL, "destroy", manifest, "--yes"], env=env)
 
     width = max(len(r[0]) for r in rows)
