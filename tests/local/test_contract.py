@@ -82,6 +82,7 @@ def test_inference_schema_decorated_run_gets_parsed_arguments(tmp_path):
     with pytest.raises(BadRequest, match="'data'"):
         s.run_online(b"{}")
     swagger = s.swagger()
+    assert swagger is not None
     assert swagger["paths"]["/score"]["post"]["parameters"][0]["schema"]["properties"]["data"]["type"] == "array"
 
 

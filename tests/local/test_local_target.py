@@ -190,7 +190,10 @@ def test_near_real_time_queue_async_idempotent_and_redelivered(project_factory):
     assert got.state == "done" and got.body["predictions"] == [0]
     from targets.local.runtime.deployctl_runtime.queue import Queue
 
-    assert Queue(str(target.ctx.state_dir / "queue.db")).get(slow.request_id)["attempts"] == 2
+    q = Queue(str(target.ctx.state_dir / "queue.db"))
+    doc = q.get(str(slow.request_id))
+    q.close()
+    assert doc is not None and doc["attempts"] == 2
 
 
 def test_batch_contract_resume_and_error_threshold(project_factory, tmp_path):

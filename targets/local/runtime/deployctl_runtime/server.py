@@ -166,7 +166,7 @@ class Handler(BaseHTTPRequestHandler):
         for k, v in (extra or {}).items():
             self.send_header(k, v)
         # Headers and body in one write (end_headers() would flush the headers on their own).
-        self._headers_buffer.append(b"\r\n" + body)
+        self._headers_buffer.append(b"\r\n" + body)  # type: ignore[attr-defined]
         self.flush_headers()
 
     def _error(self, status: int, message: str, extra: dict[str, str] | None = None) -> None:
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         public_sock = take_public_socket(args.public_port, args.handoff)
     except OSError as e:
-        status = {"state": "failed", "pid": os.getpid(), "error": f"cannot listen on port {args.public_port}: {e}"}
+        status: dict[str, Any] = {"state": "failed", "pid": os.getpid(), "error": f"cannot listen on port {args.public_port}: {e}"}
         with open(args.status_file + ".error", "w") as f:
             f.write(status["error"])
         write_status(args.status_file, status)

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 pid = os.fork()
                 if pid == 0:
                     child(request, [listener, conn])
-                reply = {"pid": pid}
+                reply: dict[str, object] = {"pid": pid}
             except Exception as e:  # noqa: BLE001 - a bad request must not stop the zygote
                 reply = {"error": f"{type(e).__name__}: {e}"}
             try:
