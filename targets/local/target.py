@@ -316,6 +316,7 @@ class LocalTarget(Target):
         if old:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(old, signal.SIGTERM)
+        self._share_modules(env["python"])
         self._cleanup_versions(keep={version})
         self.ctx.progress(f"serving version {version} at http://127.0.0.1:{port}/score")
 
@@ -343,7 +344,10 @@ class LocalTarget(Target):
         if rec.get("ident") == ident and processes.alive(rec.get("pid"), marker=str(self.state)) and sock.exists():
             return sock
         self._stop_zygote()
-        cmd = [python, "-m", "deployctl_runtime.zygote", "--socket", str(sock), "--modules", str(self.state / "modules.json")]
+        modules, shared = self.state / "modules.json", self._shared_modules(python)
+        if not modules.exists() and shared.exists():  # warm from the first version on
+            shutil.copyfile(shared, modules)
+        cmd = [python, "-m", "deployctl_runtime.zygote", "--socket", str(sock), "--modules", str(modules)]
         env = processes.runtime_env(dict(self.manifest.environment.variables))
         pid = processes.start_detached(cmd, env, self.state / "zygote.log", cwd=self.state)
         deadline = time.monotonic() + 20
@@ -372,6 +376,17 @@ class LocalTarget(Target):
         except (OSError, ValueError) as e:
             self.ctx.warn(f"warm start unavailable ({e}); starting a fresh interpreter")
             return None
+
+    @staticmethod
+    def _shared_modules(python: str) -> Path:
+        """What models served from this (shared) environment imported: envs/<lock hash>/..."""
+        return Path(python).parent.parent / ".deployctl-modules.json"
+
+    def _share_modules(self, python: str) -> None:
+        src, dst = self.state / "modules.json", self._shared_modules(python)
+        with contextlib.suppress(OSError):
+            if src.exists() and (not dst.exists() or dst.read_bytes() != src.read_bytes()):
+                write_atomic(dst, src.read_bytes())
 
     def _stop_zygote(self) -> None:
         rec = read_json(self.state / "zygote.json") or {}

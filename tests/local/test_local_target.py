@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -108,6 +109,8 @@ def test_real_time_serve_noop_update_without_downtime_and_destroy(project_factor
     zygote = json.loads((state / "zygote.json").read_text())["pid"]
     assert _ppid(new["pid"]) == zygote
     assert "sklearn" in json.loads((state / "modules.json").read_text())
+    shared = Path(new["python"]).parent.parent / ".deployctl-modules.json"  # the next zygote starts warm
+    assert "sklearn" in json.loads(shared.read_text())
     assert new["retiring"] == [d["record"]["pid"]]
     deadline = time.monotonic() + 10  # the old version drains and exits by itself
     while _alive(d["record"]["pid"]) and time.monotonic() < deadline:
