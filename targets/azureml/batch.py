@@ -305,7 +305,8 @@ class BatchEndpointTarget(AzureMLTarget):
         limit = max(request.timeout_s, float(self.bcfg.job_timeout_s))
         while True:
             job = self.op("get job", lambda: self.ml.jobs.get(name))
-            status = str(getattr(job, "status", "") or "")
+            raw = getattr(job, "status", "") or ""
+            status = str(getattr(raw, "value", raw))  # a JobStatus enum on azure-ai-ml 1.35
             if status in TERMINAL or waited >= limit or self.ctx.cancel.is_set():
                 break
             sleep(delay)

@@ -65,8 +65,13 @@ def container_client(session: AzureSession, datastore: Any, credential: Any) -> 
     account_url = f"{datastore.protocol or 'https'}://{datastore.account_name}.blob.{datastore.endpoint}"
     creds = getattr(datastore, "credentials", None)
     key = getattr(creds, "account_key", None) or getattr(creds, "sas_token", None)
-    return ContainerClient(account_url, datastore.container_name, credential=key or credential,
-                           **session.client_kwargs())
+    kw = session.client_kwargs()
+    # Storage needs its own StorageRetryPolicy (it sets response.location_mode, which downloads
+    # read); azure-core's RetryPolicy in its place breaks download_blob.  Same budget, same transport.
+    kw.pop("retry_policy", None)
+    kw.pop("polling_interval", None)
+    kw["retry_total"] = session.retry_total
+    return ContainerClient(account_url, datastore.container_name, credential=key or credential, **kw)
 
 
 def is_not_found(exc: BaseException) -> bool:
