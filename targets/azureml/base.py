@@ -135,7 +135,22 @@ class AzureMLTarget(Target):
 
     @cached_property
     def location(self) -> str:
-        ws = self.op("get workspace", lambda: self.ml.workspaces.get(self.cfg.workspace))
+        """The workspace's region; also the first read of every plan, so a wrong name or a
+        denied subscription is reported plainly before anything else."""
+        c = self.cfg
+        try:
+            ws = self.op("get workspace", lambda: self.ml.workspaces.get(c.workspace))
+        except TargetError as e:
+            cause = e.__cause__ if isinstance(e.__cause__, BaseException) else None
+            if cause is not None and is_not_found(cause):
+                raise self.fail(f"workspace {c.workspace!r} not found in resource group {c.resource_group!r} of "
+                                f"subscription {c.subscription}", hint="check subscription, resource_group and "
+                                "workspace in the manifest") from e
+            if cause is not None and status_of(cause) in (401, 403):
+                raise self.fail(f"no access to workspace {c.workspace!r} in subscription {c.subscription} "
+                                f"({describe(cause)})", hint="grant this identity a role on the workspace (e.g. "
+                                "AzureML Data Scientist), or log in with another account") from e
+            raise
         return str(ws.location)
 
     # -- assets: read ----------------------------------------------------------------------------
@@ -208,6 +223,10 @@ class AzureMLTarget(Target):
         return f"azureml:{name}:{version}"
 
     def read_assets(self, desired: list[Resource]) -> list[Observed]:
+        self.location  # noqa: B018 - the workspace must exist and be readable: say so plainly
+        ref = self.d.model_ref
+        if ref is not None and ref.registry:
+            self.check_registry_region(ref.registry)
         out = []
         for r in desired:
             if r.type in (T_ENV, T_MODEL):
@@ -290,15 +309,25 @@ class AzureMLTarget(Target):
     def check_model_source(self) -> None:
         self.source_model  # noqa: B018 - raises a precise error when missing or forbidden
         if self.d.model_copy == "share":
-            reg = self.op("get registry", lambda: ml_client(self.session, self.cfg.subscription)
-                          .registries.get(self.cfg.registry))
-            regions = {str(getattr(r, "location", r)).lower().replace(" ", "")
-                       for r in (getattr(reg, "replication_locations", None) or [])}
-            here = self.location.lower().replace(" ", "")
-            if regions and here not in regions:
-                raise self.fail(f"registry {self.cfg.registry} is not replicated to {self.location} "
-                                f"(it is in {', '.join(sorted(regions))})",
-                                hint="add the region to the registry, or drop `registry` to copy the model instead")
+            assert self.cfg.registry
+            self.check_registry_region(self.cfg.registry)
+
+    def check_registry_region(self, registry: str) -> None:
+        """A registry serves only the regions it is replicated to."""
+        try:
+            reg = self.op("get registry", lambda: ml_client(self.session, self.cfg.subscription).registries.get(registry))
+        except TargetError as e:
+            cause = e.__cause__ if isinstance(e.__cause__, BaseException) else None
+            if cause is not None and (is_not_found(cause) or status_of(cause) in (401, 403)):
+                raise self.fail(f"registry {registry!r} not found or not readable ({describe(cause)})") from e
+            raise
+        regions = {str(getattr(r, "location", r)).lower().replace(" ", "")
+                   for r in (getattr(reg, "replication_locations", None) or [])}
+        here = self.location.lower().replace(" ", "")
+        if regions and here not in regions:
+            raise self.fail(f"registry {registry} is not replicated to {self.location} "
+                            f"(it is in {', '.join(sorted(regions))})",
+                            hint="add the region to the registry, or drop `registry` to copy the model instead")
 
     def copy_model(self, r: Resource, tags: dict[str, str]) -> None:
         from azure.ai.ml.entities import Model

@@ -51,8 +51,15 @@ def credential_for(session: AzureSession, subscription: str | None, source: Any 
 
 def ml_client(session: AzureSession, subscription: str, resource_group: str | None = None,
               workspace: str | None = None, *, registry: str | None = None, credential: Any = None) -> Any:
+    import logging
+
     from azure.ai.ml import MLClient
 
+    # azure-ai-ml installs its own INFO handler on stderr ("Check: endpoint X exists"): keep the
+    # CLI's output ours.  A user who wants the SDK's chatter lowers the level again after import.
+    sdk_log = logging.getLogger("azure.ai.ml")
+    if sdk_log.level == logging.INFO:
+        sdk_log.setLevel(logging.WARNING)
     kw = session.client_kwargs()
     return MLClient(credential or session.get_credential(subscription), subscription, resource_group,
                     workspace, registry_name=registry, show_progress=False, **kw)
