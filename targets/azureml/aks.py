@@ -10,7 +10,9 @@ check: capacity is the cluster's own.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from orchestrator.plan import Change
@@ -18,6 +20,7 @@ from orchestrator.target import Finding, Severity
 from targets.azureml.client import describe, is_not_found
 from targets.azureml.config import AksConfig
 from targets.azureml.online import OnlineEndpointTarget
+from targets.azureml.spec import T_DEPLOYMENT
 
 DEFAULT_INSTANCE_TYPE = "defaultinstancetype"
 LEGACY = ("aks", "akscompute")
@@ -68,14 +71,34 @@ class AksTarget(OnlineEndpointTarget):
         compute = getattr(ep, "compute", None)
         return {"auth_mode": ep.auth_mode, "compute": str(compute).rstrip("/").split("/")[-1] if compute else None}
 
+    def desired(self) -> list:
+        """As online, plus the pod's resource requests (the sizing requirement) on the deployment."""
+        out = super().desired()
+        req = self.requirement
+        requests = {"cpu": f"{req.cpu:g}", "memory": f"{math.ceil(req.memory_gib * 1024)}Mi"}
+        return [replace(r, spec={**r.spec, "requests": requests}) if r.type == T_DEPLOYMENT else r for r in out]
+
+    def deployment_spec(self, dep: Any) -> dict[str, Any]:
+        spec = super().deployment_spec(dep)
+        requests = getattr(getattr(dep, "resources", None), "requests", None)
+        spec["requests"] = {"cpu": getattr(requests, "cpu", None), "memory": getattr(requests, "memory", None)}
+        return spec
+
     def deployment_entity(self, name: str, spec: Mapping[str, Any], tags: dict[str, str]) -> Any:
-        from azure.ai.ml.entities import CodeConfiguration, KubernetesOnlineDeployment, OnlineRequestSettings
+        from azure.ai.ml.entities import (
+            CodeConfiguration,
+            KubernetesOnlineDeployment,
+            OnlineRequestSettings,
+            ResourceRequirementsSettings,
+            ResourceSettings,
+        )
 
         return KubernetesOnlineDeployment(
             name=name, endpoint_name=self.d.endpoint, model=spec["model"], environment=spec["environment"],
             code_configuration=CodeConfiguration(code=spec["code"], scoring_script=spec["scoring_script"]),
             instance_type=spec["instance_type"], instance_count=spec["instance_count"],
             environment_variables=dict(spec["environment_variables"]), tags=tags,
+            resources=ResourceRequirementsSettings(requests=ResourceSettings(**spec["requests"])),
             request_settings=OnlineRequestSettings(
                 max_concurrent_requests_per_instance=spec["max_concurrent_requests_per_instance"],
                 request_timeout_ms=spec["request_timeout_ms"]),
@@ -91,16 +114,15 @@ class AksTarget(OnlineEndpointTarget):
                                 f"{self.cfg.workspace}", hint="attach the cluster: az ml compute attach --type Kubernetes")]
             return [Finding(severity=Severity.error, message=f"cannot read compute {name!r}: {describe(e)}")]
         ctype = str(getattr(c, "type", "")).lower()
-        if ctype in LEGACY:
+        if ctype in LEGACY or "unsupported" in ctype:  # azure-ai-ml has no entity for v1 AksCompute
             return [Finding(severity=Severity.error,
                             message=f"compute {name!r} is a legacy 'AKS compute' (v1): Azure ML rejects new online "
                                     f"endpoints on it", hint="attach the cluster as a Kubernetes compute (Azure ML "
                                     "extension) and name that compute")]
         if ctype != "kubernetes":
             return [Finding(severity=Severity.error, message=f"compute {name!r} is {ctype!r}, not a Kubernetes compute")]
-        types = getattr(c, "instance_types", None) or {}
-        if isinstance(types, list):
-            types = {getattr(t, "name", str(t)): t for t in types}
+        props = getattr(c, "properties", None) or {}
+        types = props.get("instance_types") or props.get("instanceTypes") or {}
         if not types:  # the extension provides defaultinstancetype when none is configured
             types = {DEFAULT_INSTANCE_TYPE: {}}
         it = types.get(self.instance_type)
