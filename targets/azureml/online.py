@@ -20,7 +20,7 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from orchestrator.errors import TargetError
-from orchestrator.manifest.model import ScoringType
+from orchestrator.manifest.model import ScoringType, TargetConfig
 from orchestrator.plan import Action, Change
 from orchestrator.target import (
     TAG_MANIFEST,
@@ -58,7 +58,7 @@ def asset_ref(value: Any) -> Any:
 class OnlineEndpointTarget(AzureMLTarget):
     kind = "online-endpoint"
     scoring_types = frozenset({ScoringType.real_time})
-    config_model = OnlineEndpointConfig
+    config_model: ClassVar[type[TargetConfig]] = OnlineEndpointConfig
     description = "Azure ML managed online endpoint with blue/green rollout"
     compute_kind: ClassVar[str] = "managed-online"
     reserve_fraction: ClassVar[float] = 0.2
@@ -333,7 +333,7 @@ class OnlineEndpointTarget(AzureMLTarget):
         ep = next((o for o in observed if o.type == T_ENDPOINT), None)
         if ep is None:
             return {}
-        traffic = next((o.spec.get("traffic") for o in observed if o.type == T_TRAFFIC), {}) or {}
+        traffic: dict[str, int] = next((dict(o.spec.get("traffic") or {}) for o in observed if o.type == T_TRAFFIC), {})
         live = max(traffic, key=lambda k: traffic[k]) if traffic else None
         dep = next((o for o in observed if o.type == T_DEPLOYMENT and o.name.endswith(f"/{live}")), None)
         return {"endpoint": self.d.endpoint, "scoring_uri": self._scoring_uri(), "deployment": live,

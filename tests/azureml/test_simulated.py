@@ -61,7 +61,7 @@ class Recording(HttpTransport):
 
 @pytest.fixture
 def cloud():
-    sim = AzureSimulator(seed=0)
+    sim = AzureSimulator(seed=0)  # type: ignore[misc]  # checked above: not None here
     base = sim.session()
     rec = Recording(base.transport)
     session = AzureSession(credential=base.credential, transport=rec, simulator=sim,
