@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-sim_mod = pytest.importorskip("orchestrator.azure.simulator", reason="the Azure simulator has not landed yet")
-AzureSimulator = getattr(sim_mod, "AzureSimulator", None)
-if AzureSimulator is None:  # pragma: no cover - package present but not complete yet
-    pytest.skip("orchestrator.azure.simulator has no AzureSimulator yet", allow_module_level=True)
+try:
+    from orchestrator.azure.simulator import AzureSimulator
+except ImportError as e:  # pragma: no cover - the simulator lands separately
+    pytest.skip(f"the Azure simulator is not importable: {e}", allow_module_level=True)
 
 from azure.core.pipeline.transport import HttpTransport  # noqa: E402
 
@@ -61,14 +61,13 @@ class Recording(HttpTransport):
 
 @pytest.fixture
 def cloud():
-    sim = AzureSimulator(seed=0)  # type: ignore[misc]  # checked above: not None here
+    sim = AzureSimulator(seed=0)
     base = sim.session()
     rec = Recording(base.transport)
     session = AzureSession(credential=base.credential, transport=rec, simulator=sim,
                            polling_interval=base.polling_interval,
                            credentials_by_subscription=dict(base.credentials_by_subscription))
-    if hasattr(sim, "seed_workspace"):
-        sim.seed_workspace(SUB, "rg", "ws")
+    sim.add_workspace(SUB, "rg", "ws")
     return sim, session, rec
 
 
@@ -160,29 +159,46 @@ def test_failed_smoke_test_rolls_traffic_back(project, cloud):
     assert out["traffic"] == {live: 100}
 
 
+def _source_model(sim, session: AzureSession) -> str:
+    """Register model fraud:7 in another subscription's workspace, through the real SDK clients."""
+    from azure.ai.ml.entities import Model
+
+    from targets.azureml.client import container_client, ml_client
+
+    sim.add_workspace(OTHER_SUB, "rg2", "ws2")
+    src = ml_client(session, OTHER_SUB, "rg2", "ws2")
+    ds = src.datastores.get_default(include_secrets=True)
+    container_client(session, ds, session.get_credential(OTHER_SUB)).upload_blob(
+        "models/fraud/model.pkl", b"weights", overwrite=True)
+    src.models.create_or_update(Model(name="fraud", version="7", type="custom_model",
+                                      path=f"azureml://datastores/{ds.name}/paths/models/fraud/"))
+    return f"azureml://subscriptions/{OTHER_SUB}/resourceGroups/rg2/workspaces/ws2/models/fraud/versions/7"
+
+
 def test_cross_subscription_copy_and_reuse(project, cloud):
     sim, session, rec = cloud
-    if not hasattr(sim, "seed_model"):
-        pytest.skip("simulator has no seed_model helper yet")
-    sim.seed_model(OTHER_SUB, "rg2", "ws2", "fraud", "7", files={"model.pkl": b"weights"})
-    uri = f"azureml://subscriptions/{OTHER_SUB}/resourceGroups/rg2/workspaces/ws2/models/fraud/versions/7"
+    uri = _source_model(sim, session)
     path = project(online_target(), model=f"  uri: {uri}")
     plan, result = apply(path, session)
     assert any(c.type == "azureml.model" and c.spec.get("copy") == "copy" for c in plan.targets[0].pending)
     assert result.ok, result.model_dump_json(indent=2)
+    copied = [r for r in sim.find(r"/workspaces/ws/models/fraud/versions/7$")]
+    assert copied and copied[0]["properties"]["tags"]["deployctl-source"] == uri
+    assert copied[0]["properties"]["tags"]["deployctl-sha256"]
     again, _ = apply(path, session)
     assert not any(c.type == "azureml.model" for c in again.targets[0].pending)  # the copy is reused
 
 
-def test_denied_source_subscription_is_reported_before_any_write(project, cloud):
+def test_missing_or_denied_source_model_is_reported_before_any_write(project, cloud):
     sim, session, rec = cloud
-    if not hasattr(sim, "deny"):
-        pytest.skip("simulator has no access-control helper yet")
+    uri = _source_model(sim, session).replace("versions/7", "versions/8")
+    plan, _ = apply(project(online_target(), model=f"  uri: {uri}"), session)
+    assert "model fraud version 8 not found in workspace ws2" in (plan.targets[0].error or "")
     sim.deny(OTHER_SUB)
-    uri = f"azureml://subscriptions/{OTHER_SUB}/resourceGroups/rg2/workspaces/ws2/models/fraud/versions/7"
-    plan, result = apply(project(online_target(), model=f"  uri: {uri}"), session)
+    n = len(rec.calls)
+    plan, result = apply(project(online_target(), model=f"  uri: {uri.replace('versions/8', 'versions/7')}"), session)
     assert "no permission to read model" in (plan.targets[0].error or "")
-    assert not [c for c in rec.calls if c[0] in ("PUT", "DELETE")]
+    assert not [c for c in rec.calls[n:] if c[0] in ("PUT", "DELETE")]
 
 
 def test_batch_create_invoke_is_deterministic_and_destroy(project, cloud, tmp_path):
