@@ -44,17 +44,15 @@ class Server:
         code.mkdir(parents=True)
         (code / "score.py").write_text(textwrap.dedent(script))
         self.status_file = tmp / "status.json"
-        with __import__("socket").socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
         cmd = [sys.executable, "-m", "deployctl_runtime.server", "--code", str(code), "--entry", "score.py",
-               "--status-file", str(self.status_file), "--public-port", str(self.port), "--public-now", *args]
+               "--status-file", str(self.status_file), "--public-port", "0", "--public-now", *args]  # 0: any free port
         self.pid = processes.start_detached(cmd, processes.runtime_env({"AZUREML_MODEL_DIR": str(tmp)}),
                                             tmp / "server.log", cwd=code)
         status = processes.wait_for(self.status_file, self.pid, lambda s: bool(s.get("public")), 60)
         if not status.get("public"):
             self.stop()
-            pytest.fail(f"server did not start: {(tmp / 'server.log').read_text()[-2000:]}")
+            pytest.fail(f"server did not start: {status} {(tmp / 'server.log').read_text()[-2000:]}")
+        self.port = int(status["public_port"])
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, bytes, http.client.HTTPResponse]:

@@ -146,6 +146,7 @@ class Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def setup(self) -> None:
+        self.request.setblocking(True)  # accepted from a non-blocking listening socket
         super().setup()
         # Small responses must not wait for Nagle's algorithm (a 40 ms stall per request).
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -246,6 +247,10 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def serve(sock: socket.socket, app: App) -> _Server:
+    # Several workers (and, during a redeploy, two versions) accept on one socket and all wake up
+    # for each connection: the losers must not block in accept(), or shutdown() would wait for
+    # the next connection to arrive.
+    sock.setblocking(False)
     srv = _Server(sock, app)
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
     return srv
@@ -363,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     status = {"state": "starting", "pid": os.getpid(), "private_port": private_port,
-              "public_port": args.public_port, "public": False, "workers": [], "version": args.version}
+              "public_port": public_sock.getsockname()[1], "public": False, "workers": [], "version": args.version}
     write_status(args.status_file, status)
     for slot in range(args.workers + args.queue_workers):
         spawn(slot)
