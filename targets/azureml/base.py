@@ -123,7 +123,7 @@ class AzureMLTarget(Target):
                 row = sizing.Usage(sku.family, int(current or 0), int(u.limit or 0))
         if row is None:
             return [Finding(severity=Severity.warning, message=f"no quota row for {sku.family} in {self.location}")]
-        short = sizing.quota_shortfall(required, row)
+        short = sizing.quota_shortfall(required, row, already_held=already)
         if short:
             reserve = " (managed online reserves 20%: ceil(1.2 x instance_count) x vCPUs)" if self.reserve_fraction else ""
             return [Finding(severity=Severity.error,

@@ -31,6 +31,7 @@ from orchestrator.target import (
     InvokeResult,
     Observed,
     Resource,
+    Severity,
 )
 from targets.azureml import rollout
 from targets.azureml.base import AzureMLTarget
@@ -160,11 +161,23 @@ class OnlineEndpointTarget(AzureMLTarget):
 
     def check(self, changes: list[Change]) -> list[Finding]:
         findings = super().check(changes)
-        dep = next((c for c in changes if c.type == T_DEPLOYMENT and c.action is not Action.noop), None)
+        dep = next((c for c in changes if c.type == T_DEPLOYMENT and c.action in (Action.create, Action.update)), None)
         if dep is not None:
             sku = self.sizing_choice[0]
             count = int(dep.spec.get("instance_count", self.cfg.instance_count))
-            findings += self.quota_findings(count, sku)
+            # an in-place update gives back what the deployment already holds; a new (blue/green)
+            # deployment comes beside the live one, whose cores stay in use during the rollout
+            before = next((d.before for d in dep.diff if d.path == "instance_count"), None)
+            held = 0
+            if dep.action is Action.update:
+                from orchestrator.sizing import cores_required
+
+                held = cores_required(int(before if before is not None else count), sku.vcpus,
+                                      reserve_fraction=self.reserve_fraction)
+            findings += self.quota_findings(count, sku, already=held)
+        if self.manifest.scoring.sample_request is None:
+            findings.append(Finding(severity=Severity.warning, message="no scoring.sample_request: a new deployment "
+                                    "takes traffic without a smoke test or health checks"))
         return findings
 
     # -- writing --------------------------------------------------------------------------------
