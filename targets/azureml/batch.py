@@ -258,7 +258,7 @@ class BatchEndpointTarget(AzureMLTarget):
 
         if not request.inputs and not request.request_id:
             raise self.fail("batch invoke needs input files or folders (inputs), or a job id (request_id)")
-        deployment = request.deployment or self.d.deployment
+        deployment = request.deployment or self.d.deployment_for("")
         self.ctx.state_dir.mkdir(parents=True, exist_ok=True)
         if request.request_id:
             name = request.request_id

@@ -369,5 +369,5 @@ class OnlineEndpointTarget(AzureMLTarget):
                             details={"deployment": headers.get("azureml-model-deployment", request.deployment)})
 
     def logs(self, tail: int = 100, deployment: str | None = None) -> str:
-        name = deployment or self.d.deployment
+        name = deployment or self.d.deployment_for(self.instance_type)
         return str(self.op("get logs", lambda: self.ml.online_deployments.get_logs(name, self.d.endpoint, tail)))

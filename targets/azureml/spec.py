@@ -187,13 +187,12 @@ class Desired:
             return f"azureml://registries/{self.cfg.registry}/models/{self.model_name}/versions/{self.model_version}"
         return f"azureml:{self.model_name}:{self.model_version}"
 
-    @cached_property
-    def deployment(self) -> str:
+    def deployment_for(self, instance_type: str) -> str:
         """Azure ML deployment names: 3-32 chars, letter first.  The hash covers what a
-        deployment cannot change in place."""
+        deployment cannot change in place, the resolved instance type included (a resized
+        deployment is a new one beside the live one).  Batch passes "" (its size is the cluster's)."""
         h = digest({"model": self.model_asset, "env": self.env_sha, "code": self.code_sha,
-                    "instance_type": self.cfg.instance_type or "auto",
-                    "variables": self.manifest.environment.variables,
+                    "instance_type": instance_type, "variables": self.manifest.environment.variables,
                     "entry": self.manifest.code.entry}, 8)
         return f"d{h}"
 
@@ -237,13 +236,14 @@ class Desired:
         }
         if isinstance(cfg, AksConfig):
             ep_spec["compute"] = cfg.compute
-        dep_addr = f"{T_DEPLOYMENT}/{self.endpoint}/{self.deployment}"
+        dep = self.deployment_for(instance_type)
+        dep_addr = f"{T_DEPLOYMENT}/{self.endpoint}/{dep}"
         return [
             *self.assets(),
             Resource(T_ENDPOINT, self.endpoint, ep_spec, replace_on=("compute",)),
-            Resource(T_DEPLOYMENT, f"{self.endpoint}/{self.deployment}", dep_spec,
+            Resource(T_DEPLOYMENT, f"{self.endpoint}/{dep}", dep_spec,
                      depends_on=(f"{T_ENDPOINT}/{self.endpoint}",)),
-            Resource(T_TRAFFIC, self.endpoint, {"traffic": {self.deployment: 100},
+            Resource(T_TRAFFIC, self.endpoint, {"traffic": {dep: 100},
                                                 "mirror_traffic": {}}, depends_on=(dep_addr,)),
         ]
 
@@ -266,7 +266,8 @@ class Desired:
             "output_file_name": bs.output_file,
             "environment_variables": dict(self.manifest.environment.variables),
         }
-        dep_addr = f"{T_DEPLOYMENT}/{self.endpoint}/{self.deployment}"
+        dep = self.deployment_for("")
+        dep_addr = f"{T_DEPLOYMENT}/{self.endpoint}/{dep}"
         return [
             *self.assets(),
             Resource(T_COMPUTE, cluster.name, {"size": instance_type, "min_instances": cluster.min_nodes,
@@ -274,7 +275,7 @@ class Desired:
                                                "idle_time_before_scale_down": cluster.idle_seconds_before_scaledown},
                      replace_on=("size",)),
             Resource(T_ENDPOINT, self.endpoint, {}),
-            Resource(T_DEPLOYMENT, f"{self.endpoint}/{self.deployment}", dep_spec,
+            Resource(T_DEPLOYMENT, f"{self.endpoint}/{dep}", dep_spec,
                      depends_on=(f"{T_ENDPOINT}/{self.endpoint}", f"{T_COMPUTE}/{cluster.name}")),
-            Resource(T_DEFAULT, self.endpoint, {"deployment": self.deployment}, depends_on=(dep_addr,)),
+            Resource(T_DEFAULT, self.endpoint, {"deployment": dep}, depends_on=(dep_addr,)),
         ]

@@ -103,3 +103,9 @@ def test_config_models_import_without_azure():
             "print(sorted(OnlineEndpointConfig.model_json_schema()['properties']))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "rollout" in out.stdout and "instance_type" in out.stdout
+
+
+def test_resizing_makes_a_new_deployment(project):
+    a = {r.type: r for r in _target(project(online_target())).desired()}
+    b = {r.type: r for r in _target(project(online_target(instance_type="Standard_DS3_v2"))).desired()}
+    assert a["azureml.deployment"].name != b["azureml.deployment"].name  # instance type cannot change in place
