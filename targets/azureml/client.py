@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from orchestrator.azure.session import AzureSession
-from orchestrator.errors import DeployctlError, TargetError
+from orchestrator.errors import DeployctlError, TargetError, TransientError
 from orchestrator.retry import RetrySettings, call_with_retries, classify
 from orchestrator.target import TargetContext
 
@@ -103,9 +103,24 @@ def run_op(ctx: TargetContext, what: str, fn: Callable[[], T], *, resource: str 
         ctx.progress(f"{what}: retry {n} in {wait:.0f}s ({reason})")
 
     sleep = _sleeper(ctx)
+
+    def attempt() -> T:
+        try:
+            return fn()
+        except DeployctlError:
+            raise
+        except Exception as e:
+            if lro_canceled(e):  # azure-core ends a Canceled LRO with the poll's 200: say it is transient
+                raise TransientError(describe(e), reason="OperationCanceled: canceled by another operation") from e
+            raise
+
     try:
-        return call_with_retries(fn, what=what, settings=settings, http_retried=True, on_retry=on_retry,
+        return call_with_retries(attempt, what=what, settings=settings, http_retried=True, on_retry=on_retry,
                                  sleep=sleep)
+    except TransientError as e:  # retries spent: the engine must not retry it a second time over
+        cause = e.__cause__ if isinstance(e.__cause__, BaseException) else e
+        raise TargetError(f"still failing after retries: {describe(cause)}", target=ctx.config.name,
+                          resource=resource, operation=what) from cause
     except DeployctlError:
         raise
     except Exception as e:
@@ -114,6 +129,21 @@ def run_op(ctx: TargetContext, what: str, fn: Callable[[], T], *, resource: str 
         else:
             msg = describe(e)
         raise TargetError(msg, target=ctx.config.name, resource=resource, operation=what) from e
+
+
+def lro_canceled(e: BaseException) -> bool:
+    """A long-running operation that ended Canceled (Azure ML: preempted by a higher-priority
+    operation, documented as retryable) — as opposed to Failed, which is not retried blindly."""
+    if error_code(e) == "OperationCanceled":
+        return True
+    resp = getattr(e, "response", None)
+    try:
+        import json
+
+        body = json.loads(resp.text()) if resp is not None else None
+    except Exception:
+        return False
+    return isinstance(body, dict) and str(body.get("status", "")).lower() in ("canceled", "cancelled")
 
 
 def _sleeper(ctx: TargetContext) -> Callable[[float], None]:
@@ -133,5 +163,6 @@ def describe(e: BaseException) -> str:
     status = status_of(e)
     msg = getattr(getattr(e, "error", None), "message", None) or getattr(e, "message", None) or str(e)
     msg = str(msg).strip().splitlines()[0] if str(msg).strip() else type(e).__name__
-    head = " ".join(p for p in (f"HTTP {status}" if status else "", code or "") if p)
+    # a failed long-running operation arrives with the poll's 200: the code says it all
+    head = " ".join(p for p in (f"HTTP {status}" if status and status >= 400 else "", code or "") if p)
     return f"{head}: {msg}" if head else msg
