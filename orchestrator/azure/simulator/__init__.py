@@ -1,0 +1,76 @@
+"""An in-process Azure for the real Azure SDK clients (what moto is for AWS).
+
+    sim = AzureSimulator(seed=1)
+    sim.add_workspace(SUB, "rg", "ws")
+    ml = MLClient(sim.credential, SUB, "rg", "ws", transport=sim.transport, show_progress=False)
+    ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name="ep1")).result()
+
+Plugged in through azure-core's ``transport=`` (:attr:`AzureSimulator.transport`): no sockets and
+no patched SDK internals.  The transport's ``sleep()`` advances :attr:`AzureSimulator.clock`, so
+azure-core's retries and LRO polling cost no real time.
+
+What it simulates: resource groups; Azure ML workspaces, datastores (+ listSecrets), code /
+environment / model versions, online endpoints and deployments (managed and Kubernetes; keys,
+token, logs, traffic, real scoring of the uploaded score.py and model), batch endpoints,
+deployments and jobs, computes, registries, usages and vCPU quotas; blob and queue data planes;
+Container Instances, App Service (sites, plans, app settings, Kudu zip deploy), Storage accounts,
+Container Registry builds.  Every other operation of the carried REST specs gets spec-driven CRUD;
+anything else fails loudly (:class:`UnsupportedRequest` in strict mode, HTTP 501 otherwise).
+
+``strict=True`` (tests): only what was seeded exists; unknown operations and requests that do not
+conform to the REST specs raise.  ``strict=False`` (``--simulate``): resource groups and
+workspaces are created on first reference with default quotas (100 cores per VM family and
+region), so any manifest works out of the box.
+
+Faults (``sim.faults``; spec strings for ``--simulate`` / ``DEPLOYCTL_SIMULATE_FAULTS``), e.g.
+``"rate=0.1,seed=3"`` (10% of requests get 429/500/503), ``"kinds=429|503|reset,rate=0.2"``,
+``"429:2,503:1"`` (the next requests, in order), ``"lro-failed@OnlineDeployments_CreateOrUpdate:1"``
+(by operationId), ``retry_after=2``, ``slow=5``.  See :mod:`.faults`.
+
+Latency (``sim.latency``; ``DEPLOYCTL_SIMULATE_LATENCY``): ``"call=0.2,endpoint=90,deployment=300,
+compute=120,delete=30,default=20,scale=0.1,realtime=1"`` — simulated seconds per request and per
+long-running operation kind; ``realtime=1`` makes the clock really wait.  See :mod:`.latency`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from orchestrator.azure.simulator.clock import VirtualClock
+from orchestrator.azure.simulator.faults import FaultInjector
+from orchestrator.azure.simulator.latency import LatencyModel
+from orchestrator.azure.simulator.messages import UnsupportedRequest
+from orchestrator.azure.simulator.simulator import AzureSimulator
+
+__all__ = ["AzureSimulator", "FaultInjector", "LatencyModel", "UnsupportedRequest", "VirtualClock",
+           "simulated_session"]
+
+
+@contextlib.contextmanager
+def simulated_session(state_path: Path, *, faults: str | None = None, latency: str | None = None) -> Iterator[Any]:
+    """An AzureSession on the simulated cloud persisted at ``state_path`` (created when absent,
+    pre-seeded: non-strict), saved back on exit, also when the run failed."""
+    state_path = Path(state_path)
+    faults = faults if faults is not None else os.environ.get("DEPLOYCTL_SIMULATE_FAULTS")
+    latency = latency if latency is not None else os.environ.get("DEPLOYCTL_SIMULATE_LATENCY")
+    lat = LatencyModel.parse(latency)
+    clock_kw: dict[str, Any] = {}
+    if lat.realtime:
+        clock_kw["clock"] = VirtualClock(realtime=True)
+    if state_path.exists():
+        sim = AzureSimulator.load(state_path, strict=False, **clock_kw)
+    else:
+        sim = AzureSimulator(strict=False, **clock_kw)
+    sim.latency = lat
+    sim.faults = FaultInjector.parse(faults, default_seed=sim.seed)
+    try:
+        yield sim.session()
+    finally:
+        try:
+            sim.save(state_path)
+        finally:
+            sim.close()

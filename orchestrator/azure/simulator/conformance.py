@@ -1,0 +1,140 @@
+"""Requests checked against Azure's REST specs (``../shared/azure-rest-api-specs``).
+
+For an ARM request whose path matches an operation of the specs: the api-version is recorded
+(several versions the SDKs send are not among the spec files: the nearest version that defines
+the operation is used), required query parameters must be present, and a JSON body must validate
+against the operation's body schema (swagger definitions, ``$ref`` resolved across files with
+``../../../../../common-types/`` mapped to ``<specs>/common-types/``).  Problems are returned for
+the simulator to refuse (strict mode: an exception in the test; else 400 like ARM).
+
+Without the specs folder (a user's machine, ``--simulate``), or without ``jsonschema``, checking is
+off and :attr:`Checker.enabled` is False; routing still works from the committed ``routes.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from orchestrator.azure.simulator import routes
+from orchestrator.azure.simulator.messages import Request
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def default_specs_dir() -> Path:
+    return REPO_ROOT.parent / "shared" / "azure-rest-api-specs"
+
+
+class Checker:
+    def __init__(self, specs: Path | None) -> None:
+        self.specs = specs
+        self.enabled = specs is not None
+        self.checked: list[tuple[str, str, str]] = []  # (operation, requested api-version, spec version used)
+        self._index: dict[tuple[str, str], list[tuple[str, Path]]] | None = None
+
+    @classmethod
+    def load(cls, specs_dir: Path | None) -> Checker:
+        specs = Path(specs_dir) if specs_dir else default_specs_dir()
+        try:
+            import jsonschema  # noqa: F401
+        except ImportError:
+            return cls(None)
+        return cls(specs if (specs / "README.md").exists() or any(specs.glob("Microsoft.*")) else None)
+
+    def _files(self) -> dict[tuple[str, str], list[tuple[str, Path]]]:
+        """(METHOD, template) -> [(version, spec file)], built once."""
+        if self._index is None:
+            self._index = {}
+            assert self.specs is not None
+            for f in sorted(self.specs.rglob("*.json")):
+                if "examples" in f.parts or "common-types" in f.parts or f.name in ("MANIFEST.json", "PROVENANCE.json"):
+                    continue
+                doc = _load(str(f))
+                version = (doc.get("info") or {}).get("version", "")
+                for template, item in (doc.get("paths") or {}).items():
+                    for method in routes.METHODS:
+                        if method in item:
+                            self._index.setdefault((method.upper(), template), []).append((version, f))
+        return self._index
+
+    def check(self, req: Request, operation: str | None) -> list[str]:
+        if not self.enabled or operation is None:
+            return []
+        found = routes.match(req.method, req.path)
+        if not found:
+            return []
+        route, _ = found
+        candidates = self._files().get((req.method, route.template), [])
+        if not candidates:
+            return []
+        want = req.query.get("api-version", "")
+        version, spec_file = _nearest(candidates, want)
+        self.checked.append((route.operation, want, version))
+        doc = _load(str(spec_file))
+        op = doc["paths"][route.template][req.method.lower()]
+        params = [_resolve_param(p, doc, spec_file) for p in [*(doc["paths"][route.template].get("parameters") or []),
+                                                              *(op.get("parameters") or [])]]
+        problems = []
+        for p in params:
+            if p.get("in") == "query" and p.get("required") and p["name"].lower() not in req.query:
+                problems.append(f"missing required query parameter {p['name']!r}")
+        body_param = next((p for p in params if p.get("in") == "body"), None)
+        if body_param and req.body and "json" in (req.header("content-type") or "application/json"):
+            problems += self._validate(req.json(), body_param.get("schema") or {}, doc, spec_file)
+        elif body_param and body_param.get("required") and not req.body:
+            problems.append("missing required request body")
+        return [f"{route.operation} ({version}): {p}" for p in problems]
+
+    def _validate(self, body: Any, schema: dict[str, Any], doc: dict[str, Any], spec_file: Path) -> list[str]:
+        import jsonschema
+
+        resolver = jsonschema.RefResolver(base_uri=spec_file.as_uri(), referrer=doc,
+                                          handlers={"file": lambda uri: _load_uri(uri, self.specs)})
+        validator = jsonschema.Draft4Validator(schema, resolver=resolver)
+        errors = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
+        return [f"body{''.join(f'[{p!r}]' for p in e.absolute_path)}: {e.message[:300]}" for e in errors[:5]]
+
+
+def _nearest(candidates: list[tuple[str, Path]], want: str) -> tuple[str, Path]:
+    exact = [c for c in candidates if c[0] == want]
+    if exact:
+        return exact[0]
+    older = sorted((c for c in candidates if c[0] <= want), key=lambda c: c[0])
+    return older[-1] if older else sorted(candidates, key=lambda c: c[0])[0]
+
+
+@lru_cache(maxsize=64)
+def _load(path: str) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _load_uri(uri: str, specs: Path | None) -> dict[str, Any]:
+    from urllib.parse import unquote, urlsplit
+
+    path = unquote(urlsplit(uri).path)
+    if "/common-types/" in path and specs is not None:
+        path = str(specs / "common-types" / path.split("/common-types/", 1)[1])
+    return _load(path)
+
+
+def _resolve_param(p: dict[str, Any], doc: dict[str, Any], spec_file: Path) -> dict[str, Any]:
+    ref = p.get("$ref")
+    if not ref:
+        return p
+    file_part, _, pointer = ref.partition("#")
+    target = doc if not file_part else _load_uri((spec_file.parent / file_part).resolve().as_uri(),
+                                                 _specs_root(spec_file))
+    node: Any = target
+    for part in pointer.strip("/").split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def _specs_root(spec_file: Path) -> Path | None:
+    for parent in spec_file.parents:
+        if (parent / "common-types").is_dir():
+            return parent
+    return None

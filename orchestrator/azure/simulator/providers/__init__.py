@@ -1,0 +1,15 @@
+"""Simulated services, one module per resource provider or data plane.
+
+Each provider has ``owns(req)``, ``operation(req)`` (a name for logs and faults: the REST spec's
+operationId where there is one) and ``handle(req) -> Response | None`` (None: not simulated,
+which the simulator turns into a loud failure).
+"""
+
+from orchestrator.azure.simulator.providers.resources import ResourceManager
+from orchestrator.azure.simulator.providers.scoring import Scoring
+from orchestrator.azure.simulator.providers.storage import BlobService, QueueService
+from orchestrator.azure.simulator.providers.web import Kudu
+
+PROVIDERS = (ResourceManager, BlobService, QueueService, Scoring, Kudu)
+
+__all__ = ["PROVIDERS"]

@@ -1,0 +1,297 @@
+"""The simulated cloud: state, dispatch by host, faults, access control, persistence.
+
+One :class:`AzureSimulator` holds every resource, blob, queue message and long-running
+operation as plain JSON-able data (``save``/``load``), answers requests from
+:class:`~.transport.SimulatorTransport` (or the optional 127.0.0.1 server), and records each in
+``requests`` for assertions.  Dispatch is by host: ARM (``management.azure.com``), blob and queue
+data planes, Azure ML scoring hosts, the App Service SCM (Kudu) host.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import random
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from orchestrator.azure.simulator import arm, conformance
+from orchestrator.azure.simulator.clock import VirtualClock
+from orchestrator.azure.simulator.credential import SimulatedCredential, principal_of
+from orchestrator.azure.simulator.faults import FaultInjector
+from orchestrator.azure.simulator.latency import LatencyModel
+from orchestrator.azure.simulator.messages import Request, Response, UnsupportedRequest, arm_error, json_response
+
+DEFAULT_LOCATION = "eastus"
+DEFAULT_CORE_LIMIT = 100
+STATE_VERSION = 1
+
+
+@dataclass
+class LoggedRequest:
+    method: str
+    url: str
+    host: str
+    path: str
+    api_version: str | None
+    operation: str
+    status: int
+    principal: str | None
+
+
+def _empty_state() -> dict[str, Any]:
+    return {"version": STATE_VERSION, "clock": None, "counter": 0, "resources": {}, "operations": {},
+            "blobs": {}, "queues": {}, "denied": [], "quotas": {}, "logs": {}, "kudu": {}}
+
+
+class AzureSimulator:
+    def __init__(self, *, seed: int = 0, clock: VirtualClock | None = None, specs_dir: Path | None = None,
+                 strict: bool = True) -> None:
+        self.seed = seed
+        self.clock = clock or VirtualClock()
+        self.strict = strict
+        self.faults = FaultInjector(seed=seed)
+        self.latency = LatencyModel()
+        self.rng = random.Random(seed)
+        self.state = _empty_state()
+        self.requests: list[LoggedRequest] = []
+        self.unsupported: list[str] = []
+        self.default_location = DEFAULT_LOCATION
+        self.default_core_limit = DEFAULT_CORE_LIMIT
+        self.poll_hint_s = 10  # Retry-After on every poll response, capped at the time left
+        self.async_deletes = True
+        self.async_namespaces = {"microsoft.containerinstance", "microsoft.containerregistry"}
+        self.hooks: dict[str, Callable[[AzureSimulator, dict[str, Any], dict[str, Any] | None], None]] = {}
+        self.conformance = conformance.Checker.load(specs_dir)
+        self._lock = threading.RLock()
+        self.credential = SimulatedCredential()
+        from orchestrator.azure.simulator.transport import SimulatorTransport
+
+        self.transport = SimulatorTransport(self)
+        from orchestrator.azure.simulator.providers import PROVIDERS
+
+        self.providers = [p(self) for p in PROVIDERS]
+        self._server: Any = None
+
+    # ---- helpers providers use -------------------------------------------------------------
+    def new_id(self) -> str:
+        self.state["counter"] += 1
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def secret(self, n: int = 32) -> str:
+        return base64.b64encode(self.rng.randbytes(n)).decode()
+
+    def iso(self, t: float | None = None) -> str:
+        t = self.clock.now() if t is None else t
+        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
+
+    def etag(self) -> str:
+        return f'"{self.new_id()}"'
+
+    @staticmethod
+    def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+        out = copy.deepcopy(base)
+        for k, v in patch.items():
+            if isinstance(v, dict) and isinstance(out.get(k), dict):
+                out[k] = AzureSimulator.merge(out[k], v)
+            else:
+                out[k] = copy.deepcopy(v)
+        return out
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        return self.state["resources"].get(arm.key_of(path))
+
+    def put_resource(self, path: str, body: dict[str, Any], *, location: str | None = None) -> dict[str, Any]:
+        """Store a resource under its id with ARM's envelope (id, name, type, systemData)."""
+        k = arm.key_of(path)
+        old = self.state["resources"].get(k)
+        res = copy.deepcopy(body)
+        res["id"] = path
+        res["name"] = path.rstrip("/").rsplit("/", 1)[-1]
+        res["type"] = arm.resource_type(path) if "/providers/" in path else "Microsoft.Resources/resourceGroups"
+        if location or (old and old.get("location")):
+            res["location"] = location or old["location"]  # type: ignore[index]
+        res.setdefault("properties", {})
+        res["properties"].setdefault("provisioningState", "Succeeded")
+        now = self.iso()
+        created = (old or {}).get("systemData", {}).get("createdAt", now)
+        res["systemData"] = {"createdAt": created, "createdBy": "deployctl-user", "createdByType": "User",
+                             "lastModifiedAt": now, "lastModifiedBy": "deployctl-user", "lastModifiedByType": "User"}
+        res["etag"] = self.etag()
+        self.state["resources"][k] = res
+        return res
+
+    @staticmethod
+    def created_201(namespace: str) -> bool:
+        """azure-mgmt-web's PUTs accept only 200/202: App Service answers a create with 200."""
+        return namespace.lower() != "microsoft.web"
+
+    def remove_tree(self, key: str) -> None:
+        key = arm.key_of(key)
+        for k in [k for k in self.state["resources"] if k == key or k.startswith(key + "/")]:
+            del self.state["resources"][k]
+
+    # ---- dispatch ---------------------------------------------------------------------------
+    def handle(self, req: Request) -> Response:
+        with self._lock:
+            arm.finish_due(self)
+            if self.latency.call_seconds():
+                self.clock.sleep(self.latency.call_seconds())
+            provider = next((p for p in self.providers if p.owns(req)), None)
+            operation = provider.operation(req) if provider else "Unknown"
+            principal = principal_of(req.header("authorization"))
+            log = LoggedRequest(req.method, req.url, req.host, req.path, req.query.get("api-version"), operation,
+                                0, principal)
+            self.requests.append(log)
+            fault = self.faults.next_request(operation)
+            if fault is not None:
+                resp = self._fault_response(fault, req, log)
+                if resp is not None:
+                    log.status = resp.status
+                    return resp
+            if provider is None:
+                resp = self._unsupported(req, f"no simulated service answers host {req.host!r}")
+            else:
+                denied = self._denied(req, principal)
+                resp = denied or provider.handle(req)
+                if resp is None:
+                    resp = self._unsupported(req, f"{operation}: not simulated")
+            log.status = resp.status
+            return resp
+
+    def _fault_response(self, fault: Any, req: Request, log: LoggedRequest) -> Response | None:
+        from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+
+        if fault.kind == "reset":
+            log.status = -1
+            raise ServiceRequestError("Connection reset by peer (simulated)")
+        if fault.kind == "timeout":
+            log.status = -1
+            self.clock.sleep(30)
+            raise ServiceResponseError("Read timed out (simulated)")
+        if fault.kind == "slow":
+            self.clock.sleep(fault.slow_s)
+            return None
+        status = int(fault.kind)
+        headers = {"Retry-After": f"{fault.retry_after:g}"} if status in (429, 503) else {}
+        code = {429: "TooManyRequests", 500: "InternalServerError", 502: "BadGateway",
+                503: "ServiceUnavailable", 504: "GatewayTimeout"}[status]
+        return arm_error(status, code, f"Simulated {status} ({code}).", headers)
+
+    def _unsupported(self, req: Request, why: str) -> Response:
+        msg = f"Azure simulator: {req.method} {req.url}: {why}"
+        self.unsupported.append(msg)
+        if self.strict:
+            raise UnsupportedRequest(msg)
+        return arm_error(501, "NotSimulated", msg)
+
+    def check_request(self, req: Request, operation: str | None) -> Response | None:
+        """Conformance (strict mode raises, else 400 like ARM's validation)."""
+        problems = self.conformance.check(req, operation)
+        if not problems:
+            return None
+        msg = f"Azure simulator: {req.method} {req.path}: request does not conform to the REST spec: " + "; ".join(problems)
+        self.unsupported.append(msg)
+        if self.strict:
+            raise UnsupportedRequest(msg)
+        return arm_error(400, "InvalidRequestContent", msg)
+
+    # ---- access control ---------------------------------------------------------------------
+    def deny(self, *, subscription: str, resource_group: str | None = None, workspace: str | None = None,
+             principal: str | None = None) -> None:
+        """Requests by ``principal`` (None: everyone) on this subscription / workspace get 403."""
+        scope = f"/subscriptions/{subscription}"
+        if resource_group:
+            scope += f"/resourcegroups/{resource_group}"
+            if workspace:
+                scope += f"/providers/microsoft.machinelearningservices/workspaces/{workspace}"
+        self.state["denied"].append({"scope": scope.lower(), "principal": principal})
+
+    def _denied(self, req: Request, principal: str | None) -> Response | None:
+        p = req.path.lower()
+        for d in self.state["denied"]:
+            if (p == d["scope"] or p.startswith(d["scope"] + "/")) and d["principal"] in (None, principal):
+                return arm_error(403, "AuthorizationFailed",
+                                 f"The client '{principal}' does not have authorization to perform action over "
+                                 f"scope '{req.path}' or the scope is invalid.")
+        return None
+
+    # ---- seeding ----------------------------------------------------------------------------
+    def add_subscription(self, subscription: str) -> None:
+        self.state["quotas"].setdefault(subscription, {})
+
+    def add_resource_group(self, subscription: str, name: str, location: str = DEFAULT_LOCATION) -> dict[str, Any]:
+        self.add_subscription(subscription)
+        path = f"/subscriptions/{subscription}/resourceGroups/{name}"
+        return self.get(path) or self.put_resource(path, {"properties": {}}, location=location)
+
+    def set_quota(self, subscription: str, location: str, family: str, limit: int) -> None:
+        self.state["quotas"].setdefault(subscription, {}).setdefault(location.lower(), {})[family] = limit
+
+    def quota_limit(self, subscription: str, location: str, family: str) -> int:
+        q = self.state["quotas"].get(subscription, {}).get(location.lower(), {})
+        return int(q.get(family, q.get("*", self.default_core_limit)))
+
+    def ml(self) -> Any:
+        return next(p for p in self.providers if type(p).__name__ == "MachineLearning")
+
+    def add_workspace(self, subscription: str, resource_group: str, name: str,
+                      location: str = DEFAULT_LOCATION) -> dict[str, Any]:
+        return self.ml().add_workspace(subscription, resource_group, name, location)
+
+    def add_kubernetes_compute(self, subscription: str, resource_group: str, workspace: str, name: str, *,
+                               instance_types: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.ml().add_kubernetes_compute(subscription, resource_group, workspace, name, instance_types)
+
+    def add_registry(self, subscription: str, resource_group: str, name: str,
+                     location: str = DEFAULT_LOCATION) -> dict[str, Any]:
+        return self.ml().add_registry(subscription, resource_group, name, location)
+
+    def add_model(self, subscription: str, resource_group: str, workspace: str, name: str, version: str,
+                  files: dict[str, bytes], **properties: Any) -> dict[str, Any]:
+        """A model version in a workspace, its files uploaded to the workspace's blob store."""
+        return self.ml().add_model(subscription, resource_group, workspace, name, version, files, properties)
+
+    # ---- session & persistence -------------------------------------------------------------
+    def session(self) -> Any:
+        from orchestrator.azure.session import AzureSession
+
+        return AzureSession(credential=self.credential, transport=self.transport, simulator=self)
+
+    def save(self, path: Path) -> None:
+        from orchestrator.azure.simulator.persist import save
+
+        save(self, Path(path))
+
+    @classmethod
+    def load(cls, path: Path, **kwargs: Any) -> AzureSimulator:
+        from orchestrator.azure.simulator.persist import load
+
+        return load(cls, Path(path), **kwargs)
+
+    def serve(self, port: int = 0) -> str:
+        """Also answer on http://127.0.0.1:<port> (clients that cannot take a transport)."""
+        from orchestrator.azure.simulator.server import serve
+
+        self._server = serve(self, port)
+        return self._server.url
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        for p in self.providers:
+            getattr(p, "close", lambda: None)()
+
+    def dump(self) -> str:
+        return json.dumps(self.state, indent=1, sort_keys=True)
+
+
+def arm_ok(obj: Any, status: int = 200) -> Response:
+    return json_response(status, obj)
