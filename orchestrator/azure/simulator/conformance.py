@@ -108,7 +108,21 @@ def _nearest(candidates: list[tuple[str, Path]], want: str) -> tuple[str, Path]:
 
 @lru_cache(maxsize=64)
 def _load(path: str) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    return _swagger_to_jsonschema(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def _swagger_to_jsonschema(node: Any) -> Any:
+    """Drop ``additionalProperties: false``: swagger composes models with ``allOf`` (a derived
+    model adds properties to its base), which JSON Schema would reject part by part."""
+    if isinstance(node, dict):
+        if node.get("additionalProperties") is False:
+            del node["additionalProperties"]
+        for v in node.values():
+            _swagger_to_jsonschema(v)
+    elif isinstance(node, list):
+        for v in node:
+            _swagger_to_jsonschema(v)
+    return node
 
 
 def _load_uri(uri: str, specs: Path | None) -> dict[str, Any]:

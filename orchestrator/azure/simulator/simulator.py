@@ -239,7 +239,7 @@ class AzureSimulator:
         return int(q.get(family, q.get("*", self.default_core_limit)))
 
     def ml(self) -> Any:
-        return next(p for p in self.providers if type(p).__name__ == "MachineLearning")
+        return next(p.ml for p in self.providers if hasattr(p, "ml"))
 
     def add_workspace(self, subscription: str, resource_group: str, name: str,
                       location: str = DEFAULT_LOCATION) -> dict[str, Any]:

@@ -52,9 +52,31 @@ def to_request(request: Any) -> Request:
     return Request(request.method.upper(), request.url, headers, body_bytes(data))
 
 
-def _chunks(body: bytes) -> Iterator[bytes]:
-    for i in range(0, len(body), BLOCK):
-        yield body[i:i + BLOCK]
+class _Chunks:
+    """What ``stream_download`` returns: an iterator callers may hang attributes on (the storage
+    SDK sets ``.properties`` on it, as on azure-core's StreamDownloadGenerator)."""
+
+    def __init__(self, body: bytes, response: Any = None) -> None:
+        self._parts = iter([body[i:i + BLOCK] for i in range(0, len(body), BLOCK)])
+        self.response = response
+        self.request = getattr(response, "request", None)
+        self.content_length = len(body)
+
+    def __len__(self) -> int:
+        return self.content_length
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._parts)
+
+    def close(self) -> None:
+        pass
+
+
+def _chunks(body: bytes, response: Any = None) -> _Chunks:
+    return _Chunks(body, response)
 
 
 class _Socketless:
@@ -73,8 +95,8 @@ class RestResponse(HttpResponseImpl):
                          headers=headers, stream_download_generator=lambda **_: _chunks(resp.body))
         self._content = resp.body
 
-    def stream_download(self, pipeline: Any = None, **kwargs: Any) -> Iterator[bytes]:
-        return _chunks(self._content or b"")
+    def stream_download(self, pipeline: Any = None, **kwargs: Any) -> _Chunks:
+        return _chunks(self._content or b"", self)
 
 
 class LegacyResponse(LegacyHttpResponse):
@@ -89,8 +111,8 @@ class LegacyResponse(LegacyHttpResponse):
     def body(self) -> bytes:
         return self._body
 
-    def stream_download(self, pipeline: Any = None, **kwargs: Any) -> Iterator[bytes]:
-        return _chunks(self._body)
+    def stream_download(self, pipeline: Any = None, **kwargs: Any) -> _Chunks:
+        return _chunks(self._body, self)
 
 
 class SimulatorTransport(HttpTransport):
