@@ -7,8 +7,10 @@ retry's back-off — reads or advances this clock.  ``realtime=True`` makes ``sl
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 
 class VirtualClock:
@@ -17,6 +19,7 @@ class VirtualClock:
         self.realtime = realtime
         self._lock = threading.Lock()
         self.slept = 0.0  # total simulated seconds slept, for assertions
+        self._held = 0
 
     def now(self) -> float:
         with self._lock:
@@ -26,7 +29,22 @@ class VirtualClock:
         with self._lock:
             self._now += max(0.0, seconds)
 
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Freeze simulated time: sleeps (a poller's, in its background thread) only yield briefly
+        in real time, so a test can act while an operation is still running."""
+        with self._lock:
+            self._held += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held -= 1
+
     def sleep(self, seconds: float) -> None:
+        if self._held:
+            time.sleep(0.02)
+            return
         if self.realtime:
             time.sleep(seconds)
         with self._lock:

@@ -179,6 +179,8 @@ class MachineLearning:
             return json_response(200, ws) if req.method == "GET" else None
         if tail.lower().startswith("/datastores"):
             return self.datastores(req, ws, tail)
+        if tail.lower() in ("/onlineendpoints", "/batchendpoints") and req.method == "GET":
+            return arm.list_response([self.public(e) for e in arm.children(self.sim, req.path)])  # type: ignore[misc]
         if em := ENDPOINT_TAIL.match(tail):
             return self.endpoints(req, ws, em, operation)
         if am := ASSET_TAIL.match(tail):
