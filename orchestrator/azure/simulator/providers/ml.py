@@ -410,7 +410,10 @@ class MachineLearning:
         which = (body.get("keyType") or "Primary").lower()
         if which not in ("primary", "secondary"):
             return bad(f"Invalid keyType '{body.get('keyType')}'.")
-        ep["_keys"][f"{which}Key"] = body.get("keyValue") or self.sim.secret(24)
+        current = ep["_keys"].get(f"{which}Key")
+        # azure-ai-ml sends the current key as keyValue and expects a new one: only another value is adopted
+        wanted = body.get("keyValue")
+        ep["_keys"][f"{which}Key"] = wanted if wanted and wanted != current else self.sim.secret(24)
         op = arm.start_operation(self.sim, path, "noop", kind="default", operation=operation, seconds=5,
                                  location=ep["location"], namespace=NS)
         return arm.lro_response(self.sim, op, 202, None, style="location")
