@@ -12,11 +12,14 @@ on stdout.  No traceback is shown for an error deployctl understands.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -68,6 +71,44 @@ OneTargetOpt = Annotated[str | None, typer.Option("--target", "-t", help="The ta
 DeploymentOpt = Annotated[str | None, typer.Option("--deployment", help="Address one deployment directly.")]
 
 
+@dataclass
+class Where:
+    """The options every command that acts on a deployment shares."""
+
+    var: list[str] | None = None
+    state_dir: Path | None = None
+    simulate: bool = False
+    simulate_state: Path | None = None
+    simulate_faults: str | None = None
+    simulate_latency: str | None = None
+    ci: CIMode | None = None
+
+
+_WHERE_OPTIONS = {"var": VarOpt, "state_dir": StateOpt, "simulate": SimOpt, "simulate_state": SimStateOpt,
+                  "simulate_faults": SimFaultsOpt, "simulate_latency": SimLatencyOpt, "ci": CIOpt}
+
+
+def with_where(fn: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the shared deployment options, collected into one ``where: Where`` argument
+    (typer reads the signature, so the options are added to it rather than repeated per command)."""
+    sig = inspect.signature(fn, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "where"]
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                               default=False if name == "simulate" else None)
+             for name, annotation in _WHERE_OPTIONS.items()]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        where = Where(**{name: kwargs.pop(name) for name in _WHERE_OPTIONS})
+        fn(*args, where=where, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=[  # type: ignore[attr-defined]
+        *[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is not inspect.Parameter.empty else p for p in own],
+        *extra])
+    wrapper.__annotations__ = {**{p.name: p.annotation for p in own}, **_WHERE_OPTIONS, "return": None}
+    return wrapper
+
+
 def _parse_vars(items: list[str] | None) -> dict[str, str]:
     out_: dict[str, str] = {}
     for item in items or []:
@@ -110,21 +151,21 @@ class _Run:
         self.reporter = FanoutReporter(plain, extra) if extra else plain
 
     @contextlib.contextmanager
-    def deployment(self, manifest: Path, *, vars_: list[str] | None, state_dir: Path | None, simulate: bool,
-                   sim_state: Path | None, faults: str | None, latency: str | None,
-                   skip_quota_check: bool = False, plan: Any = None) -> Iterator[Any]:
+    def deployment(self, manifest: Path, where: Where, *, skip_quota_check: bool = False,
+                   plan: Any = None) -> Iterator[Any]:
         from orchestrator import api
         from orchestrator.state import default_state_dir
 
-        variables = _parse_vars(vars_)
-        kw: dict[str, Any] = dict(state_dir=state_dir, reporter=self.reporter, skip_quota_check=skip_quota_check)
+        variables = _parse_vars(where.var)
+        kw: dict[str, Any] = dict(state_dir=where.state_dir, reporter=self.reporter, skip_quota_check=skip_quota_check)
         with contextlib.ExitStack() as stack:
-            if simulate:
+            if where.simulate:
                 from orchestrator.azure.simulator import simulated_session
 
                 path = Path(plan.manifest) if plan is not None else manifest
-                sim_file = sim_state or (state_dir or default_state_dir(path.absolute())) / "simulated-azure.json"
-                kw["azure"] = stack.enter_context(simulated_session(sim_file, faults=faults, latency=latency))
+                sim_file = where.simulate_state or (where.state_dir or default_state_dir(path.absolute())) / "simulated-azure.json"
+                kw["azure"] = stack.enter_context(simulated_session(sim_file, faults=where.simulate_faults,
+                                                                    latency=where.simulate_latency))
             if plan is not None:
                 yield api.load_for_plan(plan, vars=variables, **kw)
             else:
@@ -194,29 +235,23 @@ def validate(manifest: ManifestArg, var: VarOpt = None, output: OutputOpt = Outp
 
 
 @app.command()
+@with_where
 def plan(
     manifest: ManifestArg,
     target: TargetOpt = None,
-    var: VarOpt = None,
     output: OutputOpt = OutputFormat.table,
     out_file: Annotated[Path | None, typer.Option("--out", help="Also save the plan as JSON here.")] = None,
     detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode", help="Exit 3 when changes are pending.")] = False,
     destroy_: Annotated[bool, typer.Option("--destroy", help="Plan the removal of everything deployctl owns.")] = False,
     parallel: ParallelOpt = 4,
-    state_dir: StateOpt = None,
-    simulate: SimOpt = False,
-    simulate_state: SimStateOpt = None,
-    simulate_faults: SimFaultsOpt = None,
-    simulate_latency: SimLatencyOpt = None,
     skip_quota_check: SkipQuotaOpt = False,
-    ci: CIOpt = None,
+    where: Where = Where(),
 ) -> None:
     """Show what apply would change. Reads, never writes."""
-    run = _Run(ci, output)
+    run = _Run(where.ci, output)
 
     def body() -> int:
-        with run.deployment(manifest, vars_=var, state_dir=state_dir, simulate=simulate, sim_state=simulate_state,
-                            faults=simulate_faults, latency=simulate_latency, skip_quota_check=skip_quota_check) as d:
+        with run.deployment(manifest, where, skip_quota_check=skip_quota_check) as d:
             p = d.plan_destroy(target, parallel=parallel) if destroy_ else d.plan(target, parallel=parallel)
         if out_file:
             from orchestrator.state import write_atomic
@@ -286,24 +321,19 @@ def _apply_with_interrupt(d: Any, p: Any, parallel: int, fail_fast: bool) -> Any
 
 
 @app.command()
+@with_where
 def apply(
     manifest: Annotated[Path, typer.Argument(help="A manifest (YAML), or a plan saved with `plan -o json`.", show_default=False)],
     target: TargetOpt = None,
-    var: VarOpt = None,
     yes: YesOpt = False,
     parallel: ParallelOpt = 4,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop every target when one fails.")] = False,
     skip_quota_check: SkipQuotaOpt = False,
     output: OutputOpt = OutputFormat.table,
-    state_dir: StateOpt = None,
-    simulate: SimOpt = False,
-    simulate_state: SimStateOpt = None,
-    simulate_faults: SimFaultsOpt = None,
-    simulate_latency: SimLatencyOpt = None,
-    ci: CIOpt = None,
+    where: Where = Where(),
 ) -> None:
     """Make the deployments match the manifest (or carry out a saved plan)."""
-    run = _Run(ci, output)
+    run = _Run(where.ci, output)
 
     def body() -> int:
         from orchestrator import api
@@ -311,8 +341,7 @@ def apply(
         saved = api.read_plan(manifest) if _is_plan_file(manifest) else None
         if saved is not None and target:
             raise UserError("--target cannot narrow a saved plan; make the plan with --target instead")
-        with run.deployment(manifest, vars_=var, state_dir=state_dir, simulate=simulate, sim_state=simulate_state,
-                            faults=simulate_faults, latency=simulate_latency, skip_quota_check=skip_quota_check,
+        with run.deployment(manifest, where, skip_quota_check=skip_quota_check,
                             plan=saved) as d:
             p = saved or d.plan(target, parallel=parallel)
             if saved is None:
@@ -350,26 +379,20 @@ def _report_apply(run: _Run, result: Any, output: OutputFormat) -> None:
 
 
 @app.command()
+@with_where
 def destroy(
     manifest: ManifestArg,
     target: TargetOpt = None,
-    var: VarOpt = None,
     yes: YesOpt = False,
     parallel: ParallelOpt = 4,
     output: OutputOpt = OutputFormat.table,
-    state_dir: StateOpt = None,
-    simulate: SimOpt = False,
-    simulate_state: SimStateOpt = None,
-    simulate_faults: SimFaultsOpt = None,
-    simulate_latency: SimLatencyOpt = None,
-    ci: CIOpt = None,
+    where: Where = Where(),
 ) -> None:
     """Remove everything deployctl created for the manifest (and nothing it does not own)."""
-    run = _Run(ci, output)
+    run = _Run(where.ci, output)
 
     def body() -> int:
-        with run.deployment(manifest, vars_=var, state_dir=state_dir, simulate=simulate, sim_state=simulate_state,
-                            faults=simulate_faults, latency=simulate_latency) as d:
+        with run.deployment(manifest, where) as d:
             p = d.plan_destroy(target, parallel=parallel)
             if output is OutputFormat.table:
                 _render_plan(p)
@@ -387,23 +410,19 @@ def destroy(
 
 
 @app.command()
+@with_where
 def status(
     manifest: ManifestArg,
     target: TargetOpt = None,
-    var: VarOpt = None,
     show_keys: Annotated[bool, typer.Option("--show-keys", help="Also print endpoint keys.")] = False,
     output: OutputOpt = OutputFormat.table,
-    state_dir: StateOpt = None,
-    simulate: SimOpt = False,
-    simulate_state: SimStateOpt = None,
-    ci: CIOpt = None,
+    where: Where = Where(),
 ) -> None:
     """What is deployed, whether it drifted, and where to reach it."""
-    run = _Run(ci, output)
+    run = _Run(where.ci, output)
 
     def body() -> int:
-        with run.deployment(manifest, vars_=var, state_dir=state_dir, simulate=simulate, sim_state=simulate_state,
-                            faults=None, latency=None) as d:
+        with run.deployment(manifest, where) as d:
             statuses = d.status(target)
         if output is OutputFormat.json:
             docs = []
@@ -425,6 +444,7 @@ def status(
 
 
 @app.command()
+@with_where
 def invoke(
     manifest: ManifestArg,
     target: OneTargetOpt = None,
@@ -437,15 +457,11 @@ def invoke(
     output_path: Annotated[Path | None, typer.Option("--output-path", "--out", help="Batch: where predictions go.")] = None,
     deployment: DeploymentOpt = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 60.0,
-    var: VarOpt = None,
     output: OutputOpt = OutputFormat.table,
-    state_dir: StateOpt = None,
-    simulate: SimOpt = False,
-    simulate_state: SimStateOpt = None,
-    ci: CIOpt = None,
+    where: Where = Where(),
 ) -> None:
     """Send a request to the deployed model and print its answer."""
-    run = _Run(ci, output)
+    run = _Run(where.ci, output)
 
     def body() -> int:
         payload: Any = None
@@ -462,8 +478,7 @@ def invoke(
                 payload = json.loads(raw)
             except json.JSONDecodeError:
                 payload = raw
-        with run.deployment(manifest, vars_=var, state_dir=state_dir, simulate=simulate, sim_state=simulate_state,
-                            faults=None, latency=None) as d:
+        with run.deployment(manifest, where) as d:
             result = d.invoke(target, payload, run_async=run_async, request_id=request_id,
                               idempotency_key=idempotency_key, inputs=list(input_ or []), output=output_path,
                               deployment=deployment, timeout_s=timeout)
@@ -481,23 +496,19 @@ def invoke(
 
 
 @app.command()
+@with_where
 def logs(
     manifest: ManifestArg,
     target: OneTargetOpt = None,
     tail: Annotated[int, typer.Option("--tail", "-n", min=1, help="Lines from the end.")] = 100,
     deployment: DeploymentOpt = None,
-    var: VarOpt = None,
-    state_dir: StateOpt = None,
-    simulate: SimOpt = False,
-    simulate_state: SimStateOpt = None,
-    ci: CIOpt = None,
+    where: Where = Where(),
 ) -> None:
     """Show the deployed model's logs."""
-    run = _Run(ci)
+    run = _Run(where.ci)
 
     def body() -> int:
-        with run.deployment(manifest, vars_=var, state_dir=state_dir, simulate=simulate, sim_state=simulate_state,
-                            faults=None, latency=None) as d:
+        with run.deployment(manifest, where) as d:
             sys.stdout.write(d.logs(target, tail=tail, deployment=deployment).rstrip("\n") + "\n")
         return EXIT_OK
 
