@@ -153,8 +153,11 @@ def test_kubernetes_endpoint_uses_the_attached_compute_instance_types(sim):
 
     ml.environments.create_or_update(Environment(name="e", version="1", image="img:1"))
     ml.online_endpoints.begin_create_or_update(KubernetesOnlineEndpoint(name="kube-ep", compute="k8s")).result()
+    from azure.ai.ml.entities import ResourceRequirementsSettings, ResourceSettings
+
     bad = KubernetesOnlineDeployment(name="blue", endpoint_name="kube-ep", instance_type="gpularge",
-                                     model="azureml:m:1", environment="azureml:e:1", instance_count=1)
+                                     model="azureml:m:1", environment="azureml:e:1", instance_count=1,
+                                     resources=ResourceRequirementsSettings(requests=ResourceSettings(cpu="0.5", memory="1Gi")))
     with pytest.raises(HttpResponseError) as e:
         ml.online_deployments.begin_create_or_update(bad)
     assert "not defined on compute" in str(e.value)
