@@ -2,8 +2,9 @@
 
 Files go to the workspace's default datastore under ``deployctl/<kind>/<sha256>/`` through a
 blob client built with the run's transport (:func:`targets.azureml.client.container_client`).
-A marker blob ``.deployctl-complete`` is written last: when it is there, the upload is skipped
-(an interrupted upload has no marker and is redone).  Registrations carry the content hash in
+A marker blob ``<prefix>.deployctl-complete`` (beside the tree, never inside what is mounted)
+is written last: when it is there, the upload is skipped (an interrupted upload has no marker
+and is redone).  Registrations carry the content hash in
 their tags; an existing version with the same hash is left alone.
 
 Spec fields are stored in tags (``deployctl-f-<field>``, JSON), so ``read()`` reports what was
@@ -38,15 +39,15 @@ def spec_from_tags(tags: Mapping[str, str] | None) -> dict[str, Any]:
     return out
 
 
-def datastore_uri(datastore: str, path: str) -> str:
-    return f"azureml://datastores/{datastore}/paths/{path.strip('/')}/"
+def datastore_uri(datastore: str, path: str, *, folder: bool = True) -> str:
+    return f"azureml://datastores/{datastore}/paths/{path.strip('/')}" + ("/" if folder else "")
 
 
 def upload_tree(container: Any, root: Path, prefix: str, sha: str, progress=lambda _m: None) -> bool:
     """Upload ``root`` (file or folder) under ``prefix``; return False when it was already there."""
     from azure.core.exceptions import ResourceNotFoundError
 
-    marker = container.get_blob_client(f"{prefix}/{MARKER}")
+    marker = container.get_blob_client(f"{prefix}{MARKER}")
     try:
         if marker.download_blob().readall().decode().strip() == sha:
             progress(f"{prefix}: already uploaded")
@@ -64,12 +65,15 @@ def upload_tree(container: Any, root: Path, prefix: str, sha: str, progress=lamb
 
 
 def download_tree(container: Any, prefix: str, dest: Path) -> int:
-    """Download every blob under ``prefix`` into ``dest`` (the marker excepted)."""
+    """Download every blob under ``prefix`` (a folder, or one blob) into ``dest``; markers are skipped."""
     prefix = prefix.strip("/")
     n = 0
-    for blob in container.list_blobs(name_starts_with=prefix + "/" if prefix else None):
-        rel = blob.name[len(prefix):].lstrip("/") if prefix else blob.name
-        if not rel or rel == MARKER or ".." in Path(rel).parts:
+    blobs = list(container.list_blobs(name_starts_with=prefix + "/" if prefix else None))
+    if not blobs and prefix:  # a single-file asset: the path names the blob itself
+        blobs = [b for b in container.list_blobs(name_starts_with=prefix) if b.name == prefix]
+    for blob in blobs:
+        rel = blob.name[len(prefix):].lstrip("/") if prefix and blob.name != prefix else Path(blob.name).name
+        if not rel or rel.endswith(MARKER) or ".." in Path(rel).parts:
             continue
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)

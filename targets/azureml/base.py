@@ -260,9 +260,12 @@ class AzureMLTarget(Target):
             return
         root = self.manifest.model.path
         assert root is not None
-        self.op(f"upload {r.address}", lambda: assets.upload_tree(self.container, root, r.spec["path"],
+        folder = root.is_dir()
+        # a folder's files go under <sha>/<folder>/; a single file is <sha>/<file> itself
+        prefix = r.spec["path"] if folder else r.spec["path"].rsplit("/", 1)[0]
+        self.op(f"upload {r.address}", lambda: assets.upload_tree(self.container, root, prefix,
                                                                    r.spec["sha256"], self.ctx.progress), r.address)
-        uri = assets.datastore_uri(self.datastore.name, r.spec["path"])
+        uri = assets.datastore_uri(self.datastore.name, r.spec["path"], folder=folder)
         entity = Model(name=name, version=version, path=uri, type="custom_model", tags=all_tags,
                        description=f"deployctl: {self.manifest.name}")
         self.op(f"register {r.address}", lambda: self.ml.models.create_or_update(entity), r.address)
@@ -352,19 +355,25 @@ class AzureMLTarget(Target):
         src_container = container_client(self.session, src_ds, src_cred)
         self.ctx.state_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix="model-copy-", dir=self.ctx.state_dir))
+        leaf = path.rstrip("/").rsplit("/", 1)[-1] or ref.name  # keeps AZUREML_MODEL_DIR/<name> as at the source
         try:
-            n = self.op(f"download {ref.uri}", lambda: assets.download_tree(src_container, path, tmp))
+            n = self.op(f"download {ref.uri}", lambda: assets.download_tree(src_container, path, tmp / "files"))
             if not n:
                 raise self.fail(f"model {ref.uri} has no files at {src.path}")
             from orchestrator.packaging import tree_digest
 
-            sha = tree_digest(tmp)
-            prefix = Desired.asset_path("models", sha)
-            self.op(f"upload {r.address}", lambda: assets.upload_tree(self.container, tmp, prefix, sha,
+            files = list((tmp / "files").iterdir())
+            single = len(files) == 1 and files[0].is_file() and files[0].name == leaf
+            root = files[0] if single else tmp / "files"
+            sha = tree_digest(root)
+            dest = f"{Desired.asset_path('models', sha)}/{leaf}"
+            prefix = dest.rsplit("/", 1)[0] if single else dest
+            self.op(f"upload {r.address}", lambda: assets.upload_tree(self.container, root, prefix, sha,
                                                                        self.ctx.progress), r.address)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        model = Model(name=ref.name, version=ref.version, path=assets.datastore_uri(self.datastore.name, prefix),
+        model = Model(name=ref.name, version=ref.version,
+                      path=assets.datastore_uri(self.datastore.name, dest, folder=not single),
                       type=getattr(src, "type", None) or "custom_model",
                       tags={**tags, TAG_SOURCE: ref.uri, TAG_SHA: sha},
                       description=f"copy of {ref.uri} (deployctl)")

@@ -196,6 +196,14 @@ class Desired:
                     "entry": self.manifest.code.entry}, 8)
         return f"d{h}"
 
+    @cached_property
+    def model_path(self) -> str:
+        """Datastore path of a local model: ``deployctl/models/<sha>/<file or folder name>``, so
+        the deployment sees it as Azure ML shows any registered model: the folder (or file) by its
+        own name inside AZUREML_MODEL_DIR."""
+        assert self.manifest.model.path is not None and self.model_sha
+        return f"{self.asset_path('models', self.model_sha)}/{self.manifest.model.path.name}"
+
     @staticmethod
     def asset_path(kind: str, sha: str) -> str:
         return f"{ASSET_ROOT}/{kind}/{sha}"
@@ -210,7 +218,7 @@ class Desired:
         model_name = f"{self.model_name}:{self.model_version}"
         if self.model_sha:
             out.append(Resource(T_MODEL, model_name, {"sha256": self.model_sha, "size_bytes": self.model_bytes,
-                                                      "path": self.asset_path("models", self.model_sha)}))
+                                                      "path": self.model_path}))
         elif self.model_copy:
             spec: dict[str, Any] = {"source": self.model_ref.uri, "copy": self.model_copy}  # type: ignore[union-attr]
             if self.model_copy == "share":
