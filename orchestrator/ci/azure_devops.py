@@ -73,6 +73,7 @@ class _Writer:
         self._lock = threading.Lock()
         self.warnings = 0
         self.errors = 0
+        self.secrets: set[str] = set()  # every value sent with task.setsecret
 
     @property
     def stream(self) -> TextIO:
@@ -116,6 +117,7 @@ class AzureDevOpsReporter(Reporter):
         # Register the whole value and each of its lines: the agent masks line by line.
         parts = [value] + [ln for ln in value.splitlines() if ln.strip() and ln != value]
         for part in parts:
+            self._w.secrets.add(part)
             self._w.emit("task.setsecret", None, part, raw=True)
 
 
@@ -195,7 +197,7 @@ class AzureDevOpsIntegration(CIIntegration):
         if text is None:
             return
         name = variable_name(target, key)
-        if redact(text) != text or MASK in text:
+        if redact(text) != text or MASK in text or any(s in text for s in self._w.secrets):
             self._reporter.warning(target, f"output {key!r} holds a secret; not set as variable {name}")
             return
         self.variables[name] = text

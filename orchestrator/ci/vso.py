@@ -9,7 +9,9 @@ Pure functions, no I/O.  The rules are those of azure-pipelines-task-lib's ``tas
   because the parser splits the command at the *first* ``]`` and splits properties only before it;
 - every property is written as ``key=value;``; properties whose value is None or "" are omitted;
 - parsing: the command name runs to the first space, properties split on ``;``, a property
-  without ``=`` is an error ("Invalid property"), missing brackets are an error.
+  without ``=`` is an error ("Invalid property"), missing brackets are an error.  Property values
+  are kept verbatim, as the agent keeps them (task-lib's own parser trims them; that is the one
+  place the two disagree, for values that begin or end with a blank).
 
 One deliberate difference from the agent: :func:`parse_line` only accepts a line that *starts*
 with ``##vso[`` (the agent finds the prefix anywhere, which is how ``set -x``'s ``+ echo
@@ -104,14 +106,15 @@ def parse_command(line: str) -> Command:
     command, props = info, {}
     if space > 0:
         command = info.strip()[:space]
-        for part in info.strip()[space + 1 :].split(";"):
-            part = part.strip()
-            if not part:
+        for part in info[space + 1 :].split(";"):
+            if not part.strip():
                 continue
             eq = part.find("=")
             if eq == -1:
-                raise CommandSyntaxError(f"Invalid property: {part}")
-            props[part[:eq]] = unescape_property(part[eq + 1 :])
+                raise CommandSyntaxError(f"Invalid property: {part.strip()}")
+            # Values are kept verbatim, as the agent keeps them (task-lib's parser would also trim
+            # them; our emitter's values round-trip either way unless they start or end with a blank).
+            props[part[:eq].strip()] = unescape_property(part[eq + 1 :])
     return Command(command, props, unescape_data(line[rb + 1 :]))
 
 
