@@ -14,6 +14,7 @@ off and :attr:`Checker.enabled` is False; routing still works from the committed
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,11 @@ def _swagger_to_jsonschema(node: Any) -> Any:
     if isinstance(node, dict):
         if node.get("additionalProperties") is False:
             del node["additionalProperties"]
+        enum = node.get("enum")
+        if isinstance(enum, list) and enum and all(isinstance(v, str) for v in enum):
+            # ARM compares enum values case-insensitively (azure-ai-ml sends "aadToken" for "AADToken")
+            del node["enum"]
+            node["pattern"] = "^(?i:" + "|".join(re.escape(v) for v in enum) + ")$"
         for v in node.values():
             _swagger_to_jsonschema(v)
     elif isinstance(node, list):

@@ -43,6 +43,10 @@ class LoggedRequest:
     operation: str
     status: int
     principal: str | None
+    body: bytes = b""
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
 
 
 def _empty_state() -> dict[str, Any]:
@@ -147,7 +151,7 @@ class AzureSimulator:
             operation = provider.operation(req) if provider else "Unknown"
             principal = principal_of(req.header("authorization"))
             log = LoggedRequest(req.method, req.url, req.host, req.path, req.query.get("api-version"), operation,
-                                0, principal)
+                                0, principal, req.body if len(req.body) < 65536 else b"")
             self.requests.append(log)
             fault = self.faults.next_request(operation)
             if fault is not None:

@@ -358,8 +358,10 @@ class MachineLearning:
                 for hidden in ("_keys",):
                     merged[hidden] = ep[hidden]
         props = merged.setdefault("properties", {})
-        if props.get("authMode", "Key") not in ("Key", "AMLToken", "AADToken"):
+        modes = {"key": "Key", "amltoken": "AMLToken", "aadtoken": "AADToken"}
+        if str(props.get("authMode", "Key")).lower() not in modes:
             return bad(f"Invalid authMode '{props.get('authMode')}'.")
+        props["authMode"] = modes[str(props.get("authMode", "Key")).lower()]
         if not batch:
             problem = self._traffic_problem(path, props.get("traffic") or {})
             if problem:
@@ -367,6 +369,8 @@ class MachineLearning:
             props.setdefault("traffic", (ep or {}).get("properties", {}).get("traffic", {}))
             props.setdefault("mirrorTraffic", {})
             props.setdefault("publicNetworkAccess", "Enabled")
+        if batch:
+            props.setdefault("defaults", (ep or {}).get("properties", {}).get("defaults") or {"deploymentName": None})
         location = merged.get("location") or ws["location"]
         host = f"https://{name}.{location}.inference.ml.azure.com"
         props["scoringUri"] = f"{host}/jobs" if batch else f"{host}/score"
@@ -470,6 +474,9 @@ class MachineLearning:
             return bad(problem)
         created = dep is None
         merged["properties"]["provisioningState"] = "Creating" if created else "Updating"
+        defaults = ep["properties"].get("defaults") if batch else None
+        if defaults is not None and not defaults.get("deploymentName"):
+            defaults["deploymentName"] = name  # a batch endpoint's first deployment becomes its default
         new = sim.put_resource(path, merged, location=ep["location"])
         sim.state["logs"][arm.key_of(path)] = [
             f"{sim.iso()} Deployment {name}: {'creating' if created else 'updating'} "
@@ -486,8 +493,10 @@ class MachineLearning:
         from orchestrator.sizing import cores_required, load_catalog
 
         props = dep["properties"]
+        from orchestrator.azure.simulator.providers.scoring import model_ref
+
         for ref_key in ("model", "environmentId"):
-            ref = props.get(ref_key)
+            ref = model_ref(props.get(ref_key))
             if isinstance(ref, str) and ref.lower().startswith("/subscriptions/") and self.sim.get(ref) is None:
                 return f"{ref_key} '{ref}' was not found.", None
         code_id = (props.get("codeConfiguration") or {}).get("codeId")

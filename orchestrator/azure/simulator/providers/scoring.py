@@ -24,6 +24,9 @@ from orchestrator.azure.simulator.messages import Request, Response, json_respon
 HOST = re.compile(r"^([a-z0-9-]+)\.([a-z0-9]+)\.inference\.ml\.azure\.com$")
 DATASTORE_URI = re.compile(r"datastores/([^/]+)/paths/(.*)$")
 NS = "microsoft.machinelearningservices"
+# the data-plane invoke names input types "UriFolder"; ARM jobs use the discriminators "uri_folder"...
+INPUT_TYPES = {"urifolder": "uri_folder", "urifile": "uri_file", "mltable": "mltable", "literal": "literal",
+               "custommodel": "custom_model", "mlflowmodel": "mlflow_model"}
 
 
 def find_endpoint(sim: Any, name: str, location: str, kind: str) -> dict[str, Any] | None:
@@ -32,6 +35,13 @@ def find_endpoint(sim: Any, name: str, location: str, kind: str) -> dict[str, An
                 and r.get("location", "").lower() == location:
             return r
     return None
+
+
+def model_ref(ref: Any) -> str:
+    """Online deployments name the model by id; batch deployments by ``{"referenceType": "Id", "assetId"}``."""
+    if isinstance(ref, dict):
+        return str(ref.get("assetId") or "")
+    return str(ref or "")
 
 
 def workspace_of(res_id: str) -> str:
@@ -85,7 +95,7 @@ class Runtime:
         work = Path(self.tmp.name) / dep["etag"].strip('"')
         code_cfg = props.get("codeConfiguration") or {}
         code = sim.get(code_cfg.get("codeId") or "")
-        model = sim.get(props.get("model") or "")
+        model = sim.get(model_ref(props.get("model")))
         env = sim.get(props.get("environmentId") or "")
         if code is None or model is None or env is None:
             raise LookupError("the deployment's code, model or environment is not in the simulated workspace")
@@ -202,9 +212,13 @@ class Scoring:
         name = f"batchjob-{ep['name']}-{n + 1:04d}"
         ws_id = workspace_of(ep["id"])
         props = body.get("properties") or {}
+        raw_inputs = props.get("inputData") or props.get("InputData") or props.get("inputs") or {}
+        inputs = {k: {**v, "jobInputType": INPUT_TYPES.get(str(v.get("jobInputType", "")).lower().replace("_", ""),
+                                                           v.get("jobInputType"))}
+                  for k, v in raw_inputs.items() if isinstance(v, dict)}
         job = sim.put_resource(f"{ws_id}/jobs/{name}", {"properties": {
             "jobType": "Pipeline", "status": "Running", "displayName": name, "experimentName": ep["name"],
-            "inputs": props.get("inputData") or props.get("InputData") or props.get("inputs") or {},
+            "inputs": inputs,
             "outputs": {}, "properties": {"azureml.batchrun": "true", "deployment": dep["id"]},
             "tags": {}, "services": {}, "jobs": {}, "settings": {}, "isArchived": False}})
         arm.start_operation(sim, job["id"], "noop", kind="default", operation="BatchJob", location=ep["location"],
