@@ -165,7 +165,6 @@ class LocalTarget(Target):
             return
         dep = read_json(self.state / "deployment.json") or {}
         processes.stop(dep.get("pid"))
-        self._stop_retired(dep)
         if processes.alive(dep.get("pid")):
             raise TargetError(f"process {dep.get('pid')} did not stop", target=self.config.name)
         for name in ("deployment.json", "key", "handoff.sock", "queue.db", "queue.db-wal", "queue.db-shm"):
@@ -249,7 +248,6 @@ class LocalTarget(Target):
         version = digest(dict(resource.spec), 12)
         code, model_dir = self._snapshot(version)
         previous = read_json(self.state / "deployment.json") or {}
-        self._stop_retired(previous)
         record: dict[str, Any] = {
             "type": resource.type, "name": resource.name, "spec": dict(resource.spec), "tags": dict(tags),
             "version": version, "code": str(code), "model_dir": str(model_dir), "python": env["python"],
@@ -307,23 +305,15 @@ class LocalTarget(Target):
             processes.stop(pid)
             raise TargetError(f"the new version could not start serving on port {port}",
                               target=self.config.name, resource=resource.address)
-        # The previous version is told to stop (it stops accepting, finishes in-flight requests and
-        # exits by itself); apply does not wait for that.  The next apply or destroy makes sure it
-        # is gone, killing it if it hangs.
-        old = previous.get("pid") if previous.get("pid") != pid and processes.alive(previous.get("pid")) else None
-        record["retiring"] = [old] if old else []
         write_json(self.state / "deployment.json", record)
-        if old:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(old, signal.SIGTERM)
+        if previous.get("pid") and previous.get("pid") != pid:
+            # It stops accepting at once, finishes in-flight requests (up to the server's 30 s
+            # drain), then exits.  Waiting here means that once apply returns, every new
+            # connection reaches the new version.
+            processes.stop(previous["pid"], timeout=35)
         self._share_modules(env["python"])
         self._cleanup_versions(keep={version})
         self.ctx.progress(f"serving version {version} at http://127.0.0.1:{port}/score")
-
-    def _stop_retired(self, record: Mapping[str, Any]) -> None:
-        for pid in record.get("retiring") or []:
-            if processes.alive(pid, marker=str(self.state)):  # still ours, not a recycled pid
-                processes.stop(pid)
 
     def _start(self, cmd: list[str], extra: dict[str, str], log: Path, status_file: Path) -> tuple[int, dict[str, Any]]:
         for stale in (status_file, Path(f"{status_file}.error")):

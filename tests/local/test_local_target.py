@@ -111,11 +111,7 @@ def test_real_time_serve_noop_update_without_downtime_and_destroy(project_factor
     assert "sklearn" in json.loads((state / "modules.json").read_text())
     shared = Path(new["python"]).parent.parent / ".deployctl-modules.json"  # the next zygote starts warm
     assert "sklearn" in json.loads(shared.read_text())
-    assert new["retiring"] == [d["record"]["pid"]]
-    deadline = time.monotonic() + 10  # the old version drains and exits by itself
-    while _alive(d["record"]["pid"]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(d["record"]["pid"])
+    assert not _alive(d["record"]["pid"])  # drained and gone when apply returns
 
     # status, logs, destroy
     status = p.engine().status()[0]

@@ -140,10 +140,15 @@ def test_sigterm_finishes_in_flight_requests(server):
     import threading
 
     s = server(SCRIPT.replace("time.sleep(0.05)", "time.sleep(0.5)"))
-    got: list[int] = []
-    t = threading.Thread(target=lambda: got.append(s.request("POST", "/score", b"{}")[0]))
+    got: list[tuple[int, str | None]] = []
+
+    def call() -> None:
+        status, _, r = s.request("POST", "/score", b"{}")
+        got.append((status, r.getheader("Connection")))
+
+    t = threading.Thread(target=call)
     t.start()
     time.sleep(0.2)  # the request is in run()
     s.stop()
     t.join(10)
-    assert got == [200]
+    assert got == [(200, "close")]  # answered, and told to reconnect (to the next version)

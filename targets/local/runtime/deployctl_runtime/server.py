@@ -124,6 +124,17 @@ class App:
         self.queue: Any = None
         self.run_lock = threading.Lock()
         self.swagger: bytes | None = None
+        self.inflight = 0  # requests being answered (a stopping worker waits for them)
+        self.inflight_lock = threading.Lock()
+        self.draining = False
+
+    def enter(self) -> None:
+        with self.inflight_lock:
+            self.inflight += 1
+
+    def leave(self) -> None:
+        with self.inflight_lock:
+            self.inflight -= 1
 
     def start(self) -> None:
         if self.args.queue:
@@ -166,6 +177,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("x-ms-server-version", VERSION)
         for k, v in (extra or {}).items():
             self.send_header(k, v)
+        if self.server.app.draining:  # this version is stopping: the client reconnects to the next
+            self.send_header("Connection", "close")
+            self.close_connection = True
         # Headers and body in one write (end_headers() would flush the headers on their own).
         self._headers_buffer.append(b"\r\n" + body)  # type: ignore[attr-defined]
         self.flush_headers()
@@ -182,6 +196,20 @@ class Handler(BaseHTTPRequestHandler):
         return hmac.compare_digest(token.encode(), key.encode())
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self.server.app.enter()
+        try:
+            self._get()
+        finally:
+            self.server.app.leave()
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        self.server.app.enter()
+        try:
+            self._post()
+        finally:
+            self.server.app.leave()
+
+    def _get(self) -> None:
         app = self.server.app
         path = self.path.split("?", 1)[0]
         if path == "/":
@@ -205,7 +233,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._error(404, f"no route {path}")
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+    def _post(self) -> None:
         app = self.server.app
         if self.path.split("?", 1)[0] != "/score":
             self._error(404, f"no route {self.path}")
@@ -252,7 +280,7 @@ def serve(sock: socket.socket, app: App) -> _Server:
     # the next connection to arrive.
     sock.setblocking(False)
     srv = _Server(sock, app)
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     return srv
 
 
@@ -280,10 +308,16 @@ def worker(args: argparse.Namespace, private: socket.socket, public_sock: socket
             servers.append(serve(public_sock, app))
             published = True
             os.write(ready_w, b"p")
-    for srv in servers:  # stop accepting; in-flight requests finish on their threads
+    # Stop accepting, finish what is in flight (answered with Connection: close), then exit; idle
+    # keep-alive connections close with the process.
+    app.draining = True
+    for srv in servers:
         srv.shutdown()
         srv.server_close()
-    time.sleep(args.drain_seconds)
+    time.sleep(0.02)  # a request whose headers were being read as accepting stopped
+    deadline = time.monotonic() + args.drain_seconds
+    while app.inflight and time.monotonic() < deadline:
+        time.sleep(0.01)
     return 0
 
 
@@ -315,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--visibility-timeout", type=float, default=60)
     ap.add_argument("--max-attempts", type=int, default=5)
     ap.add_argument("--version", default="")
-    ap.add_argument("--drain-seconds", type=float, default=0.2)
+    ap.add_argument("--drain-seconds", type=float, default=30, help="longest wait for in-flight requests when stopping")
     ap.add_argument("--handoff", help="unix socket through which versions pass the public socket on")
     args = ap.parse_args(argv)
 
