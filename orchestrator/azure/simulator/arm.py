@@ -190,7 +190,7 @@ def generic(sim: Any, req: Request, operation: str, long_running: bool, namespac
             op = start_operation(sim, path, "delete", kind="delete", operation=operation,
                                  location=res.get("location", sim.default_location), namespace=namespace)
             res.setdefault("properties", {})["provisioningState"] = "Deleting"
-            return lro_response(sim, op, 202, None, style="location")
+            return lro_response(sim, op, 202, None, style="location", api_version=req.query.get("api-version", ""))
         sim.remove_tree(k)
         return Response(200)
     if req.method in ("PUT", "PATCH"):
@@ -210,6 +210,6 @@ def generic(sim: Any, req: Request, operation: str, long_running: bool, namespac
             op = start_operation(sim, path, "create" if created else "update", kind="default",
                                  operation=operation, location=new.get("location") or sim.default_location,
                                  namespace=namespace)
-            return lro_response(sim, op, 201 if created else 200, new)
+            return lro_response(sim, op, 201 if created else 200, new, api_version=req.query.get("api-version", ""))
         return json_response(201 if created and sim.created_201(namespace) else 200, new)
     return None

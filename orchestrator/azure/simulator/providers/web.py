@@ -17,6 +17,7 @@ from typing import Any
 from orchestrator.azure.simulator.messages import Request, Response, json_response
 
 SITE = re.compile(r"/providers/Microsoft\.Web/sites/([^/]+)", re.IGNORECASE)
+TEXT = {"Content-Type": "text/plain; charset=utf-8"}
 SCM_HOST = re.compile(r"^([a-z0-9-]+)\.scm\.azurewebsites\.net$")
 
 
@@ -74,11 +75,12 @@ class Kudu:
         if req.method == "POST" and req.path.lower() in ("/api/zipdeploy", "/api/publish"):
             last = state["deployments"][-1] if state["deployments"] else None
             if last and last["end"] > self.sim.clock.now():
-                return Response(409, b"There is a deployment currently in progress. Please try again when it completes.")
+                return Response(409, b"There is a deployment currently in progress. Please try again when it completes.",
+                                TEXT)
             try:
                 files = sorted(zipfile.ZipFile(io.BytesIO(req.body)).namelist())
             except zipfile.BadZipFile:
-                return Response(400, b"The uploaded file is not a zip archive.")
+                return Response(400, b"The uploaded file is not a zip archive.", TEXT)
             dep = {"id": self.sim.new_id(), "status": 4, "complete": True, "files": files,
                    "start": self.sim.clock.now(), "end": self.sim.clock.now() + self.sim.latency.lro_seconds("default")}
             state["deployments"].append(dep)
