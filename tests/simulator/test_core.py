@@ -9,7 +9,13 @@ import urllib.request
 
 import pytest
 
-from orchestrator.azure.simulator import AzureSimulator, FaultInjector, LatencyModel, UnsupportedRequest, simulated_session
+from orchestrator.azure.simulator import (
+    AzureSimulator,
+    FaultInjector,
+    LatencyModel,
+    UnsupportedRequest,
+    simulated_session,
+)
 from tests.simulator.conftest import SHARED, SUB, mlclient
 
 

@@ -99,7 +99,7 @@ def _deployment(name: str, instance_type: str, count: int) -> ManagedOnlineDeplo
 
 
 def _seed_assets(sim, ml):
-    from azure.ai.ml.entities import Environment, Model
+    from azure.ai.ml.entities import Environment
 
     sim.add_model(SUB, "rg", "ws", "m", "1", {"model.pkl": b"x"})
     ml.environments.create_or_update(Environment(name="e", version="1", image="mcr.microsoft.com/azureml/minimal-ubuntu22.04-py311-cpu-inference"))

@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 ROUTES_FILE = Path(__file__).with_name("routes.json")
 METHODS = ("get", "put", "post", "patch", "delete", "head")
@@ -47,9 +48,9 @@ def _compile(template: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
     return re.compile("^" + out + "$", re.IGNORECASE), tuple(params)
 
 
-def generate(specs: Path) -> list[dict[str, object]]:
+def generate(specs: Path) -> list[dict[str, Any]]:
     """Operations of every spec file below ``specs`` (examples and common types skipped)."""
-    ops: dict[tuple[str, str, str], dict[str, object]] = {}
+    ops: dict[tuple[str, str, str], dict[str, Any]] = {}
     for f in sorted(specs.rglob("*.json")):
         if "examples" in f.parts or "common-types" in f.parts or f.name in ("MANIFEST.json", "PROVENANCE.json"):
             continue
@@ -64,8 +65,8 @@ def generate(specs: Path) -> list[dict[str, object]]:
                 entry = ops.setdefault(key, {"method": method.upper(), "template": template,
                                              "operation": op.get("operationId", ""), "api_versions": [],
                                              "long_running": bool(op.get("x-ms-long-running-operation"))})
-                if version and version not in entry["api_versions"]:  # type: ignore[operator]
-                    entry["api_versions"].append(version)  # type: ignore[union-attr]
+                if version and version not in entry["api_versions"]:
+                    entry["api_versions"].append(version)
                 entry["long_running"] = entry["long_running"] or bool(op.get("x-ms-long-running-operation"))
     return sorted(ops.values(), key=lambda e: (str(e["template"]), str(e["method"])))
 

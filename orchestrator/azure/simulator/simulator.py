@@ -26,7 +26,13 @@ from orchestrator.azure.simulator.clock import VirtualClock
 from orchestrator.azure.simulator.credential import SimulatedCredential, principal_of
 from orchestrator.azure.simulator.faults import FaultInjector
 from orchestrator.azure.simulator.latency import LatencyModel
-from orchestrator.azure.simulator.messages import Request, Response, UnsupportedRequest, arm_error, json_response
+from orchestrator.azure.simulator.messages import (
+    Request,
+    Response,
+    UnsupportedRequest,
+    arm_error,
+    json_response,
+)
 
 DEFAULT_LOCATION = "eastus"
 DEFAULT_CORE_LIMIT = 100
@@ -120,7 +126,7 @@ class AzureSimulator:
         res["name"] = path.rstrip("/").rsplit("/", 1)[-1]
         res["type"] = arm.resource_type(path) if "/providers/" in path else "Microsoft.Resources/resourceGroups"
         if location or (old and old.get("location")):
-            res["location"] = location or old["location"]  # type: ignore[index]
+            res["location"] = location or old["location"]
         res.setdefault("properties", {})
         res["properties"].setdefault("provisioningState", "Succeeded")
         now = self.iso()

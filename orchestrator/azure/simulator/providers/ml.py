@@ -145,7 +145,7 @@ class MachineLearning:
         from orchestrator.azure.simulator.providers import storage
 
         w = self.add_workspace(sub, rg, ws, self.sim.default_location)
-        store = self.sim.get(f"{w['id']}/datastores/workspaceblobstore")["properties"]  # type: ignore[index]
+        store = self.sim.get(f"{w['id']}/datastores/workspaceblobstore")["properties"]
         prefix = f"models/{name}/{version}"
         for rel, data in files.items():
             storage.put_blob(self.sim, store["accountName"], store["containerName"], f"{prefix}/{rel}", data)
@@ -180,7 +180,7 @@ class MachineLearning:
         if tail.lower().startswith("/datastores"):
             return self.datastores(req, ws, tail)
         if tail.lower() in ("/onlineendpoints", "/batchendpoints") and req.method == "GET":
-            return arm.list_response([self.public(e) for e in arm.children(self.sim, req.path)])  # type: ignore[misc]
+            return arm.list_response([e for e in map(self.public, arm.children(self.sim, req.path)) if e])
         if em := ENDPOINT_TAIL.match(tail):
             return self.endpoints(req, ws, em, operation)
         if am := ASSET_TAIL.match(tail):
@@ -253,7 +253,7 @@ class MachineLearning:
                 if sim.get(container) is None:
                     sim.put_resource(container, {"properties": {"isArchived": False, "latestVersion": version}})
                 else:
-                    sim.get(container)["properties"]["latestVersion"] = version  # type: ignore[index]
+                    sim.get(container)["properties"]["latestVersion"] = version
             new = sim.put_resource(path, {**body, "properties": props})
             return json_response(200 if res else 201, new)
         return None
@@ -267,7 +267,7 @@ class MachineLearning:
         return [i for i in items if bool(i["properties"].get("isArchived")) == archived]
 
     def pending_upload(self, ws: dict[str, Any]) -> Response:
-        store = self.sim.get(f"{ws['id']}/datastores/workspaceblobstore")["properties"]  # type: ignore[index]
+        store = self.sim.get(f"{ws['id']}/datastores/workspaceblobstore")["properties"]
         blob = f"https://{store['accountName']}.blob.core.windows.net/{store['containerName']}/LocalUpload/{self.sim.new_id()}"
         return json_response(200, {"blobReferenceForConsumption": {
             "blobUri": blob, "storageAccountArmId": ws["properties"]["storageAccount"],

@@ -190,9 +190,12 @@ class Scoring:
                 return _msg(424, "No valid deployments to route to. Please check that the endpoint has at least one "
                             "deployment with positive weight values or use a deployment specific header to route.")
             pick = self.sim.rng.uniform(0, sum(traffic.values()))
-            for name, pct in sorted(traffic.items()):
+            ordered = sorted(traffic.items())
+            name = ordered[-1][0]
+            for candidate, pct in ordered:
                 pick -= pct
                 if pick <= 0:
+                    name = candidate
                     break
             dep = deps.get(name)
             if dep is None:
@@ -209,9 +212,13 @@ class Scoring:
         if dep is None:
             return _msg(400, "No deployment to run the job: set a default deployment or name one.")
         n = sum(1 for r in sim.state["resources"].values() if r.get("type", "").lower().endswith("/jobs"))
-        name = f"batchjob-{ep['name']}-{n + 1:04d}"
         ws_id = workspace_of(ep["id"])
         props = body.get("properties") or {}
+        # invoke(job_name=...) names the job; Azure refuses a second job of the same name
+        name = props.get("name") or f"batchjob-{ep['name']}-{n + 1:04d}"
+        if props.get("name") and sim.get(f"{ws_id}/jobs/{name}") is not None:
+            return _msg(409, f"A job named {name} already exists in the workspace.")
+        out_uri = ((props.get("outputData") or {}).get("score") or {}).get("uri")
         raw_inputs = props.get("inputData") or props.get("InputData") or props.get("inputs") or {}
         inputs = {k: {**v, "jobInputType": INPUT_TYPES.get(str(v.get("jobInputType", "")).lower().replace("_", ""),
                                                            v.get("jobInputType"))}
@@ -219,7 +226,8 @@ class Scoring:
         job = sim.put_resource(f"{ws_id}/jobs/{name}", {"properties": {
             "jobType": "Pipeline", "status": "Running", "displayName": name, "experimentName": ep["name"],
             "inputs": inputs,
-            "outputs": {}, "properties": {"azureml.batchrun": "true", "deployment": dep["id"]},
+            "outputs": {}, "properties": {"azureml.batchrun": "true", "deployment": dep["id"],
+                                         **({"outputUri": out_uri} if out_uri else {})},
             "tags": {}, "services": {}, "jobs": {}, "settings": {}, "isArchived": False}})
         arm.start_operation(sim, job["id"], "noop", kind="default", operation="BatchJob", location=ep["location"],
                             namespace="Microsoft.MachineLearningServices", hook="ml.job")
@@ -237,7 +245,7 @@ def run_batch_job(sim: Any, job: dict[str, Any]) -> None:
         if dep is None:
             raise LookupError("deployment gone")
         inputs = props.get("inputs") or {}
-        first = next(iter(inputs.values()), {}) if isinstance(inputs, dict) else {}
+        first: dict[str, Any] = next(iter(inputs.values()), {}) if isinstance(inputs, dict) else {}
         uri = first.get("uri") or first.get("path") or ""
         scoring = next(p for p in sim.providers if isinstance(p, Scoring))
         if scoring.runtime is None:
@@ -249,11 +257,15 @@ def run_batch_job(sim: Any, job: dict[str, Any]) -> None:
             inp = materialize(sim, workspace_of(job["id"]), uri, Path(tmp) / "in")
             files = sorted(p for p in inp.rglob("*") if p.is_file())
             rows = Scorer(python, code_dir, entry, model_dir).run_batch(files)
-        ds = sim.get(workspace_of(job["id"]) + "/datastores/workspaceblobstore")["properties"]
-        out = f"azureml/{job['name']}/score/predictions.csv"
+        ds_name, out_dir = "workspaceblobstore", f"azureml/{job['name']}/score"
+        requested = DATASTORE_URI.search(props["properties"].get("outputUri") or "")
+        if requested:  # the invoke's outputData folder, as Azure honours it
+            ds_name, out_dir = requested.group(1), requested.group(2).strip("/")
+        ds = sim.get(workspace_of(job["id"]) + f"/datastores/{ds_name}")["properties"]
+        out = f"{out_dir}/{(dep['properties'].get('outputFileName') or 'predictions.csv')}"
         storage.put_blob(sim, ds["accountName"], ds["containerName"], out, ("\n".join(rows) + "\n").encode())
         props["status"] = "Completed"
-        props["outputs"] = {"score": {"jobOutputType": "uri_file", "uri": f"azureml://datastores/workspaceblobstore/paths/{out}"}}
+        props["outputs"] = {"score": {"jobOutputType": "uri_file", "uri": f"azureml://datastores/{ds_name}/paths/{out}"}}
     except Exception as e:
         props["status"] = "Failed"
         props["error"] = {"code": "UserError", "message": str(e)[:2000]}
