@@ -18,7 +18,8 @@ What is emitted, and when:
   registered secret is never set (a warning says which one was skipped).
 - ``task.uploadsummary`` with a markdown file of the plan or the apply result.
 - ``task.complete``: 0 -> Succeeded (SucceededWithIssues when warnings were logged),
-  3 (plan --detailed-exitcode: changes pending) -> SucceededWithIssues, anything else -> Failed.
+  3 (plan --detailed-exitcode: changes pending, a signal and not a failure) -> Succeeded,
+  anything else -> Failed.
   The agent keeps the worst result a step reports, so this can never hide a later failure.
 """
 
@@ -184,7 +185,7 @@ class AzureDevOpsIntegration(CIIntegration):
         if exit_code == 0:
             result = "SucceededWithIssues" if self._w.warnings else "Succeeded"
         elif exit_code == EXIT_PENDING:
-            result = "SucceededWithIssues"
+            result = "SucceededWithIssues" if self._w.warnings else "Succeeded"
             message = message or "changes are pending"
         else:
             result = "Failed"

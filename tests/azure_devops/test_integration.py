@@ -73,7 +73,7 @@ def test_plan_json_stays_clean_and_uploads_a_summary(project, agent, memory_clou
     text = summary.read_text()
     assert "## deployctl plan: credit-risk" in text and "| dev | ➕ create |" in text
     done = named(cmds, "task.complete")
-    assert [c.properties["result"] for c in done] == ["SucceededWithIssues"]  # changes pending, not a failure
+    assert [c.properties["result"] for c in done] == ["Succeeded"]  # changes pending is not a failure
 
 
 def test_apply_sets_output_variables_and_masks_secrets_first(project, agent, memory_clouds):
