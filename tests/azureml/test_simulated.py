@@ -128,23 +128,47 @@ def test_quota_shortfall_blocks_apply_with_numbers(project, cloud):
 
 
 def test_transient_faults_are_retried_without_duplicates(project, cloud):
-    sim, session, _ = cloud
-    sim.faults.add("409", 2, "OnlineEndpoints_CreateOrUpdate")
-    sim.faults.add("canceled", 1, "OnlineDeployments_CreateOrUpdate")
-    sim.faults.add("503", 2)
+    sim, session, rec = cloud
+    sim.faults.on("OnlineDeployments_CreateOrUpdate", "lro-canceled", times=1)
+    sim.faults.on("OnlineEndpoints_CreateOrUpdate", "503", times=2)
+    sim.faults.on("OnlineEndpoints_Get", "429", times=1)
     plan, result = apply(project(online_target()), session)
     assert result.ok, result.model_dump_json(indent=2)
-    assert {f for _, f in sim.faults.injected} >= {"409", "canceled", "503"}
+    kinds = [k for _, k in sim.faults.injected]
+    assert kinds.count("lro-canceled") == 1 and kinds.count("503") == 2 and "429" in kinds
+    puts = [u for m, u in rec.calls if m == "PUT" and "/deployments/" in u]
+    assert len({u.split("?")[0] for u in puts}) == 1  # one deployment, however often its PUT was retried
+
+
+def test_busy_endpoint_409_waits_and_retries(project, cloud):
+    from azure.ai.ml.entities import ManagedOnlineEndpoint
+
+    from targets.azureml.client import ml_client
+
+    sim, session, rec = cloud
+    path = project(online_target())
+    assert apply(path, session)[1].ok
+    ml = ml_client(session, SUB, "rg", "ws")
+    ep = ml.online_endpoints.get("credit-risk-prod")
+    busy = ml.online_endpoints.begin_create_or_update(
+        ManagedOnlineEndpoint(name=ep.name, auth_mode=ep.auth_mode, tags=ep.tags, traffic=ep.traffic))
+    (project.dir / "src" / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return 2\n")
+    n = len(rec.calls)
+    plan, result = apply(path, session)  # the deployment PUT meets 409 "Updating" until the update is done
+    assert result.ok, result.model_dump_json(indent=2)
+    busy.result()
+    statuses = [m for m, u in rec.calls[n:] if m == "PUT" and "/deployments/" in u]
+    assert statuses
 
 
 def test_provisioning_failure_reports_logs_and_is_not_retried(project, cloud):
     sim, session, _ = cloud
-    sim.faults.add("failed", 5, "OnlineDeployments_CreateOrUpdate")
+    sim.faults.on("OnlineDeployments_CreateOrUpdate", "lro-failed", times=5)
     _, result = apply(project(online_target()), session)
     assert not result.ok
     err = result.targets[0].error
     assert "failed to provision" in err and "last log lines" in err
-    assert [f for _, f in sim.faults.injected].count("failed") == 1  # not retried blindly
+    assert [k for _, k in sim.faults.injected].count("lro-failed") == 1  # not retried blindly
 
 
 def test_failed_smoke_test_rolls_traffic_back(project, cloud):
@@ -160,18 +184,9 @@ def test_failed_smoke_test_rolls_traffic_back(project, cloud):
 
 
 def _source_model(sim, session: AzureSession) -> str:
-    """Register model fraud:7 in another subscription's workspace, through the real SDK clients."""
-    from azure.ai.ml.entities import Model
-
-    from targets.azureml.client import container_client, ml_client
-
+    """Model fraud:7 (a folder 'fraud' with model.pkl) in another subscription's workspace."""
     sim.add_workspace(OTHER_SUB, "rg2", "ws2")
-    src = ml_client(session, OTHER_SUB, "rg2", "ws2")
-    ds = src.datastores.get_default(include_secrets=True)
-    container_client(session, ds, session.get_credential(OTHER_SUB)).upload_blob(
-        "models/fraud/model.pkl", b"weights", overwrite=True)
-    src.models.create_or_update(Model(name="fraud", version="7", type="custom_model",
-                                      path=f"azureml://datastores/{ds.name}/paths/models/fraud/"))
+    sim.add_model(OTHER_SUB, "rg2", "ws2", "fraud", "7", files={"model.pkl": b"weights"})
     return f"azureml://subscriptions/{OTHER_SUB}/resourceGroups/rg2/workspaces/ws2/models/fraud/versions/7"
 
 
@@ -182,9 +197,10 @@ def test_cross_subscription_copy_and_reuse(project, cloud):
     plan, result = apply(path, session)
     assert any(c.type == "azureml.model" and c.spec.get("copy") == "copy" for c in plan.targets[0].pending)
     assert result.ok, result.model_dump_json(indent=2)
-    copied = [r for r in sim.find(r"/workspaces/ws/models/fraud/versions/7$")]
-    assert copied and copied[0]["properties"]["tags"]["deployctl-source"] == uri
-    assert copied[0]["properties"]["tags"]["deployctl-sha256"]
+    copied = sim.get(f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.MachineLearningServices"
+                     "/workspaces/ws/models/fraud/versions/7")
+    assert copied and copied["properties"]["tags"]["deployctl-source"] == uri
+    assert copied["properties"]["tags"]["deployctl-sha256"]
     again, _ = apply(path, session)
     assert not any(c.type == "azureml.model" for c in again.targets[0].pending)  # the copy is reused
 
@@ -194,7 +210,7 @@ def test_missing_or_denied_source_model_is_reported_before_any_write(project, cl
     uri = _source_model(sim, session).replace("versions/7", "versions/8")
     plan, _ = apply(project(online_target(), model=f"  uri: {uri}"), session)
     assert "model fraud version 8 not found in workspace ws2" in (plan.targets[0].error or "")
-    sim.deny(OTHER_SUB)
+    sim.deny(subscription=OTHER_SUB)
     n = len(rec.calls)
     plan, result = apply(project(online_target(), model=f"  uri: {uri.replace('versions/8', 'versions/7')}"), session)
     assert "no permission to read model" in (plan.targets[0].error or "")
