@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow  # builds (or reuses) a uv environment and starts 
 ONLINE = b"""import json, os
 def init():
     global WEIGHT
-    WEIGHT = float(open(os.path.join(os.environ["AZUREML_MODEL_DIR"], "weight.txt")).read())
+    WEIGHT = float(open(os.path.join(os.environ["AZUREML_MODEL_DIR"], "model", "weight.txt")).read())
 def run(raw):
     return {"sums": [WEIGHT * sum(row) for row in json.loads(raw)["data"]]}
 """

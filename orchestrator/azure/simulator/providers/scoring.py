@@ -100,7 +100,11 @@ class Runtime:
         if code is None or model is None or env is None:
             raise LookupError("the deployment's code, model or environment is not in the simulated workspace")
         code_dir = materialize(sim, ws_id, code["properties"]["codeUri"], work / "code")
-        model_dir = materialize(sim, ws_id, model["properties"]["modelUri"], work / "model")
+        # As on Azure: AZUREML_MODEL_DIR holds the registered folder by its name (a file: directly)
+        model_uri = model["properties"]["modelUri"]
+        model_dir = work / "model"
+        folder = model_uri.endswith("/") or not Path(model_uri.split("?")[0]).suffix
+        materialize(sim, ws_id, model_uri, model_dir / Path(model_uri.rstrip("/")).name if folder else model_dir)
         conda = env["properties"].get("condaFile")
         python = build_environment(conda=conda) if conda else build_environment(requirements="")
         return Path(python), code_dir, model_dir, code_cfg.get("scoringScript") or "score.py"
@@ -173,7 +177,8 @@ class Scoring:
             status, body, headers = self.runtime.scorer(dep).score(req.body, {"Content-Type": req.header("content-type") or "application/json"})
         except Exception as e:  # the user's init() failing is the deployment failing: say so like Azure does
             self.sim.state["logs"].setdefault(arm.key_of(dep["id"]), []).append(str(e))
-            return _msg(502, f"The scoring container could not start: {str(e).splitlines()[0]}")
+            detail = " ".join(line.strip() for line in str(e).splitlines()[:2])
+            return _msg(502, f"The scoring container could not start: {detail} (see the deployment's logs)")
         out = {"azureml-model-deployment": dep["name"], "x-ms-request-id": self.sim.new_id(),
                "Content-Type": headers.get("content-type", "application/json")}
         return Response(status, body, out)
