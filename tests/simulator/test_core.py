@@ -100,7 +100,7 @@ def test_save_load_round_trip_keeps_blobs_quotas_and_denials(tmp_path):
 
     ds = again.get(f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws/"
                    "datastores/workspaceblobstore")["properties"]
-    assert storage.get_blob(again, ds["accountName"], ds["containerName"], "models/m/1/model.pkl") == b"\x00\x01binary"
+    assert storage.get_blob(again, ds["accountName"], ds["containerName"], "models/m/1/model/model.pkl") == b"\x00\x01binary"
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="not a simulated-cloud state file"):
         AzureSimulator.load(tmp_path / "bad.json")

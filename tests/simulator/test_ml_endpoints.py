@@ -103,7 +103,7 @@ def _seed_assets(sim, ml):
 
     sim.add_model(SUB, "rg", "ws", "m", "1", {"model.pkl": b"x"})
     ml.environments.create_or_update(Environment(name="e", version="1", image="mcr.microsoft.com/azureml/minimal-ubuntu22.04-py311-cpu-inference"))
-    assert ml.models.get("m", "1").path.endswith("models/m/1/")
+    assert ml.models.get("m", "1").path.endswith("models/m/1/model/")
     ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name="qep")).result()
 
 

@@ -264,9 +264,10 @@ class AzureSimulator:
         return self.ml().add_registry(subscription, resource_group, name, location)
 
     def add_model(self, subscription: str, resource_group: str, workspace: str, name: str, version: str,
-                  files: dict[str, bytes], **properties: Any) -> dict[str, Any]:
-        """A model version in a workspace, its files uploaded to the workspace's blob store."""
-        return self.ml().add_model(subscription, resource_group, workspace, name, version, files, properties)
+                  files: dict[str, bytes], folder: str = "model", **properties: Any) -> dict[str, Any]:
+        """A model version in a workspace, its files uploaded to the workspace's blob store as the
+        folder ``folder`` (a deployment finds them under ``$AZUREML_MODEL_DIR/<folder>/``)."""
+        return self.ml().add_model(subscription, resource_group, workspace, name, version, files, properties, folder)
 
     # ---- session & persistence -------------------------------------------------------------
     def session(self) -> Any:

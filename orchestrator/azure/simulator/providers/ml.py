@@ -141,12 +141,12 @@ class MachineLearning:
             location=location)
 
     def add_model(self, sub: str, rg: str, ws: str, name: str, version: str, files: dict[str, bytes],
-                  properties: dict[str, Any]) -> dict[str, Any]:
+                  properties: dict[str, Any], folder: str = "model") -> dict[str, Any]:
         from orchestrator.azure.simulator.providers import storage
 
         w = self.add_workspace(sub, rg, ws, self.sim.default_location)
         store = self.sim.get(f"{w['id']}/datastores/workspaceblobstore")["properties"]
-        prefix = f"models/{name}/{version}"
+        prefix = f"models/{name}/{version}/{folder}"  # deployments see AZUREML_MODEL_DIR/<folder>/...
         for rel, data in files.items():
             storage.put_blob(self.sim, store["accountName"], store["containerName"], f"{prefix}/{rel}", data)
         self.sim.put_resource(f"{w['id']}/models/{name}", {"properties": {"isArchived": False, "latestVersion": version}})
