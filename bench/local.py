@@ -177,13 +177,25 @@ def main() -> None:
         rows.append(("serving ratio", f"{ours['rps'] / theirs['rps']:.1f}x", "deployctl vs azmlinfsrv (bar: >= 1x)"))
 
         # -- initialize once vs load the model on every call -----------------------------------
+        # A model of realistic weight (a 200-tree random forest; the iris pickle is 1 KB and loads
+        # in microseconds), trained here with the scikit-learn version the environment pins.
+        import joblib
+        from sklearn.datasets import load_iris
+        from sklearn.ensemble import RandomForestClassifier
+
+        x, y = load_iris(return_X_y=True)
+        joblib.dump(RandomForestClassifier(n_estimators=200, random_state=0).fit(x, y), proj / "model" / "model.pkl")
+        size_mb = (proj / "model" / "model.pkl").stat().st_size / 1e6
+        run([*DEPLOYCTL, "apply", manifest, "--yes"], env=env)
+        n = max(100, args.requests // 20)
+        once = load(record["public_port"], n, (state / "key").read_text().strip())
         score.write_text(score.read_text().replace(
             "    data = json.loads(raw_data)[\"data\"]",
             "    init()  # anti-pattern: load the model on every call\n    data = json.loads(raw_data)[\"data\"]"))
         run([*DEPLOYCTL, "apply", manifest, "--yes"], env=env)
-        per_call = load(record["public_port"], max(100, args.requests // 20), (state / "key").read_text().strip())
-        rows.append(("initialize once vs load per call", f"{ours['rps'] / per_call['rps']:.1f}x",
-                     f"{ours['rps']:.0f} vs {per_call['rps']:.0f} req/s (a 1 KB model; field lesson: 6x on real ones)"))
+        per_call = load(record["public_port"], n, (state / "key").read_text().strip())
+        rows.append(("initialize once vs load per call", f"{once['rps'] / per_call['rps']:.1f}x",
+                     f"{once['rps']:.0f} vs {per_call['rps']:.0f} req/s, {size_mb:.1f} MB random forest (field lesson: 6x)"))
         run([*DEPLOYCTL, "destroy", manifest, "--yes"], env=env)
 
     width = max(len(r[0]) for r in rows)
