@@ -163,3 +163,36 @@ def test_kubernetes_endpoint_uses_the_attached_compute_instance_types(sim):
     assert "not defined on compute" in str(e.value)
     bad.instance_type = "defaultinstancetype"
     assert ml.online_deployments.begin_create_or_update(bad).result().provisioning_state.lower() == "succeeded"
+
+
+def test_registry_model_versions_through_the_registry_data_plane(sim):
+    from azure.ai.ml import MLClient
+    from azure.ai.ml.entities import Model
+
+    sim.add_registry(SUB, "rg", "shared-reg")
+    sim.add_model(SUB, "rg", "ws", "m", "1", {"model.pkl": b"x"})
+    reg = MLClient(sim.credential, registry_name="shared-reg", transport=sim.transport, show_progress=False)
+    with pytest.raises(ResourceNotFoundError):
+        reg.models.get("m", "1")
+    created = reg.models.create_or_update(Model(
+        name="m", version="1",
+        path=f"azureml://subscriptions/{SUB}/resourceGroups/rg/workspaces/ws/datastores/workspaceblobstore/paths/models/m/1/model/"))
+    assert created.id == "azureml://registries/shared-reg/models/m/versions/1"
+    assert reg.models.get("m", "1").version == "1"
+    hosts = {r.host for r in sim.requests}
+    assert "eastus.api.azureml.ms" in hosts  # discovery, then the management front end
+    # a deployment in the workspace can name the registry model
+    ml = mlclient(sim)
+    from azure.ai.ml.entities import Environment
+
+    ml.environments.create_or_update(Environment(name="e", version="1", image="img:1"))
+    ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name="reg-ep")).result()
+    dep = ManagedOnlineDeployment(name="blue", endpoint_name="reg-ep", model=created.id, environment="azureml:e:1",
+                                  instance_type="Standard_DS2_v2", instance_count=1)
+    assert ml.online_deployments.begin_create_or_update(dep).result().provisioning_state.lower() == "succeeded"
+    missing = ManagedOnlineDeployment(name="green", endpoint_name="reg-ep", environment="azureml:e:1",
+                                      model="azureml://registries/shared-reg/models/nope/versions/9",
+                                      instance_type="Standard_DS2_v2", instance_count=1)
+    with pytest.raises(HttpResponseError) as e:
+        ml.online_deployments.begin_create_or_update(missing)
+    assert e.value.status_code == 400

@@ -5,11 +5,12 @@ operationId where there is one) and ``handle(req) -> Response | None`` (None: no
 which the simulator turns into a loud failure).
 """
 
+from orchestrator.azure.simulator.providers.mfe import AzureMLRegional
 from orchestrator.azure.simulator.providers.resources import ResourceManager
 from orchestrator.azure.simulator.providers.scoring import Scoring
 from orchestrator.azure.simulator.providers.storage import BlobService, QueueService
 from orchestrator.azure.simulator.providers.web import Kudu
 
-PROVIDERS = (ResourceManager, BlobService, QueueService, Scoring, Kudu)
+PROVIDERS = (ResourceManager, AzureMLRegional, BlobService, QueueService, Scoring, Kudu)
 
 __all__ = ["PROVIDERS"]

@@ -266,6 +266,17 @@ class MachineLearning:
         archived = view == "archivedonly"
         return [i for i in items if bool(i["properties"].get("isArchived")) == archived]
 
+    def temp_data_reference(self, reg_path: str) -> Response:
+        """Where a registry asset's files go (a SAS URI into the registry's own storage)."""
+        account = storage_account_name(reg_path)
+        container = f"registry-{self.sim.new_id()[:8]}"
+        self.sim.state["blobs"].setdefault(account, {}).setdefault(container, {})
+        blob = f"https://{account}.blob.core.windows.net/{container}"
+        return json_response(200, {"blobReferenceForConsumption": {
+            "blobUri": blob, "storageAccountArmId": f"{reg_path}/storage/{account}",
+            "credential": {"credentialType": "SAS", "sasUri": blob + "?sv=2021-08-06&sig=simulated"}},
+            "temporaryDataReferenceId": self.sim.new_id(), "temporaryDataReferenceType": "TemporaryBlobReference"})
+
     def pending_upload(self, ws: dict[str, Any]) -> Response:
         store = self.sim.get(f"{ws['id']}/datastores/workspaceblobstore")["properties"]
         blob = f"https://{store['accountName']}.blob.core.windows.net/{store['containerName']}/LocalUpload/{self.sim.new_id()}"
@@ -496,7 +507,7 @@ class MachineLearning:
         from orchestrator.azure.simulator.providers.scoring import model_ref
 
         for ref_key in ("model", "environmentId"):
-            ref = model_ref(props.get(ref_key))
+            ref = model_ref(props.get(ref_key), self.sim)
             if isinstance(ref, str) and ref.lower().startswith("/subscriptions/") and self.sim.get(ref) is None:
                 return f"{ref_key} '{ref}' was not found.", None
         code_id = (props.get("codeConfiguration") or {}).get("codeId")
@@ -644,6 +655,8 @@ class MachineLearning:
             return json_response(200, self.add_registry(m["sub"], m["rg"], m["reg"], body.get("location")
                                                         or sim.default_location))
         tail = req.path[len(reg_path):]
+        if re.match(r"^/tempdatarefs/[^/]+/versions/[^/]+$", tail, re.IGNORECASE) and req.method == "PUT":
+            return self.temp_data_reference(reg_path)
         if am := ASSET_TAIL.match(tail):
             return self.assets(req, {"id": reg_path}, am, operation)
         return None

@@ -37,11 +37,17 @@ def find_endpoint(sim: Any, name: str, location: str, kind: str) -> dict[str, An
     return None
 
 
-def model_ref(ref: Any) -> str:
-    """Online deployments name the model by id; batch deployments by ``{"referenceType": "Id", "assetId"}``."""
-    if isinstance(ref, dict):
-        return str(ref.get("assetId") or "")
-    return str(ref or "")
+def model_ref(ref: Any, sim: Any = None) -> str:
+    """The ARM id a deployment's model reference names: online deployments give an id, batch
+    deployments ``{"referenceType": "Id", "assetId"}``; registry models ``azureml://registries/...``."""
+    out = str((ref.get("assetId") if isinstance(ref, dict) else ref) or "")
+    m = re.match(r"^azureml://registries/([^/]+)/(.+)$", out, re.IGNORECASE)
+    if m and sim is not None:
+        reg = next((r for r in sim.state["resources"].values()
+                    if r.get("type", "").lower() == f"{NS}/registries" and r["name"].lower() == m.group(1).lower()), None)
+        if reg is not None:
+            return f"{reg['id']}/{m.group(2)}"
+    return out
 
 
 def workspace_of(res_id: str) -> str:
@@ -95,7 +101,7 @@ class Runtime:
         work = Path(self.tmp.name) / dep["etag"].strip('"')
         code_cfg = props.get("codeConfiguration") or {}
         code = sim.get(code_cfg.get("codeId") or "")
-        model = sim.get(model_ref(props.get("model")))
+        model = sim.get(model_ref(props.get("model"), sim))
         env = sim.get(props.get("environmentId") or "")
         if code is None or model is None or env is None:
             raise LookupError("the deployment's code, model or environment is not in the simulated workspace")
