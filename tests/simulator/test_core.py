@@ -166,3 +166,24 @@ def test_simulator_works_without_specs(tmp_path):
     assert not sim.conformance.enabled
     sim.add_workspace(SUB, "rg", "ws")
     assert mlclient(sim).datastores.get("workspaceblobstore").account_name
+
+
+@needs_specs
+def test_simulator_answers_conform_to_the_spec_response_schemas(azure_simulator):
+    from azure.ai.ml.entities import Environment, ManagedOnlineDeployment, ManagedOnlineEndpoint
+
+    sim = azure_simulator
+    sim.add_workspace(SUB, "rg", "ws")
+    sim.add_model(SUB, "rg", "ws", "m", "1", {"model.pkl": b"x"})
+    ml = mlclient(sim)
+    ml.environments.create_or_update(Environment(name="e", version="1", image="img:1"))
+    ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name="resp-ep")).result()
+    ml.online_deployments.begin_create_or_update(ManagedOnlineDeployment(
+        name="blue", endpoint_name="resp-ep", model="azureml:m:1", environment="azureml:e:1",
+        instance_type="Standard_DS2_v2", instance_count=1)).result()
+    ml.online_endpoints.get_keys("resp-ep")
+    list(ml.compute.list_usage())
+    ml.online_deployments.get_logs("blue", "resp-ep", lines=5)
+    checked = {op for op, _, _ in sim.conformance.checked}
+    assert {"OnlineEndpoints_CreateOrUpdate", "OnlineDeployments_CreateOrUpdate", "Usages_List"} <= checked
+    assert sim.conformance.response_problems == []

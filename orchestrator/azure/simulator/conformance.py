@@ -35,6 +35,7 @@ class Checker:
         self.enabled = specs is not None
         self.checked: list[tuple[str, str, str]] = []  # (operation, requested api-version, spec version used)
         self._index: dict[tuple[str, str], list[tuple[str, Path]]] | None = None
+        self.response_problems: list[str] = []
 
     @classmethod
     def load(cls, specs_dir: Path | None) -> Checker:
@@ -88,6 +89,30 @@ class Checker:
         elif body_param and body_param.get("required") and not req.body:
             problems.append("missing required request body")
         return [f"{route.operation} ({version}): {p}" for p in problems]
+
+    def check_response(self, req: Request, status: int, body: Any) -> list[str]:
+        """The simulator's own answer against the operation's response schema for ``status``
+        (recorded in :attr:`response_problems`; tests assert it stays empty)."""
+        if not self.enabled or body is None:
+            return []
+        found = routes.match(req.method, req.path)
+        if not found:
+            return []
+        route, _ = found
+        candidates = self._files().get((req.method, route.template), [])
+        if not candidates:
+            return []
+        version, spec_file = _nearest(candidates, req.query.get("api-version", ""))
+        doc = _load(str(spec_file))
+        responses = doc["paths"][route.template][req.method.lower()].get("responses") or {}
+        schema = (responses.get(str(status)) or {}).get("schema")
+        if schema is None:
+            return [] if str(status) in responses or status >= 400 else [f"{route.operation} ({version}): status {status} "
+                                                                         f"is not among the spec's responses {sorted(responses)}"]
+        problems = [f"{route.operation} ({version}) response {status}: {p}"
+                    for p in self._validate(body, schema, doc, spec_file)]
+        self.response_problems += problems
+        return problems
 
     def _validate(self, body: Any, schema: dict[str, Any], doc: dict[str, Any], spec_file: Path) -> list[str]:
         import jsonschema

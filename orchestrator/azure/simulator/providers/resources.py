@@ -84,6 +84,8 @@ class ResourceManager:
         if handler is not None:
             resp = handler.handle(req, operation)
             if resp is not None:
+                if sim.strict and resp.body and resp.status < 400:
+                    sim.conformance.check_response(req, resp.status, resp.json())
                 return resp
         if route is None:
             if namespace.lower() in SPECLESS:  # no REST spec carried for these: plain CRUD
