@@ -183,7 +183,7 @@ class Scoring:
             status, body, headers = self.runtime.scorer(dep).score(req.body, {"Content-Type": req.header("content-type") or "application/json"})
         except Exception as e:  # the user's init() failing is the deployment failing: say so like Azure does
             self.sim.state["logs"].setdefault(arm.key_of(dep["id"]), []).append(str(e))
-            detail = " ".join(line.strip() for line in str(e).splitlines()[:2])
+            detail = " ".join([line.strip() for line in str(e).splitlines() if line.strip()][:3])
             return _msg(502, f"The scoring container could not start: {detail} (see the deployment's logs)")
         out = {"azureml-model-deployment": dep["name"], "x-ms-request-id": self.sim.new_id(),
                "Content-Type": headers.get("content-type", "application/json")}
