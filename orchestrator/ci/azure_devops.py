@@ -118,6 +118,8 @@ class AzureDevOpsReporter(Reporter):
         # Register the whole value and each of its lines: the agent masks line by line.
         parts = [value] + [ln for ln in value.splitlines() if ln.strip() and ln != value]
         for part in parts:
+            if part in self._w.secrets:
+                continue  # already masked; say it once
             self._w.secrets.add(part)
             self._w.emit("task.setsecret", None, part, raw=True)
 

@@ -16,14 +16,14 @@ import yaml
 from orchestrator.cli import app
 
 try:  # typer >= 0.29 vendors click as typer._click; older typer uses click itself
-    from typer._click import exceptions as click  # type: ignore[import-not-found]
+    from typer._click import exceptions as click
 except ImportError:  # pragma: no cover
     import click  # type: ignore[no-redef]
 
 REPO = Path(__file__).resolve().parents[2]
 FOLDER = REPO / "examples" / "azure-pipelines"
 PIPELINES = sorted(FOLDER.glob("azure-pipelines*.yml"))
-OPERATORS = {"|", "||", "&&", ";", ">", ">>", "<", "&", "(", ")"}
+OPERATORS = {"|", "||", "&&", ";", ">", ">>", "<", "&"}
 CLI = typer.main.get_command(app)
 
 
@@ -49,20 +49,25 @@ def expand(text: str, variables: dict[str, str]) -> str:
 def shell_invocations(script: str) -> list[list[str]]:
     """Every `deployctl ...` simple command in a bash script (continuations joined, stopped at
     the first operator or redirection)."""
-    out = []
+    return [args for args, _ in shell_commands(script)]
+
+
+def shell_commands(script: str) -> list[tuple[list[str], str | None]]:
+    """Like :func:`shell_invocations`, with the file stdout is redirected to (``> file``), if any."""
+    out: list[tuple[list[str], str | None]] = []
     for line in script.replace("\\\n", " ").splitlines():
-        lex = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lex = shlex.shlex(line, posix=True, punctuation_chars="|&;<>")  # not (): keeps $(macro) whole
         lex.whitespace_split = True
         lex.commenters = "#"
         tokens = list(lex)
         for i, tok in enumerate(tokens):
             if tok == "deployctl" and (i == 0 or tokens[i - 1] in OPERATORS):
-                args = []
-                for t in tokens[i + 1:]:
-                    if t in OPERATORS or re.fullmatch(r"\d?[<>]&?\d*", t):
-                        break
-                    args.append(t)
-                out.append(args)
+                rest = tokens[i + 1:]
+                j = next((k for k, t in enumerate(rest) if t in OPERATORS or re.fullmatch(r"\d?[<>]&?\d*", t)),
+                         len(rest))
+                args = rest[:j]
+                redirect = rest[j + 1] if j + 1 < len(rest) and rest[j] == ">" else None
+                out.append((args, redirect))
     return out
 
 
