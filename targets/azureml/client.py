@@ -14,6 +14,9 @@ Azure SDKs are imported inside the functions: importing this module costs nothin
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -96,9 +99,48 @@ def error_code(exc: BaseException) -> str | None:
     return code if isinstance(code, str) else None
 
 
+class _SdkDotFilter:
+    """azure-ai-ml's AzureMLPolling prints a bare "." to stdout on every LRO poll (from the
+    poller's own thread), which would corrupt ``-o json`` output and CI logs.  While an operation
+    of ours runs, this stdout wrapper drops exactly those writes; everything else passes through."""
+
+    active = 0
+    lock = threading.Lock()
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        if text == "." and _SdkDotFilter.active:
+            return 1
+        return int(self._inner.write(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@contextlib.contextmanager
+def _quiet_sdk_progress() -> Any:
+    with _SdkDotFilter.lock:
+        if not isinstance(sys.stdout, _SdkDotFilter):
+            sys.stdout = _SdkDotFilter(sys.stdout)
+        _SdkDotFilter.active += 1
+    try:
+        yield
+    finally:
+        with _SdkDotFilter.lock:
+            _SdkDotFilter.active -= 1
+
+
 def run_op(ctx: TargetContext, what: str, fn: Callable[[], T], *, resource: str | None = None,
            settings: RetrySettings = RetrySettings()) -> T:
     """Run one whole operation, retrying only what azure-core does not (409 busy, OperationCanceled)."""
+    with _quiet_sdk_progress():
+        return _run_op(ctx, what, fn, resource=resource, settings=settings)
+
+
+def _run_op(ctx: TargetContext, what: str, fn: Callable[[], T], *, resource: str | None,
+            settings: RetrySettings) -> T:
     def on_retry(n: int, wait: float, reason: str) -> None:
         ctx.progress(f"{what}: retry {n} in {wait:.0f}s ({reason})")
 
