@@ -98,6 +98,34 @@ test('service principal -> AZURE_* variables for azure-identity (real task lib, 
   assert.match(tr.stdout, /##vso\[task.setvariable variable=dev_scoring_uri;isoutput=true;\]https:\/\/dev.example\/score/);
 });
 
+test('workload identity federation -> ID token file for azure-identity (real task lib, local OIDC endpoint)', async () => {
+  const { spawn } = require('child_process');
+  const server = spawn(process.execPath, [path.join(__dirname, 'oidc-server.js')]);
+  try {
+    const port = await new Promise((resolve, reject) => {
+      server.stdout.once('data', (d) => resolve(String(d).trim()));
+      server.once('exit', () => reject(new Error('OIDC server exited')));
+    });
+    const tr = await runScenario({
+      inputs: { command: 'plan', manifest, azureSubscription: 'conn-wif', deployctlVersion: '' },
+      endpoint: { id: 'conn-wif', scheme: 'WorkloadIdentityFederation',
+        params: { serviceprincipalid: 'wif-app', tenantid: 'wif-tenant' }, data: { subscriptionid: 'wif-sub' } },
+      variables: { 'System.OidcRequestUri': `http://127.0.0.1:${port}/oidctoken` },
+    }, {
+      PATH: `${fakeBin}${path.delimiter}${process.env.PATH}`,
+      ENDPOINT_AUTH_PARAMETER_SYSTEMVSSCONNECTION_ACCESSTOKEN: 'job-access-token',
+    });
+    assert.ok(tr.succeeded, tr.stdout);
+    assert.match(tr.stdout, /ENV AZURE_CLIENT_ID=wif-app/);
+    assert.match(tr.stdout, /ENV AZURE_SUBSCRIPTION_ID=wif-sub/);
+    assert.match(tr.stdout, /ENV AZURE_CLIENT_SECRET=<unset>/);
+    assert.match(tr.stdout, /TOKEN eyJ.federated.token mode=600/);
+    assert.ok(tr.commands.some((c) => c.command === 'task.setsecret' && c.message === 'eyJ.federated.token'));
+  } finally {
+    server.kill();
+  }
+});
+
 test('missing service connection: Failed with a clear message, deployctl not run', async () => {
   const tr = await runScenario({
     inputs: { command: 'apply', manifest, azureSubscription: '', deployctlVersion: '' },
