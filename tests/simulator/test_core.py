@@ -44,6 +44,7 @@ def test_rate_faults_are_deterministic_per_seed():
 def test_latency_spec():
     m = LatencyModel.parse("call=0.5,deployment=600,scale=0.5")
     assert (m.call_seconds(), m.lro_seconds("deployment"), m.lro_seconds("endpoint")) == (0.25, 300, 30)
+    assert LatencyModel.parse("realtime=1").realtime and not m.realtime
     with pytest.raises(ValueError, match="unknown key"):
         LatencyModel.parse("bogus=1")
 

@@ -28,7 +28,9 @@ def load(cls: Any, path: Path, **kwargs: Any) -> Any:
         raise ValueError(f"{path}: not a simulated-cloud state file ({e})") from None
     if not isinstance(state, dict) or state.get("version") != 1:
         raise ValueError(f"{path}: not a simulated-cloud state file (version {state.get('version')!r})")
-    clock = kwargs.pop("clock", None) or VirtualClock(start=float(state.get("clock") or 1_700_000_000.0))
+    saved = float(state.get("clock") or 1_700_000_000.0)
+    clock = kwargs.pop("clock", None) or VirtualClock(start=saved)
+    clock.advance(max(0.0, saved - clock.now()))  # a given clock (e.g. real-time) resumes at the saved time
     sim = cls(clock=clock, **kwargs)
     sim.state.update(state)
     # Ids stay unique across runs: the RNG continues from how many ids were handed out.
