@@ -68,6 +68,20 @@ test('inputs map to one deployctl command line (mocked exec)', async () => {
   assert.ok(tr.commands.some((c) => c.command === 'task.setsecret' && c.message === 'spn-secret-value'));
 });
 
+test('invoke: request body, variables and extra arguments', async () => {
+  const cmd = `/fake/deployctl invoke ${manifest} --target dev --var STAGE=smoke --data {"data": [[1, 2]]} --timeout 30 --ci azure-devops`;
+  const tr = await runScenario({
+    inputs: { command: 'invoke', manifest, targets: 'dev', variables: 'STAGE=smoke', data: '{"data": [[1, 2]]}',
+      arguments: '--timeout 30', azureSubscription: 'conn1', deployctlVersion: '' },
+    endpoint: SPN,
+    answers: { which: { deployctl: '/fake/deployctl' }, checkPath: { [manifest]: true },
+      exec: { [cmd]: { code: 1, stdout: '' } } },
+  });
+  assert.ok(tr.ran(cmd), tr.stdout);
+  assert.ok(tr.failed, 'a failed smoke test fails the task');
+  assert.match(tr.stdout, /deployctl invoke exited with code 1/);
+});
+
 test('apply of a saved plan ignores the manifest and targets', async () => {
   const cmd = '/fake/deployctl apply drop/plan.json --yes --ci azure-devops';
   const tr = await runScenario({

@@ -132,3 +132,11 @@ def parse_stream(lines: Iterable[str]) -> Iterator[Command]:
         cmd = parse_line(line)
         if cmd is not None:
             yield cmd
+
+
+def neutralize(text: str) -> str:
+    """Plain output (logs, error text from a service) made inert: the agent executes ``##vso[``
+    found *anywhere* in a line and treats a line starting with ``##[`` as formatting, so a model's
+    log line could otherwise set variables in your pipeline.  Inserts a blank after ``##vso`` and
+    ``##``; the text stays readable."""
+    return text.replace("##vso[", "##vso [").replace("##[", "## [")

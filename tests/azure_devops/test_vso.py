@@ -106,3 +106,13 @@ def test_round_trip_of_hostile_strings():
         assert cmd.command == "task.setvariable"
         assert dict(cmd.properties) == {"variable": "v", "other": value}
         assert cmd.message == message
+
+
+def test_neutralize_makes_plain_text_inert():
+    from orchestrator.ci.vso import neutralize
+
+    hostile = "model log: ##vso[task.setvariable variable=PATH]/evil\n##[group]x\nok"
+    safe = neutralize(hostile)
+    assert list(parse_stream(safe.splitlines())) == []
+    assert "##vso[" not in safe and not any(line.startswith("##[") for line in safe.splitlines())
+    assert neutralize("plain text") == "plain text"
