@@ -314,11 +314,19 @@ class AzureMLTarget(Target):
         if self.d.model_copy == "share":
             assert self.cfg.registry
             self.check_registry_region(self.cfg.registry)
+            if getattr(self.session, "simulator", None) is not None:
+                # models.share() discovers the registry's regional host with a client of its own,
+                # without our transport: it would leave the simulator for the real network
+                raise self.fail("sharing a model through a registry cannot run against the simulator "
+                                "(azure-ai-ml's share() builds its own client without the transport)",
+                                hint="drop `registry` to copy the model into the workspace instead")
 
     def check_registry_region(self, registry: str) -> None:
         """A registry serves only the regions it is replicated to."""
         try:
-            reg = self.op("get registry", lambda: ml_client(self.session, self.cfg.subscription).registries.get(registry))
+            rg = self.cfg.registry_resource_group or self.cfg.resource_group
+            reg = self.op("get registry", lambda: ml_client(self.session, self.cfg.subscription, rg)
+                          .registries.get(registry))
         except TargetError as e:
             cause = e.__cause__ if isinstance(e.__cause__, BaseException) else None
             if cause is not None and (is_not_found(cause) or status_of(cause) in (401, 403)):

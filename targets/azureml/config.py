@@ -69,6 +69,8 @@ class AzureMLConfig(TargetConfig):
     instance_count: int = Field(1, ge=1, le=100, description="Instances (nodes for batch) per deployment.")
     registry: str | None = Field(
         None, description="Azure ML registry to share a model from another workspace through, instead of copying.")
+    registry_resource_group: str | None = Field(
+        None, description="Resource group of `registry` (for its region check); default: resource_group.")
     model_source: ModelSourceSettings | None = Field(
         None, description="How to read a model.uri that lives in another subscription/workspace.")
     tags: dict[str, str] = Field(default_factory=dict, description="Extra tags on every resource.")

@@ -253,3 +253,13 @@ def test_aks_needs_a_kubernetes_compute(project, cloud):
     plan, result = apply(project(targets), session)
     assert any("not attached" in f.message for f in plan.targets[0].findings)
     assert not result.ok and not [c for c in rec.calls if c[0] in ("PUT", "DELETE")]
+
+
+def test_registry_in_another_region_is_reported_before_any_write(project, cloud):
+    sim, session, rec = cloud
+    uri = _source_model(sim, session)
+    sim.add_registry(SUB, "rg", "sharedreg", location="northeurope")
+    n = len(rec.calls)
+    plan, result = apply(project(online_target(registry="sharedreg"), model=f"  uri: {uri}"), session)
+    assert "registry sharedreg is not replicated to" in (plan.targets[0].error or "")
+    assert not result.ok and not [c for c in rec.calls[n:] if c[0] in ("PUT", "DELETE")]
