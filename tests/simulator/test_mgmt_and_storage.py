@@ -186,3 +186,21 @@ def test_http_error_surfaces_through_the_mgmt_client(cloud):
     with pytest.raises(HttpResponseError) as e:
         aci.container_groups.get("rg", "x")
     assert e.value.status_code == 500
+
+
+def test_etag_preconditions_and_arm_budget_headers(cloud):
+    from azure.core import PipelineClient
+    from azure.core.rest import HttpRequest
+
+    arm = PipelineClient("https://management.azure.com", transport=cloud.transport)
+    url = (f"https://management.azure.com/subscriptions/{SUB}/resourceGroups/rg/providers/"
+           "Microsoft.ContainerRegistry/registries/cr2?api-version=2023-07-01")
+    body = {"location": "eastus", "sku": {"name": "Basic"}}
+    created = arm.send_request(HttpRequest("PUT", url, json=body, headers={"If-None-Match": "*"}))
+    assert created.status_code == 200 and created.headers["x-ms-ratelimit-remaining-subscription-writes"]
+    again = arm.send_request(HttpRequest("PUT", url, json=body, headers={"If-None-Match": "*"}))
+    assert again.status_code == 412
+    etag = created.json()["etag"]
+    stale = arm.send_request(HttpRequest("PUT", url, json=body, headers={"If-Match": '"stale"'}))
+    assert stale.status_code == 412 and stale.json()["error"]["code"] == "PreconditionFailed"
+    assert arm.send_request(HttpRequest("PUT", url, json=body, headers={"If-Match": etag})).status_code == 200

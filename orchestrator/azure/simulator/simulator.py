@@ -173,6 +173,12 @@ class AzureSimulator:
                 if resp is None:
                     resp = self._unsupported(req, f"{operation}: not simulated")
             log.status = resp.status
+            if req.host == "management.azure.com":
+                # the budget headers ARM sends (throttling: 429 once they reach 0)
+                left = max(0, 12000 - len(self.requests))
+                kind = "reads" if req.method in ("GET", "HEAD") else "writes"
+                resp.headers.setdefault(f"x-ms-ratelimit-remaining-subscription-{kind}", str(left))
+                resp.headers.setdefault("x-ms-request-id", self.new_id())
             return resp
 
     def _fault_response(self, fault: Any, req: Request, log: LoggedRequest) -> Response | None:

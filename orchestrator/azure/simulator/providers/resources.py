@@ -80,6 +80,8 @@ class ResourceManager:
         bad = sim.check_request(req, operation)
         if bad is not None:
             return bad
+        if (pre := self.precondition(req)) is not None:
+            return pre
         handler = self.namespaces.get(namespace.lower())
         if handler is not None:
             resp = handler.handle(req, operation)
@@ -92,6 +94,20 @@ class ResourceManager:
                 return arm.generic(sim, req, f"{namespace}_{req.method.title()}", False, namespace)
             return None
         return arm.generic(sim, req, route[0].operation, route[0].long_running, namespace)
+
+    def precondition(self, req: Request) -> Response | None:
+        """ETags: If-Match / If-None-Match on writes answer 412 like ARM when they do not hold."""
+        if req.method not in ("PUT", "PATCH", "DELETE"):
+            return None
+        res = self.sim.get(req.path)
+        match, none_match = req.header("if-match"), req.header("if-none-match")
+        if match and match != "*" and (res is None or res.get("etag") != match):
+            return arm_error(412, "PreconditionFailed", f"The ETag {match} does not match the resource's current ETag.")
+        if match == "*" and res is None:
+            return arm_error(412, "PreconditionFailed", "If-Match: * but the resource does not exist.")
+        if none_match == "*" and res is not None:
+            return arm_error(412, "PreconditionFailed", "If-None-Match: * but the resource already exists.")
+        return None
 
     def ensure_group(self, sub: str, rg: str) -> bool:
         path = f"/subscriptions/{sub}/resourceGroups/{rg}"
