@@ -188,3 +188,24 @@ def test_simulator_answers_conform_to_the_spec_response_schemas(azure_simulator)
     checked = {op for op, _, _ in sim.conformance.checked}
     assert {"OnlineEndpoints_CreateOrUpdate", "OnlineDeployments_CreateOrUpdate", "Usages_List"} <= checked
     assert sim.conformance.response_problems == []
+
+
+def test_command_line_seeds_and_shows_a_persisted_cloud(tmp_path, capsys):
+    from orchestrator.azure.simulator.__main__ import main
+
+    state = tmp_path / "cloud.json"
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.pkl").write_bytes(b"weights")
+    assert main(["add-model", str(state), SUB, "models-rg", "models-ws", "iris", "1", str(tmp_path / "model")]) == 0
+    assert main(["quota", str(state), SUB, "eastus", "standardDSv2Family", "4"]) == 0
+    assert main(["deny", str(state), "other-sub", "--principal", "ci"]) == 0
+    assert main(["show", str(state)]) == 0
+    out = capsys.readouterr().out
+    assert "/models/iris/versions/1" in out
+    sim = AzureSimulator.load(state)
+    model = sim.get(f"/subscriptions/{SUB}/resourceGroups/models-rg/providers/Microsoft.MachineLearningServices/"
+                    "workspaces/models-ws/models/iris/versions/1")
+    assert model["properties"]["modelUri"].endswith("/models/iris/1/model/")
+    assert sim.quota_limit(SUB, "eastus", "standardDSv2Family") == 4
+    assert sim.state["denied"] == [{"scope": "/subscriptions/other-sub", "principal": "ci"}]
+    assert main(["add-model", str(state), SUB, "rg", "ws", "m", "1", str(tmp_path / "missing")]) == 2

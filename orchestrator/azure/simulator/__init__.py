@@ -30,6 +30,13 @@ Faults (``sim.faults``; spec strings for ``--simulate`` / ``DEPLOYCTL_SIMULATE_F
 Latency (``sim.latency``; ``DEPLOYCTL_SIMULATE_LATENCY``): ``"call=0.2,endpoint=90,deployment=300,
 compute=120,delete=30,default=20,scale=0.1,realtime=1"`` — simulated seconds per request and per
 long-running operation kind; ``realtime=1`` makes the clock really wait.  See :mod:`.latency`.
+
+A persisted cloud (``deployctl apply --simulate`` keeps it as ``<state-dir>/simulated-azure.json``)
+can be inspected and seeded — e.g. the source model of a cross-subscription copy — with
+``python -m orchestrator.azure.simulator show|add-model|quota|deny STATE ...`` (see :mod:`.__main__`).
+Limitation: azure-ai-ml's ``models.share()`` builds a registry-discovery client without the
+transport (it would reach the network); create the registry version through an
+``MLClient(registry_name=..., transport=...)`` instead, which the simulator serves.
 """
 
 from __future__ import annotations
