@@ -135,68 +135,70 @@ def main() -> None:
         proj = tmp / "quickstart"
         shutil.copytree(QUICKSTART, proj, ignore=shutil.ignore_patterns(".deployctl"))
         manifest = str(proj / "deployctl.yaml")
-        t_cold, _ = timed(lambda: run([*DEPLOYCTL, "apply", manifest, "--yes"], env=env))
-        score = proj / "src" / "score.py"
-        # The first redeploy follows the cold apply at once, while the zygote may still be importing
-        # the model's packages; later ones find it warm (as after any pause to edit the code).
-        code_only = []
-        for i in range(3):
-            score.write_text(score.read_text() + f"\n# code-only change {i}\n")
-            code_only.append(timed(lambda: run([*DEPLOYCTL, "apply", manifest, "--yes"], env=env))[0])
-        t_noop, _ = timed(lambda: run([*DEPLOYCTL, "apply", manifest, "--yes"], env=env))
-        rows.append(("cold apply (warm uv cache)", f"{t_cold:.2f}s", "env + server + smoke test"))
-        rows.append(("code-only redeploy, at once", f"{code_only[0]:.2f}s",
-                     f"{t_cold / code_only[0]:.1f}x faster than cold (bar: <= 1 s)"))
-        t_code = statistics.median(code_only[1:])
-        rows.append(("code-only redeploy, again", f"{t_code:.2f}s", f"{t_cold / t_code:.1f}x faster than cold (bar: <= 1 s)"))
-        rows.append(("no-op apply", f"{t_noop:.2f}s", "zero writes (bar: <= 0.3 s)"))
-
-        # -- serving: ours vs azmlinfsrv ------------------------------------------------------
-        state = proj / ".deployctl" / "iris-quickstart" / "dev"
-        record = json.loads((state / "deployment.json").read_text())
-        ours = load(record["public_port"], args.requests, (state / "key").read_text().strip())
-
-        srv_env = ensure_environment(lines + ["azureml-inference-server-http==1.5.1"], "3.11", cache=tmp / "uv-env")
-        port, health = free_port(), free_port()
-        launcher = ("import sys; from azureml_inference_server_http import amlserver_linux as s; "
-                    "s.run('127.0.0.1', int(sys.argv[1]), 1, int(sys.argv[2]))")  # azmlinfsrv's own gunicorn setup, on loopback
-        srv = subprocess.Popen(
-            [str(srv_env.python), "-c", launcher, str(port), str(health)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env=dict(env, AZUREML_ENTRY_SCRIPT=str(proj / "src" / "score.py"), AZUREML_MODEL_DIR=str(proj),
-                     PYTHONDONTWRITEBYTECODE=""), start_new_session=True)
         try:
-            wait_port(port)
-            theirs = load(port, args.requests)
-        finally:
-            os.killpg(srv.pid, signal.SIGTERM)
-            srv.wait()
-        rows.append(("serving, one connection: deployctl", f"{ours['rps']:.0f} req/s",
-                     f"p50 {ours['p50_ms']:.2f} ms, p99 {ours['p99_ms']:.2f} ms"))
-        rows.append(("serving, one connection: azmlinfsrv", f"{theirs['rps']:.0f} req/s",
-                     f"p50 {theirs['p50_ms']:.2f} ms, p99 {theirs['p99_ms']:.2f} ms, {theirs['reconnects']} reconnects"))
-        rows.append(("serving ratio", f"{ours['rps'] / theirs['rps']:.1f}x", "deployctl vs azmlinfsrv (bar: >= 1x)"))
+            t_cold, _ = timed(lambda: run([*DEPLOYCTL, "apply", manifest, "--yes"], env=env))
+            score = proj / "src" / "score.py"
+            # The first redeploy follows the cold apply at once, while the zygote may still be importing
+            # the model's packages; later ones find it warm (as after any pause to edit the code).
+            code_only = []
+            for i in range(3):
+                score.write_text(score.read_text() + f"\n# code-only change {i}\n")
+                code_only.append(timed(lambda: run([*DEPLOYCTL, "apply", manifest, "--yes"], env=env))[0])
+            t_noop, _ = timed(lambda: run([*DEPLOYCTL, "apply", manifest, "--yes"], env=env))
+            rows.append(("cold apply (warm uv cache)", f"{t_cold:.2f}s", "env + server + smoke test"))
+            rows.append(("code-only redeploy, at once", f"{code_only[0]:.2f}s",
+                         f"{t_cold / code_only[0]:.1f}x faster than cold (bar: <= 1 s)"))
+            t_code = statistics.median(code_only[1:])
+            rows.append(("code-only redeploy, again", f"{t_code:.2f}s", f"{t_cold / t_code:.1f}x faster than cold (bar: <= 1 s)"))
+            rows.append(("no-op apply", f"{t_noop:.2f}s", "zero writes (bar: <= 0.3 s)"))
 
-        # -- initialize once vs load the model on every call -----------------------------------
-        # A model of realistic weight (a 200-tree random forest; the iris pickle is 1 KB and loads
-        # in microseconds), trained here with the scikit-learn version the environment pins.
-        import joblib
-        from sklearn.datasets import load_iris
-        from sklearn.ensemble import RandomForestClassifier
+            # -- serving: ours vs azmlinfsrv ------------------------------------------------------
+            state = proj / ".deployctl" / "iris-quickstart" / "dev"
+            record = json.loads((state / "deployment.json").read_text())
+            ours = load(record["public_port"], args.requests, (state / "key").read_text().strip())
 
-        x, y = load_iris(return_X_y=True)
-        joblib.dump(RandomForestClassifier(n_estimators=200, random_state=0).fit(x, y), proj / "model" / "model.pkl")
-        size_mb = (proj / "model" / "model.pkl").stat().st_size / 1e6
-        run([*DEPLOYCTL, "apply", manifest, "--yes"], env=env)
-        n = max(100, args.requests // 20)
-        once = load(record["public_port"], n, (state / "key").read_text().strip())
-        score.write_text(score.read_text().replace(
-            "    data = json.loads(raw_data)[\"data\"]",
-            "    init()  # anti-pattern: load the model on every call\n    data = json.loads(raw_data)[\"data\"]"))
-        run([*DEPLOYCTL, "apply", manifest, "--yes"], env=env)
-        per_call = load(record["public_port"], n, (state / "key").read_text().strip())
-        rows.append(("initialize once vs load per call", f"{once['rps'] / per_call['rps']:.1f}x",
-                     f"{once['rps']:.0f} vs {per_call['rps']:.0f} req/s, {size_mb:.1f} MB random forest (field lesson: 6x)"))
-        run([*DEPLOYCTL, "destroy", manifest, "--yes"], env=env)
+            srv_env = ensure_environment(lines + ["azureml-inference-server-http==1.5.1"], "3.11", cache=tmp / "uv-env")
+            port, health = free_port(), free_port()
+            launcher = ("import sys; from azureml_inference_server_http import amlserver_linux as s; "
+                        "s.run('127.0.0.1', int(sys.argv[1]), 1, int(sys.argv[2]))")  # azmlinfsrv's own gunicorn setup, on loopback
+            srv = subprocess.Popen(
+                [str(srv_env.python), "-c", launcher, str(port), str(health)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=dict(env, AZUREML_ENTRY_SCRIPT=str(proj / "src" / "score.py"), AZUREML_MODEL_DIR=str(proj),
+                         PYTHONDONTWRITEBYTECODE=""), start_new_session=True)
+            try:
+                wait_port(port)
+                theirs = load(port, args.requests)
+            finally:
+                os.killpg(srv.pid, signal.SIGTERM)
+                srv.wait()
+            rows.append(("serving, one connection: deployctl", f"{ours['rps']:.0f} req/s",
+                         f"p50 {ours['p50_ms']:.2f} ms, p99 {ours['p99_ms']:.2f} ms"))
+            rows.append(("serving, one connection: azmlinfsrv", f"{theirs['rps']:.0f} req/s",
+                         f"p50 {theirs['p50_ms']:.2f} ms, p99 {theirs['p99_ms']:.2f} ms, {theirs['reconnects']} reconnects"))
+            rows.append(("serving ratio", f"{ours['rps'] / theirs['rps']:.1f}x", "deployctl vs azmlinfsrv (bar: >= 1x)"))
+
+            # -- initialize once vs load the model on every call -----------------------------------
+            # A model of realistic weight (a 200-tree random forest; the iris pickle is 1 KB and loads
+            # in microseconds), trained here with the scikit-learn version the environment pins.
+            import joblib
+            from sklearn.datasets import load_iris
+            from sklearn.ensemble import RandomForestClassifier
+
+            x, y = load_iris(return_X_y=True)
+            joblib.dump(RandomForestClassifier(n_estimators=200, random_state=0).fit(x, y), proj / "model" / "model.pkl")
+            size_mb = (proj / "model" / "model.pkl").stat().st_size / 1e6
+            run([*DEPLOYCTL, "apply", manifest, "--yes"], env=env)
+            n = max(100, args.requests // 20)
+            once = load(record["public_port"], n, (state / "key").read_text().strip())
+            score.write_text(score.read_text().replace(
+                "    data = json.loads(raw_data)[\"data\"]",
+                "    init()  # anti-pattern: load the model on every call\n    data = json.loads(raw_data)[\"data\"]"))
+            run([*DEPLOYCTL, "apply", manifest, "--yes"], env=env)
+            per_call = load(record["public_port"], n, (state / "key").read_text().strip())
+            rows.append(("initialize once vs load per call", f"{once['rps'] / per_call['rps']:.1f}x",
+                         f"{once['rps']:.0f} vs {per_call['rps']:.0f} req/s, {size_mb:.1f} MB random forest (field lesson: 6x)"))
+        finally:  # never leave the server or its zygote behind, even when a step fails
+            subprocess.run([*DEPLOYCTL, "destroy", manifest, "--yes"], env=env, capture_output=True)
 
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:

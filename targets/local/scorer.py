@@ -39,7 +39,8 @@ class Scorer:
         tmp = Path(self._tmp.name)
         status_file = tmp / "status.json"
         cmd = [str(self.python), "-m", "deployctl_runtime.server", "--code", str(self.code_dir), "--entry", self.entry,
-               "--status-file", str(status_file), "--workers", "1"]
+               "--status-file", str(status_file), "--workers", "1",
+               "--exit-with-parent"]  # never outlive the caller, even if it forgets stop()
         self._pid = processes.start_detached(cmd, self._runtime_env(), tmp / "server.log", cwd=self.code_dir)
         status = processes.wait_for(status_file, self._pid, lambda s: s.get("state") == "ready", 180)
         if status.get("state") != "ready":

@@ -38,3 +38,29 @@ def _batch(mini_batch):
     bad.write_text("def init():\n    raise RuntimeError('no model here')\ndef run(x): pass\n")
     with pytest.raises(TargetError, match="no model here"):
         Scorer(python, code, "bad.py", QUICKSTART).start()
+
+
+def test_a_forgotten_scorer_stops_with_its_owner(tmp_path, env_cache):
+    """A caller that exits without stop() must not leave a server behind."""
+    import subprocess
+    import sys
+    import time
+
+    from targets.local import processes
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "score.py").write_text("def init(): pass\ndef run(raw):\n    return raw\n")
+    owner = subprocess.run([sys.executable, "-c", f"""
+from pathlib import Path
+import sys
+from targets.local.scorer import Scorer
+s = Scorer(Path(sys.executable), Path({str(code)!r}), "score.py", Path({str(tmp_path)!r})).start()
+print(s._pid)
+"""], capture_output=True, text=True, timeout=120, cwd=QUICKSTART.parents[1])
+    assert owner.returncode == 0, owner.stderr
+    pid = int(owner.stdout.split()[-1])
+    deadline = time.monotonic() + 10
+    while processes.alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not processes.alive(pid)

@@ -351,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--version", default="")
     ap.add_argument("--drain-seconds", type=float, default=30, help="longest wait for in-flight requests when stopping")
     ap.add_argument("--handoff", help="unix socket through which versions pass the public socket on")
+    ap.add_argument("--exit-with-parent", action="store_true",
+                    help="stop when the process that started this one exits (embedded use: the Scorer)")
     args = ap.parse_args(argv)
 
     private = listen(args.private_port)
@@ -409,7 +411,11 @@ def main(argv: list[str] | None = None) -> int:
 
     ready = published = 0
     os.set_blocking(ready_r, False)
+    owner = os.getppid()
     while children:
+        if args.exit_with_parent and not stopping and os.getppid() != owner:
+            print("the process that started this server exited; stopping", file=sys.stderr, flush=True)
+            on_term()
         try:
             data = os.read(ready_r, 64)
         except BlockingIOError:
