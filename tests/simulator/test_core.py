@@ -209,3 +209,28 @@ def test_command_line_seeds_and_shows_a_persisted_cloud(tmp_path, capsys):
     assert sim.quota_limit(SUB, "eastus", "standardDSv2Family") == 4
     assert sim.state["denied"] == [{"scope": "/subscriptions/other-sub", "principal": "ci"}]
     assert main(["add-model", str(state), SUB, "rg", "ws", "m", "1", str(tmp_path / "missing")]) == 2
+
+
+def test_read_timeout_and_storage_retries_wait_on_the_virtual_clock(azure_simulator):
+    import time
+
+    from azure.storage.blob import BlobClient, BlobServiceClient
+
+    sim = azure_simulator
+    sim.add_workspace(SUB, "rg", "ws")
+    sim.faults.on("Datastores_Get", "timeout", times=1)  # azure-core retries reads
+    assert mlclient(sim).datastores.get("workspaceblobstore").name == "workspaceblobstore"
+    svc = BlobServiceClient("https://acct9.blob.core.windows.net", credential="a2V5", transport=sim.transport)
+    svc.create_container("c")
+    sim.faults.script("503")  # untargeted faults skip the storage data plane (its sub-clients sleep for real)
+    svc.get_blob_client("c", "y.txt").upload_blob(b"y")
+    assert sim.faults.scripted == ["503"]
+    sim.faults.clear()
+    # a BlobClient built with transport= retries on the virtual clock (storage back-off: 15 s and more)
+    client = BlobClient("https://acct9.blob.core.windows.net", "c", "x.txt", credential="a2V5", transport=sim.transport)
+    sim.faults.on("Blob_Put", "503", times=2)
+    real0, slept0 = time.monotonic(), sim.clock.slept
+    client.upload_blob(b"data")
+    assert sim.clock.slept - slept0 >= 15 and time.monotonic() - real0 < 5
+    assert [k for _, k in sim.faults.injected] == ["timeout", "503", "503"]
+    assert client.download_blob().readall() == b"data"

@@ -12,6 +12,12 @@ Three ways to ask for them, combinable:
   from the REST spec (or the simulator's own names: ``Blob_Put``, ``Blob_Get``, ``Score`` ...);
 - as a scripted sequence: ``faults.script("429", "503")`` — the next requests, in order.
 
+Scripted and rate faults skip the storage data planes (blob, queue): azure-storage's clients made
+by ``get_blob_client()``/``upload_blob()`` wrap the transport in a ``TransportWrapper`` whose
+``sleep()`` is the real ``time.sleep``, so their retries would wait in real time.  Faults named for
+a storage operation (``503@Blob_Put``) still apply; build a ``BlobClient`` directly with
+``transport=`` to keep its retries on the virtual clock.
+
 Spec strings (``--simulate`` faults, ``DEPLOYCTL_SIMULATE_FAULTS``), comma-separated items:
 ``rate=0.1``, ``kinds=429|503``, ``seed=3``, ``retry_after=2``, ``slow=5``, ``KIND:N`` (script
 KIND N times), ``KIND@OPERATION:N`` (N times on that operation).  Example:
@@ -74,11 +80,14 @@ class FaultInjector:
         self.injected.append((operation, kind))
         return Fault(kind, self.retry_after, self.slow_s)
 
-    def next_request(self, operation: str) -> Fault | None:
-        """The fault for this request, if any (long-running-operation outcomes excluded)."""
+    def next_request(self, operation: str, *, untargeted: bool = True) -> Fault | None:
+        """The fault for this request, if any (long-running-operation outcomes excluded).
+        ``untargeted=False``: only faults named for this operation apply (see the simulator)."""
         queue = self.by_operation.get(operation.lower())
         if queue and queue[0] not in LRO_KINDS:
             return self._fault(operation, queue.pop(0))
+        if not untargeted:
+            return None
         if self.scripted and self.scripted[0] not in LRO_KINDS:
             return self._fault(operation, self.scripted.pop(0))
         if self.rate and self._rng.random() < self.rate:

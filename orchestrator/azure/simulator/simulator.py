@@ -159,7 +159,9 @@ class AzureSimulator:
             log = LoggedRequest(req.method, req.url, req.host, req.path, req.query.get("api-version"), operation,
                                 0, principal, req.body if len(req.body) < 65536 else b"")
             self.requests.append(log)
-            fault = self.faults.next_request(operation)
+            # storage SDK sub-clients sleep for real on retries (see faults.py): only targeted faults
+            fault = self.faults.next_request(operation, untargeted=type(provider).__name__ not in
+                                             ("BlobService", "QueueService"))
             if fault is not None:
                 resp = self._fault_response(fault, req, log)
                 if resp is not None:
