@@ -134,8 +134,15 @@ def read_plan(path: str | Path) -> Plan:
 
 
 def load_for_plan(plan: Plan, *, vars: Mapping[str, str] | None = None, **kw: Any) -> Deployment:  # noqa: A002
-    """The deployment a saved plan was made for (its manifest, as it is now)."""
+    """The deployment a saved plan was made for (its manifest, as it is now).
+
+    The manifest is looked up where the plan was made, then at the same path relative to the
+    working directory: a pipeline's apply job may run in another checkout folder than its plan
+    job.  The manifest's digest check still guarantees it is the same manifest."""
     path = Path(plan.manifest)
+    if not path.exists() and plan.manifest_relative and (Path.cwd() / plan.manifest_relative).exists():
+        path = Path.cwd() / plan.manifest_relative
     if not path.exists():
-        raise PlanStaleError(f"the plan's manifest {path} no longer exists")
+        raise PlanStaleError(f"the plan's manifest {plan.manifest} no longer exists"
+                             + (f" (nor {plan.manifest_relative} here)" if plan.manifest_relative else ""))
     return Deployment(load_manifest(path, variables=vars), **kw)

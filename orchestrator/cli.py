@@ -137,16 +137,35 @@ def _detect_ci(ci: str | None) -> Any:
     return detect(ci)
 
 
+def _identity(text: str) -> str:
+    return text
+
+
+# Applied to every line of plain output: under Azure Pipelines, text from models or services
+# (logs, error messages) must not be able to smuggle in a ##vso[...] command.
+_neutralize: Callable[[str], str] = _identity
+
+
+def _safe(text: str) -> str:
+    return _neutralize(redact(text))
+
+
 class _Run:
     """Everything one command needs: CI integration, reporter, deployment factory."""
 
     def __init__(self, ci: CIMode | None, output: OutputFormat = OutputFormat.table) -> None:
+        global _neutralize
         self.ci = _detect_ci(ci.value if ci else None)
         self.output = output
+        if type(self.ci).__name__ == "AzureDevOpsIntegration":
+            from orchestrator.ci.vso import neutralize
+
+            _neutralize = neutralize
         from orchestrator.events import FanoutReporter, LineReporter, Reporter, RichReporter
 
         # A spinner and colours on a terminal; plain lines in CI logs and pipes.
-        plain: Reporter = RichReporter(err) if err.is_terminal and not os.environ.get("CI") else LineReporter(sys.stderr)
+        plain: Reporter = (RichReporter(err) if err.is_terminal and not os.environ.get("CI")
+                           else LineReporter(sys.stderr, clean=_neutralize))
         extra = self.ci.reporter()
         self.reporter = FanoutReporter(plain, extra) if extra else plain
 
@@ -183,14 +202,14 @@ def _guard(run: _Run | None, body: Callable[[], int]) -> NoReturn:
         code = body()
     except ManifestError as e:
         for issue in e.issues:
-            err.print(f"[bold red]error[/]: {redact(str(issue))}", markup=True, highlight=False)
+            err.print(f"[bold red]error[/]: {_safe(str(issue))}", markup=True, highlight=False)
         n = len(e.issues)
         err.print(f"{n} problem{'s' if n != 1 else ''} in the manifest; nothing was changed.")
         if run:
             run.ci.manifest_error(e)
         code, message = EXIT_INVALID, "invalid manifest"
     except DeployctlError as e:
-        err.print(f"[bold red]error[/]: {redact(str(e))}", markup=True)
+        err.print(f"[bold red]error[/]: {_safe(str(e))}", markup=True)
         if run:
             run.ci.error(redact(str(e).splitlines()[0]))
         code, message = e.exit_code, redact(str(e).splitlines()[0])
@@ -204,12 +223,12 @@ def _guard(run: _Run | None, body: Callable[[], int]) -> NoReturn:
 
 def _emit_json(value: Any) -> None:
     text = value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
-    sys.stdout.write(redact(text) + "\n")
+    sys.stdout.write(_safe(text) + "\n")
 
 
 def _print_lines(lines: list[str]) -> None:
     for line in lines:
-        out.print(redact(line), markup=False)
+        out.print(_safe(line), markup=False)
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -434,7 +453,7 @@ def status(
             sys.stdout.write(json.dumps(docs, indent=2, default=str) + "\n")  # keys only when asked
         else:
             for line in __import__("orchestrator.render", fromlist=["status_lines"]).status_lines(statuses, show_keys):
-                out.print(line if show_keys else redact(line), markup=False)
+                out.print(_neutralize(line) if show_keys else _safe(line), markup=False)
         for s in statuses:
             if s.drifted:
                 run.reporter.warning(s.target, "drift: resources were changed outside deployctl")
@@ -486,7 +505,7 @@ def invoke(
             _emit_json(result.model_dump_json(indent=2))
         else:
             body_ = result.body if isinstance(result.body, str) else json.dumps(result.body, indent=2, default=str)
-            out.print(redact(body_ or ""), markup=False)
+            out.print(_safe(body_ or ""), markup=False)
             for k in ("request_id", "state", "output"):
                 if getattr(result, k):
                     err.print(f"{k}: {getattr(result, k)}")
@@ -509,7 +528,7 @@ def logs(
 
     def body() -> int:
         with run.deployment(manifest, where) as d:
-            sys.stdout.write(d.logs(target, tail=tail, deployment=deployment).rstrip("\n") + "\n")
+            sys.stdout.write(_safe(d.logs(target, tail=tail, deployment=deployment).rstrip("\n")) + "\n")
         return EXIT_OK
 
     _guard(run, body)

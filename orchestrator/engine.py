@@ -61,6 +61,14 @@ from orchestrator.target import (
 )
 
 
+def _relative(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it, else ""."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return ""
+
+
 class ChangeOutcome(BaseModel):
     address: str
     action: Action
@@ -222,7 +230,8 @@ class Engine:
         cfgs = self.select(names)
         with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="plan") as pool:
             plans = list(pool.map(lambda c: self._plan_one(c, destroy), cfgs))
-        return Plan(manifest=str(self.loaded.path), manifest_name=self.manifest.name,
+        return Plan(manifest=str(self.loaded.path), manifest_relative=_relative(self.loaded.path),
+                    manifest_name=self.manifest.name,
                     manifest_digest=self.loaded.digest, destroy=destroy, targets=plans)
 
     def _plan_one(self, cfg: TargetConfig, destroy: bool) -> TargetPlan:

@@ -44,13 +44,14 @@ class Reporter:
 class LineReporter(Reporter):
     """Plain timestamp-free lines on a stream: what CI logs want. Thread-safe."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, clean: Any = None) -> None:
         self.stream = stream or sys.stderr
+        self.clean = clean or (lambda text: text)
         self._lock = threading.Lock()
 
     def _write(self, line: str) -> None:
         with self._lock:
-            self.stream.write(redact(line) + "\n")
+            self.stream.write(self.clean(redact(line)) + "\n")
             self.stream.flush()
 
     def progress(self, target: str, message: str) -> None:

@@ -90,7 +90,8 @@ class Plan(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     format: str = PLAN_FORMAT
-    manifest: str
+    manifest: str  # absolute path where the plan was made
+    manifest_relative: str = ""  # the same, relative to the working directory then (another checkout, same layout)
     manifest_name: str
     manifest_digest: str
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))

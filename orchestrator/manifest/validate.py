@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import os
 import typing
 from collections.abc import Mapping
@@ -122,7 +123,9 @@ def load_manifest(
         raise ManifestError(issues=issues)
     fields = {k: getattr(core, k) for k in Manifest.model_fields if k != "targets"}
     manifest = Manifest.model_construct(**fields, targets=configs)
-    digest = hashlib.sha256(manifest.model_dump_json().encode()).hexdigest()[:16]
+    # Location-independent: a saved plan may be applied from another checkout of the same files.
+    base = json.dumps(str(ctx["base_dir"].resolve()))[1:-1]
+    digest = hashlib.sha256(manifest.model_dump_json().replace(base, "<manifest-dir>").encode()).hexdigest()[:16]
     return LoadedManifest(manifest, path, digest, smap)
 
 

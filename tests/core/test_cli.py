@@ -92,6 +92,10 @@ def test_status_hides_keys_unless_asked_and_logs_are_redacted(project, memory_cl
     assert "key: sekret-dev-0123456789" in r.stdout
     r = cli("logs", str(m), "--target", "dev")
     assert "sekret" not in r.stdout and "key=***" in r.stdout
+    assert "##vso[task.setvariable" in r.stdout  # plain terminals see the text as it is
+    r = cli("logs", str(m), "--target", "dev", "--ci", "azure-devops")
+    assert "##vso[task.setvariable variable=pwned" not in r.stdout  # ...a pipeline agent must not run it
+    assert "a model printed ##vso [task.setvariable" in r.stdout
 
 
 def test_invoke_and_destroy(project, memory_clouds):
@@ -104,6 +108,25 @@ def test_invoke_and_destroy(project, memory_clouds):
     r = cli("destroy", str(m), "--yes")
     assert r.exit_code == 0
     assert json.loads((project.dir / "cloud.json").read_text()) == {}
+
+
+def test_saved_plan_finds_its_manifest_in_another_checkout(project, memory_clouds, tmp_path, monkeypatch):
+    import shutil
+
+    # a relative cloud file: the "cloud" is the same wherever the checkout is
+    m = project(targets="  - name: dev\n    kind: memory\n    file: cloud.json\n")
+    monkeypatch.chdir(project.dir)
+    r = cli("plan", "deployctl.yaml", "-o", "json")
+    doc = json.loads(r.stdout)
+    assert doc["manifest_relative"] == "deployctl.yaml"
+    other = tmp_path.parent / (tmp_path.name + "-checkout2")
+    shutil.copytree(project.dir, other)
+    shutil.rmtree(project.dir / "src")  # the first checkout is gone...
+    m.unlink()
+    (other / "plan.json").write_text(r.stdout)
+    monkeypatch.chdir(other)
+    r = cli("apply", "plan.json")  # ...the plan applies from the second one
+    assert r.exit_code == 0, r.stderr
 
 
 def test_bad_var_and_missing_plan_file(project):

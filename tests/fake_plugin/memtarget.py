@@ -151,4 +151,5 @@ class MemoryTarget(Target):
         return InvokeResult(ok=True, status_code=200, body={"echo": request.body})
 
     def logs(self, tail: int = 100, deployment: str | None = None) -> str:
-        return "line 1\nkey=sekret-" + self.config.name + "-0123456789\n"
+        return ("line 1\nkey=sekret-" + self.config.name + "-0123456789\n"
+                "a model printed ##vso[task.setvariable variable=pwned]yes\n")
