@@ -51,7 +51,8 @@ class Server:
         status = processes.wait_for(self.status_file, self.pid, lambda s: bool(s.get("public")), 60)
         if not status.get("public"):
             self.stop()
-            pytest.fail(f"server did not start: {status} {(tmp / 'server.log').read_text()[-2000:]}")
+            pytest.fail(f"server did not start: status {status}, alive {processes.alive(self.pid)}, "
+                        f"log: {(tmp / 'server.log').read_text()[-2000:]}")
         self.port = int(status["public_port"])
 
     def request(self, method: str, path: str, body: bytes | None = None,
@@ -139,7 +140,8 @@ def test_inference_schema_swagger_and_parsed_input(server):
 def test_sigterm_finishes_in_flight_requests(server):
     import threading
 
-    s = server(SCRIPT.replace("time.sleep(0.05)", "time.sleep(0.5)"))
+    s = server(SCRIPT.replace("time.sleep(0.05)",
+                              "open(os.environ['AZUREML_MODEL_DIR'] + '/in-run', 'w').close(); time.sleep(0.5)"))
     got: list[tuple[int, str | None]] = []
 
     def call() -> None:
@@ -148,7 +150,9 @@ def test_sigterm_finishes_in_flight_requests(server):
 
     t = threading.Thread(target=call)
     t.start()
-    time.sleep(0.2)  # the request is in run()
+    deadline = time.monotonic() + 30  # bounded: wait until the request is in run()
+    while not (s.status_file.parent / "in-run").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     s.stop()
     t.join(10)
     assert got == [(200, "close")]  # answered, and told to reconnect (to the next version)
