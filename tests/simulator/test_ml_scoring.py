@@ -82,6 +82,15 @@ def test_online_deployment_scores_with_the_uploaded_code_and_model(sim):
     assert score(session, ep.scoring_uri, "wrong-key", {"data": [[5]]})[0] == 401
     logs = ml.online_deployments.get_logs("blue", "sc-ep", lines=50)
     assert "init has completed" in logs
+    # a simulator dropped without close() does not leave its scoring servers running
+    import gc
+
+    scoring = next(p for p in sim.providers if type(p).__name__ == "Scoring")
+    scorers, finalizer = scoring.runtime.scorers, scoring.runtime._finalizer
+    assert len(scorers) == 1
+    scoring.runtime = None
+    gc.collect()
+    assert not finalizer.alive and scorers == {}
 
 
 def test_batch_endpoint_invoke_runs_a_job_over_the_input_files(sim):

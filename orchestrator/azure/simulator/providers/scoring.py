@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,9 @@ class Runtime:
         self.sim = sim
         self.scorers: dict[str, tuple[str, Any]] = {}
         self.tmp = tempfile.TemporaryDirectory(prefix="deployctl-sim-")
+        # Scoring servers are processes: stop them when the simulator is dropped without close()
+        # (or at interpreter exit), so forgotten simulators do not leave servers running.
+        self._finalizer = weakref.finalize(self, _stop_all, self.scorers, self.tmp)
 
     def prepare(self, dep: dict[str, Any]) -> tuple[Path, Path, Path, str]:
         """(python, code dir, model dir, entry) of a deployment, from the simulated cloud."""
@@ -131,10 +135,17 @@ class Runtime:
         return s
 
     def close(self) -> None:
-        for _, s in self.scorers.values():
+        self._finalizer()
+
+
+def _stop_all(scorers: dict[str, tuple[str, Any]], tmp: tempfile.TemporaryDirectory[str]) -> None:
+    for _, s in scorers.values():
+        try:
             s.stop()
-        self.scorers.clear()
-        self.tmp.cleanup()
+        except Exception:  # a server that already exited
+            pass
+    scorers.clear()
+    tmp.cleanup()
 
 
 class Scoring:
