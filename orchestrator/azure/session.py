@@ -45,8 +45,18 @@ class AzureSession:
             self.credential = DefaultAzureCredential()
         return self.credential
 
+    def storage_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for azure-storage clients.  They keep their own retry policy (it knows
+        ranged downloads and secondary endpoints; an azure-core RetryPolicy in its place breaks
+        ``download_blob``), bounded by the same ``retry_total``."""
+        kw: dict[str, Any] = {"retry_total": self.retry_total}
+        if self.transport is not None:
+            kw["transport"] = self.transport
+        return kw
+
     def client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for every azure SDK client constructor."""
+        """Keyword arguments for every azure SDK management client constructor (ARM, Azure ML);
+        storage clients take :meth:`storage_kwargs`."""
         from orchestrator.azure.policies import LoggedRetryPolicy
 
         kw: dict[str, Any] = {"retry_policy": LoggedRetryPolicy(retry_total=self.retry_total)}

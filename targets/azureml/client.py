@@ -75,13 +75,9 @@ def container_client(session: AzureSession, datastore: Any, credential: Any) -> 
     account_url = f"{datastore.protocol or 'https'}://{datastore.account_name}.blob.{datastore.endpoint}"
     creds = getattr(datastore, "credentials", None)
     key = getattr(creds, "account_key", None) or getattr(creds, "sas_token", None)
-    kw = session.client_kwargs()
-    # Storage needs its own StorageRetryPolicy (it sets response.location_mode, which downloads
-    # read); azure-core's RetryPolicy in its place breaks download_blob.  Same budget, same transport.
-    kw.pop("retry_policy", None)
-    kw.pop("polling_interval", None)
-    kw["retry_total"] = session.retry_total
-    return ContainerClient(account_url, datastore.container_name, credential=key or credential, **kw)
+    # Storage keeps its own StorageRetryPolicy (see AzureSession.storage_kwargs): same budget, same transport.
+    return ContainerClient(account_url, datastore.container_name, credential=key or credential,
+                           **session.storage_kwargs())
 
 
 def is_not_found(exc: BaseException) -> bool:
