@@ -229,8 +229,14 @@ class Scoring:
     def invoke(self, req: Request, ep: dict[str, Any]) -> Response:
         sim = self.sim
         body = req.json() or {}
-        dep_name = req.header("azureml-model-deployment") or (ep["properties"].get("defaults") or {}).get("deploymentName")
+        header = req.header("azureml-model-deployment")
+        dep_name = header or (ep["properties"].get("defaults") or {}).get("deploymentName")
         dep = sim.get(f"{ep['id']}/deployments/{dep_name}") if dep_name else None
+        if dep is None and header:
+            # note: azure-ai-ml 1.35 keeps the header of an earlier invoke(deployment_name=...) in a
+            # class-level dict, so a later invoke without it still names that deployment
+            return _msg(404, f"Deployment '{header}' (azureml-model-deployment header) not found in batch endpoint "
+                        f"{ep['name']}.")
         if dep is None:
             return _msg(400, "No deployment to run the job: set a default deployment or name one.")
         n = sum(1 for r in sim.state["resources"].values() if r.get("type", "").lower().endswith("/jobs"))
