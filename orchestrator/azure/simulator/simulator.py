@@ -61,6 +61,19 @@ def _empty_state() -> dict[str, Any]:
 
 
 class AzureSimulator:
+    """One simulated cloud.
+
+    ``seed``: ids, keys, traffic routing and rate faults are drawn from it (same seed, same run).
+    ``clock``: a :class:`VirtualClock` (default: a new one; ``VirtualClock(realtime=True)`` waits for real).
+    ``specs_dir``: the REST specs for conformance (default ``<repo>/../shared/azure-rest-api-specs``;
+    absent: checking off).  ``strict``: tests (only what was seeded exists; unknown operations and
+    non-conforming requests raise :class:`UnsupportedRequest`) vs ``--simulate`` (resource groups and
+    workspaces appear on first reference; failures answer HTTP 501/400).
+
+    Attributes: ``transport``, ``credential``, ``clock``, ``faults``, ``latency``, ``requests``
+    (:class:`LoggedRequest` per request), ``unsupported``, ``conformance``, ``state`` (JSON-able).
+    """
+
     def __init__(self, *, seed: int = 0, clock: VirtualClock | None = None, specs_dir: Path | None = None,
                  strict: bool = True) -> None:
         self.seed = seed
