@@ -542,8 +542,9 @@ def targets(output: OutputOpt = OutputFormat.table) -> None:
         from orchestrator.registry import default_registry
 
         reg = default_registry()
-        rows = [{"kind": k, "scoring_types": sorted(s.value for s in reg.plugins[k].scoring_types),
-                 "description": reg.plugins[k].description, "module": reg.plugins[k].__module__} for k in reg.kinds]
+        plugins = reg.plugins
+        rows = [{"kind": k, "scoring_types": sorted(s.value for s in plugins[k].scoring_types),
+                 "description": plugins[k].description, "module": plugins[k].__module__} for k in sorted(plugins)]
         if output is OutputFormat.json:
             _emit_json({"targets": rows, "broken": reg.broken})
         else:

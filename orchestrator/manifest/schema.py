@@ -21,12 +21,13 @@ SCHEMA_ID = "https://deployctl.dev/schemas/deployctl.schema.json"
 
 def builtin_registry() -> TargetRegistry:
     reg = default_registry()
-    return TargetRegistry({k: v for k, v in reg.plugins.items() if v.__module__.startswith("targets.")})
+    return TargetRegistry(loaded={k: v for k, v in reg.plugins.items() if v.__module__.startswith("targets.")})
 
 
 def manifest_schema(registry: TargetRegistry | None = None) -> dict[str, Any]:
     registry = registry or default_registry()
-    models = [registry.plugins[k].config_model for k in registry.kinds]
+    plugins = registry.plugins
+    models = [plugins[k].config_model for k in sorted(plugins)]
     if not models:
         item: Any = dict[str, Any]
     elif len(models) == 1:

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError, create_model
 
-from orchestrator.errors import Location, ManifestError, ManifestIssue
+from orchestrator.errors import Location, ManifestError, ManifestIssue, UserError
 from orchestrator.manifest.model import Manifest, TargetConfig
 from orchestrator.manifest.source import SourceMap, format_path, load_source
 from orchestrator.registry import TargetRegistry, default_registry
@@ -109,8 +109,8 @@ def load_manifest(
     if isinstance(targets, list) and isinstance(scoring, str):
         for i, entry in enumerate(targets):
             kind = entry.get("kind") if isinstance(entry, dict) else None
-            if kind in registry.plugins:
-                supported = {s.value for s in registry.plugins[kind].scoring_types}
+            if isinstance(kind, str) and registry.has(kind) and kind not in registry.broken:
+                supported = {s.value for s in registry.get(kind).scoring_types}
                 if scoring in {"real-time", "near-real-time", "batch"} and scoring not in supported:
                     able = sorted(k for k, c in registry.plugins.items() if scoring in {s.value for s in c.scoring_types})
                     issues.append(ManifestIssue(
@@ -143,11 +143,11 @@ def _validate_target(entry: dict[str, Any], i: int, registry: TargetRegistry, sm
     kind = entry.get("kind")
     if not isinstance(kind, str):
         return None  # the core pass reports a missing or mistyped kind
-    if kind not in registry.plugins:
-        issues.append(ManifestIssue(smap.locate(("targets", i, "kind")), f"targets[{i}].kind",
-                                    registry.unknown_kind_message(kind)))
+    try:
+        model = registry.get(kind).config_model
+    except UserError as e:  # not installed, or its plugin failed to load
+        issues.append(ManifestIssue(smap.locate(("targets", i, "kind")), f"targets[{i}].kind", e.message))
         return None
-    model = registry.plugins[kind].config_model
     try:
         return model.model_validate(entry, context=ctx)
     except ValidationError as e:
