@@ -376,18 +376,26 @@ def apply(
                     result = d.apply(p, parallel=parallel)  # zero writes; gathers outputs
                     _report_apply(run, result, output)
                     return result.exit_code
-                if not yes:
-                    if not sys.stdin.isatty():
-                        raise UserError("refusing to apply without confirmation: not on a terminal",
-                                        hint="review the plan, then pass --yes (or apply a saved plan)")
-                    if not typer.confirm("Apply these changes?", default=False):
-                        err.print("Nothing applied.")
-                        return EXIT_OK
+                if not _confirmed(yes, "apply", "review the plan, then pass --yes (or apply a saved plan)"):
+                    return EXIT_OK
             result = _apply_with_interrupt(d, p, parallel, fail_fast)
         _report_apply(run, result, output)
         return result.exit_code
 
     _guard(run, body)
+
+
+def _confirmed(yes: bool, verb: str, hint: str) -> bool:
+    """--yes, or the person at the terminal said yes.  Off a terminal, no --yes is an error: a
+    pipeline must never wait for an answer nobody will give."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UserError(f"refusing to {verb} without confirmation: not on a terminal", hint=hint)
+    if typer.confirm(f"{verb.capitalize()} these changes?", default=False):
+        return True
+    err.print(f"Nothing {'destroyed' if verb == 'destroy' else 'applied'}.")
+    return False
 
 
 def _report_apply(run: _Run, result: Any, output: OutputFormat) -> None:
@@ -416,12 +424,8 @@ def destroy(
             p = d.plan_destroy(target, parallel=parallel)
             if output is OutputFormat.table:
                 _render_plan(p)
-            if p.has_changes and not yes:
-                if not sys.stdin.isatty():
-                    raise UserError("refusing to destroy without confirmation: not on a terminal", hint="pass --yes")
-                if not typer.confirm("Destroy these resources?", default=False):
-                    err.print("Nothing destroyed.")
-                    return EXIT_OK
+            if p.has_changes and not _confirmed(yes, "destroy", "review the plan, then pass --yes"):
+                return EXIT_OK
             result = _apply_with_interrupt(d, p, parallel, False)
         _report_apply(run, result, output)
         return result.exit_code
