@@ -2,8 +2,10 @@
 
 An environment is resolved once to a lock file (``uv pip compile``), and keyed by the lock's
 hash: identical environments are shared across deployments, and a code-only redeploy reuses one
-instantly.  Builds go through uv's shared cache and compile bytecode (imports would otherwise
-compile from source on every start: 3x slower here).  Layout under the cache root
+instantly.  Builds go through uv's shared cache.  Bytecode (without it every start compiles
+imports from source: 3x slower here) is compiled by a detached, low-priority process once the
+environment is in place, so the environment is usable at once: the first start writes the
+bytecode of what it imports, the background process the rest.  Layout under the cache root
 (``$DEPLOYCTL_CACHE_DIR`` or ``~/.cache/deployctl``)::
 
     locks/<input hash>.txt     the resolved lock for a requirements input (skips re-resolving)
@@ -183,16 +185,29 @@ def ensure_environment(requirements: list[str], python: str, *, cache: Path | No
             return Environment(env_dir / "bin" / "python", env_dir, lock_hash, lock, reused=True)
         tmp = root / "envs" / f".{lock_hash}.building"
         shutil.rmtree(tmp, ignore_errors=True)
-        say("creating the environment with uv (shared cache, bytecode compiled)")
+        say("creating the environment with uv (shared cache)")
         _run([uv_bin(), "venv", "--quiet", "--python", str(interpreter), str(tmp)], "creating the virtual environment")
-        _run([uv_bin(), "pip", "sync", "--quiet", "--python", str(tmp / "bin" / "python"), "--compile-bytecode",
-              str(lock)], "installing the environment (uv pip sync)")
+        _run([uv_bin(), "pip", "sync", "--quiet", "--python", str(tmp / "bin" / "python"), str(lock)],
+             "installing the environment (uv pip sync)")
         # venvs record absolute paths: build in place under the final name's sibling, then move.
         shutil.rmtree(env_dir, ignore_errors=True)
         os.replace(tmp, env_dir)
         _fix_venv_paths(tmp, env_dir)
         (env_dir / COMPLETE).write_text(lock_hash)
+        compile_in_background(env_dir)
     return Environment(env_dir / "bin" / "python", env_dir, lock_hash, lock, reused=False)
+
+
+def compile_in_background(env_dir: Path) -> None:
+    """Compile the environment's bytecode in a detached, low-priority process (.pyc files are
+    written atomically, so a server importing at the same moment is safe)."""
+    site = next((env_dir / "lib").glob("python3*/site-packages"), None)
+    if site is None:
+        return
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.Popen(["nice", "-n", "10", str(env_dir / "bin" / "python"), "-m", "compileall", "-q", "-j", "0", str(site)],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, env=env)
 
 
 def _fix_venv_paths(old: Path, new: Path) -> None:
