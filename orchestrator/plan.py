@@ -157,17 +157,18 @@ def desired_digest(desired: Iterable[Resource]) -> str:
     return digest([[r.type, r.name, dict(r.spec)] for r in desired])
 
 
-def field_diff(desired: Mapping[str, Any], observed: Mapping[str, Any], prefix: str = "") -> list[FieldChange]:
+def field_diff(desired: Mapping[str, Any], observed: Mapping[str, Any], prefix: str = "",
+               exact: tuple[str, ...] = ()) -> list[FieldChange]:
     """Field-by-field differences of the managed fields (those in ``desired``).
 
     Fields the service adds on its own (defaults, read-only properties) are not in ``desired``
-    and so are never reported as changes.
+    and so are never reported as changes; top-level fields named in ``exact`` compare whole.
     """
     out: list[FieldChange] = []
     for k in sorted(desired):
         path = f"{prefix}.{k}" if prefix else k
         want, have = desired[k], observed.get(k) if isinstance(observed, Mapping) else None
-        if isinstance(want, Mapping) and isinstance(have, Mapping):
+        if isinstance(want, Mapping) and isinstance(have, Mapping) and k not in exact:
             out.extend(field_diff(want, have, path))
         elif want != have:
             out.append(FieldChange(path=path, before=have, after=want))
@@ -213,7 +214,7 @@ def diff_target(
                 hint="choose another name, or delete the existing resource",
             ))
             continue
-        diffs = field_diff(spec, o.spec)
+        diffs = field_diff(spec, o.spec, exact=r.exact)
         if o.tags.get(TAG_SPEC) == h:
             if diffs:
                 changes.append(Change(action=Action.update, reason="drift: changed outside deployctl",

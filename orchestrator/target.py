@@ -73,7 +73,9 @@ class Resource(Addressed):
     ``spec`` holds only the fields deployctl manages; they are what ``plan`` diffs against what
     ``read()`` reports.  Never put a secret in a spec: plans are printed and saved as artifacts.  ``key`` identifies the resource globally (an ARM id, a port, a path):
     the engine never runs two operations at once on one key, across targets.  A change to any
-    field in ``replace_on`` replaces the resource instead of updating it in place.
+    field in ``replace_on`` replaces the resource instead of updating it in place.  Fields in
+    ``exact`` compare as whole values: a key the service has and the spec does not (say, a
+    deployment's share of traffic) is a change, not a server-side default.
     """
 
     type: str
@@ -82,6 +84,7 @@ class Resource(Addressed):
     key: str = ""
     depends_on: tuple[str, ...] = ()
     replace_on: tuple[str, ...] = ()
+    exact: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -251,8 +251,9 @@ class Desired:
             Resource(T_ENDPOINT, self.endpoint, ep_spec, replace_on=("compute",)),
             Resource(T_DEPLOYMENT, f"{self.endpoint}/{dep}", dep_spec,
                      depends_on=(f"{T_ENDPOINT}/{self.endpoint}",)),
-            Resource(T_TRAFFIC, self.endpoint, {"traffic": {dep: 100},
-                                                "mirror_traffic": {}}, depends_on=(dep_addr,)),
+            # exact: the previous deployment's share going to 0 is part of the change the plan shows
+            Resource(T_TRAFFIC, self.endpoint, {"traffic": {dep: 100}, "mirror_traffic": {}},
+                     depends_on=(dep_addr,), exact=("traffic", "mirror_traffic")),
         ]
 
     def batch(self, instance_type: str) -> list[Resource]:

@@ -68,6 +68,17 @@ def test_foreign_resource_is_never_taken_over():
     assert "manifest 'other'" in findings[0].message
 
 
+def test_exact_fields_compare_whole_values():
+    traffic = Resource(type="t", name="ep", spec={"traffic": {"green": 100}}, exact=("traffic",))
+    observed = obs(Resource(type="t", name="ep", spec={"traffic": {"blue": 100}}))
+    (c,), _ = diff_target([traffic], [observed], "m", "dev")
+    assert [(d.path, d.before, d.after) for d in c.diff] == [("traffic", {"blue": 100}, {"green": 100})]
+    # without exact, a nested map only reports the keys the spec names
+    loose = Resource(type="t", name="ep", spec={"traffic": {"green": 100}})
+    (c,), _ = diff_target([loose], [observed], "m", "dev")
+    assert [(d.path, d.before, d.after) for d in c.diff] == [("traffic.green", None, 100)]
+
+
 def test_field_diff_nested_paths():
     d = field_diff({"a": {"b": 1, "c": [1]}, "d": "x"}, {"a": {"b": 2, "c": [1]}, "d": "x"})
     assert [(x.path, x.before, x.after) for x in d] == [("a.b", 2, 1)]
