@@ -263,3 +263,27 @@ def test_registry_in_another_region_is_reported_before_any_write(project, cloud)
     plan, result = apply(project(online_target(registry="sharedreg"), model=f"  uri: {uri}"), session)
     assert "registry sharedreg is not replicated to" in (plan.targets[0].error or "")
     assert not result.ok and not [c for c in rec.calls[n:] if c[0] in ("PUT", "DELETE")]
+
+
+def test_aml_token_auth_and_mirrored_rollout(project, cloud):
+    sim, session, _ = cloud
+    path = project(online_target(auth_mode="aml_token", rollout="{steps: [50, 100], mirror_percent: 10}"))
+    plan, result = apply(path, session)
+    assert result.ok, result.model_dump_json(indent=2)
+    first = result.targets[0].outputs["deployment"]
+    e = engine(path, session)
+    scored = e.invoke("prod", InvokeRequest(body={"data": [[1, 2, 3]]}))
+    assert scored.ok and scored.body == {"n": 1}  # through a token, not a key
+
+    (project.dir / "src" / "score.py").write_text(
+        "import json\n\ndef init():\n    pass\n\ndef run(raw):\n    return {'n': len(json.loads(raw)['data']), 'v': 2}\n")
+    _, result = apply(path, session)
+    assert result.ok, result.model_dump_json(indent=2)
+    second = result.targets[0].outputs["deployment"]
+    assert second != first and result.targets[0].outputs["traffic"] == {second: 100}
+    # the endpoint's traffic went through the configured steps, with the new deployment mirrored first
+    puts = [r.json()["properties"] for r in sim.requests
+            if r.operation == "OnlineEndpoints_CreateOrUpdate" and r.method == "PUT"]
+    assert any((p.get("mirrorTraffic") or {}).get(second) == 10 for p in puts), puts
+    assert any((p.get("traffic") or {}).get(second) == 50 for p in puts), puts
+    assert puts[-1]["authMode"].lower() == "amltoken"
