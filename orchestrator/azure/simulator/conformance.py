@@ -62,20 +62,27 @@ class Checker:
                             self._index.setdefault((method.upper(), template), []).append((version, f))
         return self._index
 
-    def check(self, req: Request, operation: str | None) -> list[str]:
-        if not self.enabled or operation is None:
-            return []
+    def _spec_for(self, req: Request) -> tuple[Any, str, Path, dict[str, Any]] | None:
+        """(route, spec version, spec file, parsed spec) of the operation ``req`` calls, in the
+        carried spec nearest its api-version; None when the specs do not describe it."""
         found = routes.match(req.method, req.path)
         if not found:
-            return []
+            return None
         route, _ = found
         candidates = self._files().get((req.method, route.template), [])
         if not candidates:
+            return None
+        version, spec_file = _nearest(candidates, req.query.get("api-version", ""))
+        return route, version, spec_file, _load(str(spec_file))
+
+    def check(self, req: Request, operation: str | None) -> list[str]:
+        if not self.enabled or operation is None:
             return []
-        want = req.query.get("api-version", "")
-        version, spec_file = _nearest(candidates, want)
-        self.checked.append((route.operation, want, version))
-        doc = _load(str(spec_file))
+        spec = self._spec_for(req)
+        if spec is None:
+            return []
+        route, version, spec_file, doc = spec
+        self.checked.append((route.operation, req.query.get("api-version", ""), version))
         op = doc["paths"][route.template][req.method.lower()]
         params = [_resolve_param(p, doc, spec_file) for p in [*(doc["paths"][route.template].get("parameters") or []),
                                                               *(op.get("parameters") or [])]]
@@ -95,15 +102,10 @@ class Checker:
         (recorded in :attr:`response_problems`; tests assert it stays empty)."""
         if not self.enabled or body is None:
             return []
-        found = routes.match(req.method, req.path)
-        if not found:
+        spec = self._spec_for(req)
+        if spec is None:
             return []
-        route, _ = found
-        candidates = self._files().get((req.method, route.template), [])
-        if not candidates:
-            return []
-        version, spec_file = _nearest(candidates, req.query.get("api-version", ""))
-        doc = _load(str(spec_file))
+        route, version, spec_file, doc = spec
         responses = doc["paths"][route.template][req.method.lower()].get("responses") or {}
         schema = (responses.get(str(status)) or {}).get("schema")
         if schema is None:

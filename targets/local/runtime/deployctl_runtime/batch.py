@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deployctl_runtime.contract import ScriptError, UserScript, traceback_tail
+from deployctl_runtime.contract import ScriptError, UserScript, traceback_tail, write_json_atomic
 
 _script: UserScript | None = None
 _init_error: str | None = None
@@ -126,9 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             for index, rows, error in results:
                 attempts[index] += 1
                 if error is None:
-                    tmp = work / f"{index}.rows.tmp"
-                    tmp.write_text(json.dumps(rows))
-                    os.replace(tmp, work / f"{index}.rows")
+                    write_json_atomic(str(work / f"{index}.rows"), rows)  # a crash never leaves half a batch
                     done.add(index)
                     failures.pop(index, None)
                     print(f"progress {len(done)}/{total}", flush=True)

@@ -149,11 +149,8 @@ def report_modules(path: str) -> None:
     never listed: they change with every version."""
     names = sorted({name.split(".")[0] for name, mod in list(sys.modules.items())
                     if "site-packages" in (getattr(mod, "__file__", None) or "")})
-    tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "w") as f:
-            json.dump(names, f)
-        os.replace(tmp, path)
+        write_json_atomic(path, names)
     except OSError:
         pass  # only an optimisation
 
@@ -179,3 +176,11 @@ def _default(o: Any) -> Any:
     if hasattr(o, "item"):
         return o.item()
     raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
+def write_json_atomic(path: str, doc: Any) -> None:
+    """Write JSON so readers never see half a file (temporary file, then rename)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f)
+    os.replace(tmp, path)

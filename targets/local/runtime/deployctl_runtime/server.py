@@ -36,17 +36,21 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import ThreadingMixIn
 from typing import Any
 
-from deployctl_runtime.contract import BadRequest, ScriptError, UserScript, to_json_bytes, traceback_tail
+from deployctl_runtime.contract import (
+    BadRequest,
+    ScriptError,
+    UserScript,
+    to_json_bytes,
+    traceback_tail,
+    write_json_atomic,
+)
 
 VERSION = "deployctl-runtime/1"
 
 
 def write_status(path: str, doc: dict[str, Any]) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "w") as f:
-            json.dump(doc, f)
-        os.replace(tmp, path)
+        write_json_atomic(path, doc)
     except FileNotFoundError:
         pass  # a replaced version's folder is removed while it drains; nobody reads it any more
 
