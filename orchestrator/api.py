@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.azure.session import AzureSession
 from orchestrator.engine import ApplyResult, Engine, TargetStatus
 from orchestrator.errors import PlanStaleError, UserError
 from orchestrator.events import Reporter
@@ -26,6 +25,9 @@ from orchestrator.manifest.validate import LoadedManifest, load_manifest
 from orchestrator.plan import Plan
 from orchestrator.registry import TargetRegistry
 from orchestrator.target import InvokeRequest, InvokeResult, RunOptions
+
+if TYPE_CHECKING:
+    from orchestrator.azure.session import AzureSession
 
 
 class StatusReport(list[TargetStatus]):
@@ -54,7 +56,7 @@ class Deployment:
         options = RunOptions(
             skip_quota_check=skip_quota_check,
             credential=credential,
-            azure=azure or AzureSession(credential=credential),
+            azure=azure,  # None: the first Azure target makes one session for all (targets.azureml.client)
         )
         self.loaded = loaded
         self.engine = Engine(loaded, registry=registry, state_dir=state_dir, options=options, reporter=reporter)

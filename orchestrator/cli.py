@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 
 from orchestrator.errors import DeployctlError, ManifestError, UserError
 from orchestrator.secrets import redact
@@ -39,8 +38,39 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _LazyConsole:
+    """A rich Console made on first use, so runs that print plain lines (pipes, CI logs) never
+    import rich: a no-op apply's whole budget is a few hundred milliseconds."""
+
+    _FORCING = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")  # env rich reads to force a terminal
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._console: Any = None
+
+    @property
+    def is_terminal(self) -> bool:
+        stream = sys.stderr if self._stderr else sys.stdout
+        isatty = getattr(stream, "isatty", None)
+        if not (isatty and isatty()) and not any(os.environ.get(v) for v in self._FORCING):
+            return False
+        return bool(self._get().is_terminal)
+
+    def _get(self) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+
+out = _LazyConsole()
+err = _LazyConsole(stderr=True)
 
 
 class OutputFormat(str, Enum):
@@ -228,6 +258,9 @@ def _emit_json(value: Any) -> None:
 
 
 def _print_lines(lines: list[str]) -> None:
+    if not out.is_terminal:  # verbatim: no rich (and no emoji-code or wrapping surprises) in pipes
+        sys.stdout.write("".join(_safe(line) + "\n" for line in lines))
+        return
     for line in lines:
         out.print(_safe(line), markup=False)
 

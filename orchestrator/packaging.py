@@ -17,12 +17,9 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import zstandard
 
 IGNORED_DIRS = frozenset({"__pycache__", ".git", ".deployctl", ".pytest_cache", ".mypy_cache", ".ruff_cache",
                           ".ipynb_checkpoints", ".venv", "node_modules"})
@@ -92,6 +89,10 @@ def archive_tree(root: Path, dest: Path, *, level: int = 3, threads: int = -1, d
     Python-level reads cost more than the compression itself on a venv's ten thousand files.
     With ``digest=True`` the :func:`tree_digest` is computed from the same reads (no second pass).
     """
+    import tarfile  # archive-only imports: digests (every plan) do not need them
+
+    import zstandard
+
     root = Path(root)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
@@ -134,6 +135,10 @@ def archive_tree(root: Path, dest: Path, *, level: int = 3, threads: int = -1, d
 
 def extract_archive(archive: Path, dest: Path) -> int:
     """Extract a ``.tar.zst`` made by :func:`archive_tree` into ``dest``; returns the file count."""
+    import tarfile
+
+    import zstandard
+
     dest.mkdir(parents=True, exist_ok=True)
     n = 0
     with open(archive, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as zin:

@@ -15,10 +15,12 @@ import difflib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import UserError
-from orchestrator.target import Target
+
+if TYPE_CHECKING:  # at run time plugins are checked by their attributes; no import cycle with
+    from orchestrator.target import Target  # target -> manifest -> validate -> registry
 
 GROUP = "deployctl.targets"
 

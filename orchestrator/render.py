@@ -9,12 +9,11 @@ import html
 import json
 from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
-from rich.text import Text
-
 from orchestrator.secrets import redact
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from orchestrator.engine import ApplyResult, TargetStatus
     from orchestrator.plan import Plan
 
@@ -29,6 +28,9 @@ def _short(v: Any, width: int = 60) -> str:
 
 
 def plan_table(plan: Plan) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     t = Table(title=f"Plan for {plan.manifest_name}" + (" (destroy)" if plan.destroy else ""), expand=False)
     for col in ("target", "action", "resource", "why / what changes"):
         t.add_column(col)

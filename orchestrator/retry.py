@@ -24,11 +24,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-import tenacity
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from orchestrator.errors import Interrupted, TransientError
+
+if TYPE_CHECKING:
+    import tenacity
 
 T = TypeVar("T")
 
@@ -137,21 +138,14 @@ def classify(exc: BaseException, *, http_retried: bool = False) -> Classificatio
     return Classification(False, message)
 
 
-class _Wait(tenacity.wait.wait_base):
+def _backoff(s: RetrySettings, rng: random.Random, attempt: int, exc: BaseException | None) -> float:
     """Exponential backoff with full jitter, but never shorter than the service's Retry-After."""
-
-    def __init__(self, s: RetrySettings, rng: random.Random) -> None:
-        self.s, self.rng = s, rng
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        n = retry_state.attempt_number - 1
-        backoff = min(self.s.max_wait, self.s.initial_wait * self.s.multiplier ** n)
-        wait = backoff + self.rng.uniform(0, self.s.jitter)
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        after = getattr(exc, "_deployctl_retry_after", None)
-        if after is not None:
-            wait = max(wait, after)
-        return min(wait, max(self.s.max_wait, after or 0.0))
+    backoff = min(s.max_wait, s.initial_wait * s.multiplier ** (attempt - 1))
+    wait = backoff + rng.uniform(0, s.jitter)
+    after = getattr(exc, "_deployctl_retry_after", None)
+    if after is not None:
+        wait = max(wait, after)
+    return min(wait, max(s.max_wait, after or 0.0))
 
 
 def call_with_retries(
@@ -192,13 +186,38 @@ def call_with_retries(
         else:
             sleep(seconds)
 
+    # The first attempt runs plainly: most calls succeed, and a run whose calls all succeed never
+    # imports tenacity (a no-op apply's budget is a few hundred milliseconds, start-up included).
+    started = time.monotonic()
+    try:
+        return fn()
+    except BaseException as e:
+        if settings.attempts <= 1 or not transient(e):
+            raise
+        first: list[BaseException] = [e]
+
+    import tenacity
+
+    gen = rng or random.Random()
+
+    def attempt() -> T:
+        if first:  # attempt 1 already ran above: replay its error so tenacity counts and waits on it
+            raise first.pop()
+        return fn()
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return _backoff(settings, gen, state.attempt_number, exc)
+
+    spent = time.monotonic() - started
     retryer = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(settings.attempts) | tenacity.stop_after_delay(settings.max_elapsed),
-        wait=_Wait(settings, rng or random.Random()),
+        stop=tenacity.stop_after_attempt(settings.attempts)
+        | tenacity.stop_after_delay(max(0.0, settings.max_elapsed - spent)),
+        wait=wait,
         retry=tenacity.retry_if_exception(transient),
         before_sleep=before_sleep,
         sleep=interruptible_sleep if cancel is not None else sleep,
         reraise=True,
     )
-    result: Any = retryer(fn)
+    result: Any = retryer(attempt)
     return result

@@ -28,12 +28,17 @@ from orchestrator.target import TargetContext
 T = TypeVar("T")
 
 
+_session_lock = threading.Lock()
+
+
 def session_of(ctx: TargetContext) -> AzureSession:
-    s = ctx.options.azure
-    if s is None:
-        s = AzureSession(credential=ctx.options.credential)
-        ctx.options.azure = s
-    return s
+    """The run's Azure session, made on first use and shared by every target of the run (one
+    credential, one token cache); a run with only local targets never imports the Azure SDK."""
+    with _session_lock:
+        if ctx.options.azure is None:
+            ctx.options.azure = AzureSession(credential=ctx.options.credential)
+        session: AzureSession = ctx.options.azure
+        return session
 
 
 def credential_for(session: AzureSession, subscription: str | None, source: Any = None) -> Any:

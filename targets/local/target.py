@@ -24,7 +24,6 @@ import contextlib
 import http.client
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -209,6 +208,8 @@ class LocalTarget(Target):
             return None
         path = self.state / "key"
         if not path.exists():
+            import secrets
+
             write_atomic(path, secrets.token_urlsafe(32))  # 0600: mkstemp's mode
         key = path.read_text().strip()
         self.ctx.secret(key)

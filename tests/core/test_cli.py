@@ -172,3 +172,21 @@ def test_console_script_exit_codes_and_ctrl_c(project, tmp_path):
     assert p.returncode == 130, err
     assert "Interrupted" in err
     assert "not-started" in out
+
+
+def test_a_plain_run_loads_only_what_it_uses(project):
+    """Start-up is most of a no-op apply's time: a run printing plain lines, with nothing to
+    retry and no Azure target, must not import rich, tenacity, the Azure SDK or zstandard."""
+    m = project(targets=file_targets(project.dir))
+    code = (
+        "import sys\n"
+        f"sys.argv = ['deployctl', 'apply', {str(m)!r}, '--yes']\n"
+        "from orchestrator.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+        "heavy = ('rich', 'tenacity', 'azure', 'zstandard', 'orchestrator.azure')\n"
+        "print('LOADED', code, sorted(h for h in heavy if h in sys.modules))\n"
+    )
+    env = subprocess_env()
+    for _ in range(2):  # the first apply creates; the second is the no-op
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+        assert "LOADED 0 []" in r.stdout, r.stdout + r.stderr
