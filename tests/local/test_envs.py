@@ -43,3 +43,50 @@ def test_bad_conda_files():
 def test_input_digest_ignores_order_and_blank_lines():
     assert input_digest(["b", "a", ""], "3.11") == input_digest(["a", "b"], "3.11")
     assert input_digest(["a"], "3.11") != input_digest(["a"], "3.12")
+
+
+def test_index_options_are_kept_for_the_lock():
+    from targets.local.envs import index_options
+
+    reqs = ["joblib==1.6.0", "--extra-index-url https://example.org/simple", "-f ./wheels", "numpy"]
+    assert index_options(reqs) == ["--extra-index-url https://example.org/simple", "-f ./wheels"]
+
+
+@pytest.mark.slow
+def test_environment_built_once_locked_shared_and_resynced(tmp_path):
+    """The real uv: one install per input, the installed set recorded as the lock, two inputs
+    resolving to the same packages share one environment, and a deleted environment comes back
+    from its lock (not re-resolved)."""
+    import shutil
+    import subprocess
+
+    from targets.local.envs import ensure_environment, wait_for_bytecode
+
+    reqs = ["joblib==1.6.0"]
+    first = ensure_environment(reqs, "3.11", cache=tmp_path)
+    assert not first.reused
+    lock = first.lock.read_text()
+    assert lock.startswith("# python 3.11\n") and "joblib==1.6.0" in lock
+    out = subprocess.run([str(first.python), "-c", "import joblib; print(joblib.__version__)"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "1.6.0"
+
+    again = ensure_environment(["joblib==1.6.0", ""], "3.11", cache=tmp_path)  # same input digest
+    assert again.reused and again.root == first.root
+
+    other_input = ensure_environment(["joblib>=1.6,<1.6.1"], "3.11", cache=tmp_path)  # same packages
+    assert other_input.reused and other_input.lock_hash == first.lock_hash
+
+    wait_for_bytecode(60)
+    shutil.rmtree(first.root)
+    resynced = ensure_environment(reqs, "3.11", cache=tmp_path)
+    assert not resynced.reused and resynced.lock_hash == first.lock_hash
+    assert (resynced.root / ".deployctl-complete").exists()
+    wait_for_bytecode(60)
+
+
+def test_missing_python_is_a_clear_error(tmp_path):
+    from targets.local.envs import ensure_environment
+
+    with pytest.raises(UserError, match=r"Python 3\.2 is not installed"):
+        ensure_environment(["joblib==1.6.0"], "3.2", cache=tmp_path)
