@@ -101,3 +101,52 @@ def test_batch_rows_and_json_bytes():
             return [1, 2]
 
     assert to_json_bytes({"p": Arr()}) == b'{"p": [1, 2]}'
+
+
+def test_installed_modules_are_reported_while_init_runs(tmp_path, monkeypatch):
+    """The zygote imports what a version imports, alongside it: the list is written while
+    score.py loads and init() runs, then once more at the end; the user's own modules never."""
+    import sys
+
+    site = tmp_path / "env" / "site-packages"
+    (site / "fakepkg").mkdir(parents=True)
+    (site / "fakepkg" / "__init__.py").write_text("VALUE = 1\n")
+    (site / "fakepkg" / "sub.py").write_text("VALUE = 2\n")
+    report = tmp_path / "modules.json"
+    monkeypatch.setenv("DEPLOYCTL_REPORT_MODULES", str(report))
+    monkeypatch.syspath_prepend(str(site))
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "helper.py").write_text("X = 1\n")
+    try:
+        s = script(code, f"""
+            import json, time
+            import fakepkg
+            import helper
+            seen = {{}}
+            def init():
+                time.sleep(0.3)  # the reporter writes every 50 ms meanwhile
+                seen["during"] = json.load(open({str(report)!r}))
+                import fakepkg.sub
+            def run(raw_data):
+                return raw_data
+        """)
+        s.init()
+        during = s.module.seen["during"]
+        final = json.loads(report.read_text())
+    finally:
+        for name in ("fakepkg", "fakepkg.sub", "helper", "entry_module"):
+            sys.modules.pop(name, None)
+    assert "fakepkg" in during and "fakepkg.sub" not in during
+    assert final.index("fakepkg") < final.index("fakepkg.sub")  # import order: parents first
+    assert "helper" not in final and "entry_module" not in final
+
+
+def test_a_failed_load_stops_the_reporter(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setenv("DEPLOYCTL_REPORT_MODULES", str(tmp_path / "modules.json"))
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(ScriptError):
+        script(tmp_path, "raise RuntimeError('broken at import')\n")
+    assert "module-reporter" not in {t.name for t in threading.enumerate()} - before

@@ -17,7 +17,9 @@ import inspect
 import json
 import os
 import sys
+import threading
 import traceback
+import types
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +61,18 @@ class UserScript:
         self.schema_decorated = False
         self.wants_headers = False
         self.params: list[inspect.Parameter] = []
+        self.reporter = ModuleReporter(os.environ.get("DEPLOYCTL_REPORT_MODULES"))
 
     def load(self) -> None:
         """Import score.py (its folder first on sys.path, like Azure ML) and check the contract."""
+        self.reporter.start()  # until init() returns: score.py's imports and the model's
+        try:
+            self._load()
+        except BaseException:
+            self.reporter.stop(final=False)
+            raise
+
+    def _load(self) -> None:
         path = os.path.join(self.code_dir, self.entry)
         if self.code_dir not in sys.path:
             sys.path.insert(0, self.code_dir)
@@ -93,10 +104,9 @@ class UserScript:
         try:
             self.module.init()
         except BaseException as e:
+            self.reporter.stop(final=False)
             raise ScriptError(f"init() failed: {type(e).__name__}: {e}", traceback_tail(e)) from e
-        report = os.environ.get("DEPLOYCTL_REPORT_MODULES")
-        if report:
-            report_modules(report)
+        self.reporter.stop()
 
     def run_online(self, body: bytes, headers: dict[str, str] | None = None) -> Any:
         """Call run() for one request; raises BadRequest, or whatever run() raises."""
@@ -143,16 +153,61 @@ class UserScript:
         }
 
 
-def report_modules(path: str) -> None:
-    """Write the installed packages imported so far (after init(): the model's too) to ``path``,
-    for the zygote to preload (see :mod:`deployctl_runtime.zygote`).  The user's own modules are
-    never listed: they change with every version."""
-    names = sorted({name.split(".")[0] for name, mod in list(sys.modules.items())
-                    if "site-packages" in (getattr(mod, "__file__", None) or "")})
-    try:
-        write_json_atomic(path, names)
-    except OSError:
-        pass  # only an optimisation
+def installed_modules() -> list[str]:
+    """The installed (site-packages) modules imported so far, in import order (parents first).
+    The user's own modules are never listed: they change with every version."""
+    names = []
+    for name, mod in list(sys.modules.items()):  # a copy: another thread may be importing
+        if not isinstance(mod, types.ModuleType):
+            continue
+        # the module's own __dict__: getattr could run a lazy module __getattr__ in this thread
+        attrs = mod.__dict__
+        if "site-packages" not in (attrs.get("__file__") or ""):
+            continue
+        if getattr(attrs.get("__spec__"), "_initializing", False):
+            continue  # still being imported: listed once done (and its bytecode written)
+        names.append(name)
+    return names
+
+
+class ModuleReporter:
+    """Writes :func:`installed_modules` to ``path`` for the zygote (see
+    :mod:`deployctl_runtime.zygote`): every 50 ms while the script loads and initialises, so the
+    zygote imports the same packages alongside the first version rather than after it, and once
+    more when init() has returned.  Only an optimisation: write errors are ignored."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._written = -1
+
+    def start(self) -> None:
+        if self.path and self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="module-reporter", daemon=True)
+            self._thread.start()
+
+    def stop(self, final: bool = True) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if final and self.path:
+            self._write()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.05):
+            self._write()
+
+    def _write(self) -> None:
+        names = installed_modules()
+        if len(names) == self._written or self.path is None:
+            return
+        try:
+            write_json_atomic(self.path, names)
+            self._written = len(names)
+        except OSError:
+            pass
 
 
 def rows_of(result: Any) -> list[str]:

@@ -299,24 +299,36 @@ def worker(args: argparse.Namespace, private: socket.socket, public_sock: socket
         print(f"worker {os.getpid()}: {e}\n{e.tail}", file=sys.stderr, flush=True)
         return 3
     servers = [serve(private, app)]
-    go_public = threading.Event()
-    stop = threading.Event()
-    signal.signal(signal.SIGUSR1, lambda *_: go_public.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    go_public, stop, wake = threading.Event(), threading.Event(), threading.Event()
+
+    def on_signal(event: threading.Event) -> Any:
+        def handler(*_: object) -> None:
+            event.set()
+            wake.set()  # one event to wait on: a redeploy's handoff is not held up by a poll
+        return handler
+
+    signal.signal(signal.SIGUSR1, on_signal(go_public))
+    signal.signal(signal.SIGTERM, on_signal(stop))
     os.write(ready_w, b"r")
     if public_now:
         go_public.set()
     published = False
-    while not stop.wait(0.05):
+    while not stop.is_set():
         if go_public.is_set() and not published:
             servers.append(serve(public_sock, app))
             published = True
             os.write(ready_w, b"p")
+        wake.wait(0.5)
+        wake.clear()
     # Stop accepting, finish what is in flight (answered with Connection: close), then exit; idle
     # keep-alive connections close with the process.
     app.draining = True
+    closing = [threading.Thread(target=srv.shutdown) for srv in servers]  # each waits out a poll:
+    for t in closing:                                                      # in parallel, not in turn
+        t.start()
+    for t in closing:
+        t.join()
     for srv in servers:
-        srv.shutdown()
         srv.server_close()
     time.sleep(0.02)  # a request whose headers were being read as accepting stopped
     deadline = time.monotonic() + args.drain_seconds

@@ -3,10 +3,14 @@
     python -m deployctl_runtime.zygote --socket PATH --modules FILE
 
 Importing a model's libraries is most of a version's start (scikit-learn: 0.7 s of 0.9 s here).
-The zygote imports the installed packages the running version's ``init()`` imported (listed in
-``--modules`` by :func:`deployctl_runtime.contract.report_modules`), while idle, and starts each
-new version as a fork of itself: a code-only redeploy then starts in milliseconds.  The user's
-own code is never imported here, so every version runs its own ``score.py``.
+The zygote imports the installed modules the running version's ``score.py`` and ``init()``
+imported (listed in ``--modules``, in import order, by
+:class:`deployctl_runtime.contract.ModuleReporter`), and starts each new version as a fork of
+itself: a code-only redeploy then starts in milliseconds.  The list is written while the first
+version is still initialising and read here every 50 ms, so on a new environment the zygote
+imports alongside the first version (another core) instead of after it: a redeploy right after
+the first deploy finds it warm too.  The user's own code is never imported here, so every
+version runs its own ``score.py``.
 
 Protocol (one JSON line each way on the unix socket)::
 
@@ -108,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(args.socket)
     listener.listen(8)
-    listener.settimeout(0.25)
+    listener.settimeout(0.05)  # also how often the module list is checked for news
     done: set[str] = set()
     modules_mtime = 0.0
     print(f"zygote {os.getpid()} listening on {args.socket}", file=sys.stderr, flush=True)
@@ -122,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             loaded = preload(args.modules, done)
             if loaded:
-                print(f"preloaded {', '.join(loaded)} in {time.perf_counter() - started:.2f}s", file=sys.stderr, flush=True)
+                packages = ", ".join(sorted({name.split(".")[0] for name in loaded}))
+                print(f"preloaded {len(loaded)} modules ({packages}) in {time.perf_counter() - started:.2f}s",
+                      file=sys.stderr, flush=True)
         try:
             conn, _ = listener.accept()
         except (TimeoutError, socket.timeout):  # noqa: UP041 - distinct before Python 3.10
