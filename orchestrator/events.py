@@ -25,6 +25,10 @@ class Reporter:
     def warning(self, target: str, message: str) -> None:
         log.warning("[%s] %s", target, message)
 
+    def advance(self, target: str, what: str, done: int, total: int) -> None:
+        """Countable progress (``done`` of ``total`` mini-batches, files...): a bar on a terminal."""
+        self.progress(target, f"{what}: {done}/{total}")
+
     def retrying(self, target: str, what: str, attempt: int, wait: float, reason: str) -> None:
         self.warning(target, f"retrying {what} in {wait:.1f}s (attempt {attempt + 1}): {reason}")
 
@@ -48,6 +52,7 @@ class LineReporter(Reporter):
         self.stream = stream or sys.stderr
         self.clean = clean or (lambda text: text)
         self._lock = threading.Lock()
+        self._steps: dict[tuple[str, str], int] = {}  # advance(): the last tenth printed
 
     def _write(self, line: str) -> None:
         with self._lock:
@@ -59,6 +64,16 @@ class LineReporter(Reporter):
 
     def warning(self, target: str, message: str) -> None:
         self._write(f"[{target}] warning: {message}")
+
+    def advance(self, target: str, what: str, done: int, total: int) -> None:
+        # A CI log gets the start, every tenth and the end, not a line per mini-batch.
+        step = 10 * done // total if total else 10
+        with self._lock:
+            if self._steps.get((target, what)) == step:
+                return
+            self._steps[(target, what)] = step
+        pct = 100 * done // total if total else 100
+        self._write(f"[{target}] {what}: {done}/{total} ({pct}%)")
 
 
 class RecordingReporter(Reporter):
@@ -77,6 +92,9 @@ class RecordingReporter(Reporter):
 
     def warning(self, target: str, message: str) -> None:
         self._add("warning", target, message)
+
+    def advance(self, target: str, what: str, done: int, total: int) -> None:
+        self._add("advance", target, what, done, total)
 
     def retrying(self, target: str, what: str, attempt: int, wait: float, reason: str) -> None:
         self._add("retrying", target, what, attempt, wait, reason)
@@ -120,6 +138,8 @@ class RichReporter(Reporter):
         self._running: dict[str, str] = {}
         self._status = console.status("", spinner="dots")
         self._started = False
+        self._bars: Any = None  # a rich Progress while something countable runs
+        self._tasks: dict[tuple[str, str], Any] = {}
 
     def __enter__(self) -> RichReporter:
         return self
@@ -127,6 +147,8 @@ class RichReporter(Reporter):
     def __exit__(self, *exc: object) -> None:
         if self._started:
             self._status.stop()
+        if self._bars is not None:
+            self._bars.stop()
 
     def _refresh(self) -> None:
         text = "  ".join(f"[bold]{t}[/]: {what}" for t, what in self._running.items())
@@ -153,6 +175,32 @@ class RichReporter(Reporter):
     def warning(self, target: str, message: str) -> None:
         with self._lock:
             self._print(f"[yellow]\\[{target}] warning:[/] {message}")
+
+    def advance(self, target: str, what: str, done: int, total: int) -> None:
+        with self._lock:
+            if self._started:  # one live display at a time: the spinner's line says it instead
+                self._running[target] = f"{what} {done}/{total}"
+                self._refresh()
+                return
+            if self._bars is None:
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeElapsedColumn,
+                )
+
+                self._bars = Progress(TextColumn("[dim]\\[{task.fields[target]}][/] {task.description}"), BarColumn(),
+                                      MofNCompleteColumn(), TimeElapsedColumn(), console=self.console)
+                self._bars.start()
+            key = (target, what)
+            if key not in self._tasks:
+                self._tasks[key] = self._bars.add_task(redact(what), total=total, target=target)
+            self._bars.update(self._tasks[key], completed=done, total=total)
+            if all(t.finished for t in self._bars.tasks):
+                self._bars.stop()
+                self._bars, self._tasks = None, {}
 
     def change_started(self, target: str, action: str, address: str) -> None:
         with self._lock:

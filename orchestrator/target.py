@@ -172,6 +172,11 @@ class TargetContext:
         if self.reporter:
             self.reporter.warning(self.config.name, message)
 
+    def advance(self, what: str, done: int, total: int) -> None:
+        """Countable progress: ``done`` of ``total`` (a bar on a terminal, a percentage in CI)."""
+        if self.reporter:
+            self.reporter.advance(self.config.name, what, done, total)
+
     def secret(self, value: str) -> None:
         """Declare ``value`` secret before it can reach any output: it is masked everywhere."""
         from orchestrator.secrets import register_secret

@@ -94,9 +94,17 @@ class AzureDevOpsReporter(Reporter):
 
     def __init__(self, writer: _Writer) -> None:
         self._w = writer
+        self._progress: int | None = None
 
     def progress(self, target: str, message: str) -> None:
         pass  # the CLI's line reporter prints progress; no command needed
+
+    def advance(self, target: str, what: str, done: int, total: int) -> None:
+        # the task's percentage in the pipeline's UI (the line reporter beside this prints the text)
+        value = 100 * done // total if total else 100
+        if self._progress != value:
+            self._progress = value
+            self._w.emit("task.setprogress", {"value": value}, f"[{target}] {what}")
 
     def warning(self, target: str, message: str) -> None:
         self._w.warnings += 1

@@ -513,7 +513,10 @@ class LocalTarget(Target):
         assert proc.stdout is not None and proc.stderr is not None
         for line in proc.stdout:
             if line.startswith("progress "):
-                self.ctx.progress(f"batch {line.split()[1]} mini-batches")
+                done, _, total = line.split()[1].partition("/")
+                if "resuming" in line:
+                    self.ctx.progress(f"resuming: {done} of {total} mini-batches were done by an earlier run")
+                self.ctx.advance("mini-batches", int(done), int(total))
             elif line.startswith("summary "):
                 summary = json.loads(line[8:])
         err = proc.stderr.read()

@@ -148,3 +148,13 @@ def test_integration_units(tmp_path):
     assert "retrying create x in 1.5s" in warns[1]
     assert named(cmds, "task.complete")[0].properties["result"] == "SucceededWithIssues"  # a warning was logged
     assert variable_name("dev-online.eu", "scoring_uri") == "dev_online_eu_scoring_uri"
+
+
+def test_countable_progress_sets_the_task_percentage(tmp_path):
+    out = io.StringIO()
+    rep = AzureDevOpsIntegration(environ={"AGENT_TEMPDIRECTORY": str(tmp_path)}, stream=out).reporter()
+    for done in (0, 1, 1, 2, 3):
+        rep.advance("batch", "mini-batches", done, 3)
+    cmds = named(list(parse_stream(out.getvalue().splitlines())), "task.setprogress")
+    assert [c.properties["value"] for c in cmds] == ["0", "33", "66", "100"]  # no repeats
+    assert cmds[-1].message == "[batch] mini-batches"

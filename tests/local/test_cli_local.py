@@ -125,10 +125,12 @@ def test_batch_example_writes_predictions_and_resumes(examples, tmp_path):
     inputs = sorted((root / "batch" / "data").glob("*.csv"))
     assert len(rows) == sum(len(f.read_text().splitlines()) - 1 for f in inputs)  # one per data row
     assert rows[0].startswith("part-000.csv,0,")
-    assert "mini-batches" in scored.stderr  # progress
+    total = (len(inputs) + 1) // 2  # mini_batch_size: 2
+    progress = [line for line in scored.stderr.splitlines() if "mini-batches:" in line]
+    assert progress[0] == f"[dev] mini-batches: 0/{total} (0%)" and progress[-1] == f"[dev] mini-batches: {total}/{total} (100%)"
     again = cli("invoke", manifest, "--input", str(root / "batch" / "data"), "--output-path", str(out), env=env)
     assert again.returncode == 0 and out.read_text().splitlines() == rows
-    # the rerun found every mini-batch done: a single progress line, already complete
-    progress = [line for line in again.stderr.splitlines() if "mini-batches" in line]
-    total = (len(inputs) + 1) // 2  # mini_batch_size: 2
-    assert len(progress) == 1 and f"batch {total}/{total} mini-batches" in progress[0]
+    # the rerun found every mini-batch done: it says so, and its progress starts complete
+    assert f"resuming: {total} of {total} mini-batches were done by an earlier run" in again.stderr
+    progress = [line for line in again.stderr.splitlines() if "mini-batches:" in line]
+    assert progress == [f"[dev] mini-batches: {total}/{total} (100%)"]
