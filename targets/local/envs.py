@@ -150,16 +150,51 @@ def find_python(version: str) -> Path:
 
 
 def parse_requirements(path: Path | None, conda: Path | None) -> tuple[list[str], str | None]:
+    """Requirement lines from requirements.txt (or a conda file) and the Python it pins.
+
+    ``-r other.txt`` is inlined and ``-c constraints.txt`` and local paths (``./wheels/x.whl``,
+    ``-e ./pkg``) are made absolute, relative to the file that names them, as pip reads them:
+    the environment is built from a copy of the lines elsewhere, and an included file's content
+    is part of what the environment is keyed by."""
     if conda is not None:
         return conda_to_requirements(conda.read_text(), str(conda))
     if path is None:
         return [], None
-    lines = []
-    for raw in path.read_text().splitlines():
+    return _read_requirements(Path(path), frozenset()), None
+
+
+_INCLUDE = re.compile(r"^(-r|--requirement|-c|--constraint)(?:\s+|=)(\S.*)$")
+_LOCAL_PATH = re.compile(r"^((?:-e|--editable)\s+)?(\.{1,2}/\S*)$")
+
+
+def _read_requirements(path: Path, seen: frozenset[Path]) -> list[str]:
+    path = path.resolve()
+    if path in seen:
+        raise UserError(f"{path}: includes itself (through -r)")
+    lines: list[str] = []
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
         line = raw.split(" #", 1)[0].strip()
-        if line and not line.startswith("#"):
-            lines.append(line)
-    return lines, None
+        if not line or line.startswith("#"):
+            continue
+        include = _INCLUDE.match(line)
+        if include:
+            flag, ref = include.groups()
+            target = (path.parent / ref.strip()).resolve()
+            if not target.is_file():
+                raise UserError(f"{path}:{number}: {flag} {ref.strip()}: no such file",
+                                hint="paths in a requirements file are relative to that file")
+            if flag in ("-r", "--requirement"):
+                lines.extend(_read_requirements(target, seen | {path}))
+            else:
+                lines.append(f"-c {target}")
+            continue
+        local = _LOCAL_PATH.match(line)
+        if local:
+            editable, rel = local.groups()
+            lines.append(f"{editable or ''}{(path.parent / rel).resolve()}")
+            continue
+        lines.append(line)
+    return lines
 
 
 def ensure_environment(requirements: list[str], python: str, *, cache: Path | None = None,

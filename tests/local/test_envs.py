@@ -90,3 +90,34 @@ def test_missing_python_is_a_clear_error(tmp_path):
 
     with pytest.raises(UserError, match=r"Python 3\.2 is not installed"):
         ensure_environment(["joblib==1.6.0"], "3.2", cache=tmp_path)
+
+
+def test_requirements_includes_constraints_and_local_paths(tmp_path):
+    from targets.local.envs import parse_requirements
+
+    (tmp_path / "req").mkdir()
+    (tmp_path / "req" / "base.txt").write_text("numpy>=1.26  # shared\n-c ../constraints.txt\n")
+    (tmp_path / "constraints.txt").write_text("numpy<3\n")
+    (tmp_path / "wheels").mkdir()
+    main = tmp_path / "requirements.txt"
+    main.write_text("# model\n-r req/base.txt\nscikit-learn==1.9.1\n./wheels/mymodel-1.0-py3-none-any.whl\n"
+                    "-e ./src/featurizer\n--extra-index-url https://example.org/simple\n")
+    lines, python = parse_requirements(main, None)
+    assert python is None
+    assert lines == [
+        "numpy>=1.26", f"-c {tmp_path / 'constraints.txt'}", "scikit-learn==1.9.1",
+        str(tmp_path / "wheels" / "mymodel-1.0-py3-none-any.whl"), f"-e {tmp_path / 'src' / 'featurizer'}",
+        "--extra-index-url https://example.org/simple",
+    ]
+
+
+def test_requirements_include_errors_name_file_and_line(tmp_path):
+    from targets.local.envs import parse_requirements
+
+    main = tmp_path / "requirements.txt"
+    main.write_text("joblib\n-r missing.txt\n")
+    with pytest.raises(UserError, match=r"requirements\.txt:2: -r missing\.txt: no such file"):
+        parse_requirements(main, None)
+    main.write_text("-r requirements.txt\n")
+    with pytest.raises(UserError, match="includes itself"):
+        parse_requirements(main, None)
