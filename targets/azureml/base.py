@@ -180,7 +180,10 @@ class AzureMLTarget(Target):
 
     @cached_property
     def registry_ml(self) -> Any:
-        return ml_client(self.session, self.cfg.subscription, registry=self.cfg.registry)
+        """An MLClient on ``registry`` (constructing it discovers the registry's regional host:
+        that is a request, through the session's transport like every other)."""
+        return self.op(f"discover registry {self.cfg.registry}",
+                       lambda: ml_client(self.session, self.cfg.subscription, registry=self.cfg.registry))
 
     def _get_asset(self, r: Resource) -> Any:
         name, version = r.name.split(":", 1)
@@ -314,12 +317,6 @@ class AzureMLTarget(Target):
         if self.d.model_copy == "share":
             assert self.cfg.registry
             self.check_registry_region(self.cfg.registry)
-            if getattr(self.session, "simulator", None) is not None:
-                # models.share() discovers the registry's regional host with a client of its own,
-                # without our transport: it would leave the simulator for the real network
-                raise self.fail("sharing a model through a registry cannot run against the simulator "
-                                "(azure-ai-ml's share() builds its own client without the transport)",
-                                hint="drop `registry` to copy the model into the workspace instead")
 
     def check_registry_region(self, registry: str) -> None:
         """A registry serves only the regions it is replicated to."""
@@ -347,10 +344,7 @@ class AzureMLTarget(Target):
         assert ref
         src = self.source_model
         if r.spec.get("copy") == "share":
-            self.ctx.progress(f"sharing {ref.uri} through registry {self.cfg.registry}")
-            self.op(f"share {r.address}", lambda: self.source_ml.models.share(
-                name=ref.name, version=ref.version, registry_name=self.cfg.registry,
-                share_with_name=ref.name, share_with_version=ref.version), r.address)
+            self.share_model(r)
             return
         # copy: download from the source datastore, upload content-addressed, register here
         parsed = assets.parse_datastore_path(str(src.path))
@@ -386,6 +380,42 @@ class AzureMLTarget(Target):
                       tags={**tags, TAG_SOURCE: ref.uri, TAG_SHA: sha},
                       description=f"copy of {ref.uri} (deployctl)")
         self.op(f"register {r.address}", lambda: self.ml.models.create_or_update(model), r.address)
+
+    def share_model(self, r: Resource) -> None:
+        """What azure-ai-ml's ``ModelOperations.share()`` does, through clients on the session's
+        transport (``share()`` builds its registry client without it): read the source workspace's
+        id and region, then ask the registry to import the workspace asset
+        (``WorkspaceAssetReference``: POST ``.../registries/<r>/import`` on the registry's regional
+        host, a long-running operation), under the same name and version.  The registry copies the
+        files; the source credential is used, as ``share()`` uses the source workspace's client.
+        Safe to retry: a version that an earlier attempt already imported is taken as done."""
+        from azure.ai.ml.entities._assets.workspace_asset_reference import WorkspaceAssetReference
+
+        ref = self.d.model_ref
+        assert ref and ref.workspace and self.cfg.registry
+        registry = self.cfg.registry
+        self.ctx.progress(f"sharing {ref.uri} through registry {registry}")
+        ws = self.op("get source workspace", lambda: self.source_ml.workspaces.get(ref.workspace))
+        guid = getattr(ws, "_workspace_id", None)
+        if not guid:
+            raise self.fail(f"cannot share {ref.uri}: workspace {ref.workspace} did not report its id")
+        # azure.ai.ml.constants._common.ASSET_ID_FORMAT, the id share() builds
+        asset_id = f"azureml://locations/{ws.location}/workspaces/{guid}/models/{ref.name}/versions/{ref.version}"
+        cred = credential_for(self.session, ref.subscription,
+                              self.cfg.model_source.credential if self.cfg.model_source else None)
+        reg = self.op(f"discover registry {registry}", lambda: ml_client(self.session, self.cfg.subscription,
+                                                                        registry=registry, credential=cred))
+
+        def share() -> Any:
+            try:
+                return reg.models.create_or_update(WorkspaceAssetReference(name=ref.name, version=ref.version,
+                                                                           asset_id=asset_id))
+            except Exception as e:
+                if "already exists in registry" not in str(e):
+                    raise
+                return reg.models.get(name=ref.name, version=ref.version)  # an earlier attempt got through
+
+        self.op(f"share {r.address}", share, r.address)
 
     # -- shared check ----------------------------------------------------------------------------
     def check(self, changes: list[Change]) -> list[Finding]:

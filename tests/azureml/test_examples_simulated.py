@@ -23,11 +23,13 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("example", ["azureml-online", "azureml-batch", "azureml-cross-subscription"])
+@pytest.mark.parametrize("example", ["azureml-online", "azureml-batch", "azureml-cross-subscription",
+                                     "azureml-cross-subscription/registry.yaml"])
 def test_example_applies_with_simulate_and_replans_clean(example, tmp_path):
-    manifest = REPO / "examples" / example / "deployctl.yaml"
+    manifest = REPO / "examples" / example
+    manifest = manifest if manifest.suffix == ".yaml" else manifest / "deployctl.yaml"
     state = tmp_path / "state"
-    if example == "azureml-cross-subscription":
+    if example.startswith("azureml-cross-subscription"):
         seeded = subprocess.run([sys.executable, str(manifest.parent / "seed_simulator.py"),
                                  str(state / "simulated-azure.json")], capture_output=True, text=True,
                                 env=subprocess_env(), timeout=300, cwd=REPO)
@@ -42,6 +44,13 @@ def test_example_applies_with_simulate_and_replans_clean(example, tmp_path):
                   str(REPO / "examples" / "batch" / "data"), "--output-path", str(out))
         assert inv.returncode == 0, inv.stdout + inv.stderr
         assert (out / "predictions.csv").read_text().count("\n") >= 5
+    elif example.endswith("registry.yaml"):  # shared, not copied: the deployment serves the registry version
+        status = run("status", str(manifest), "--simulate", "--state-dir", str(state), "-o", "json")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "azureml://registries/models-registry/models/iris/versions/1" in status.stdout, status.stdout
+        inv = run("invoke", str(manifest), "--simulate", "--state-dir", str(state), "--file",
+                  str(REPO / "examples" / "quickstart" / "sample-request.json"), "-o", "json")
+        assert inv.returncode == 0 and json.loads(inv.stdout[inv.stdout.index("{"):])["body"] == [0, 2], inv.stdout
     elif example == "azureml-online":
         inv = run("invoke", str(manifest), "--simulate", "--state-dir", str(state), "--file",
                   str(REPO / "examples" / "quickstart" / "sample-request.json"), "-o", "json")

@@ -196,3 +196,36 @@ def test_registry_model_versions_through_the_registry_data_plane(sim):
     with pytest.raises(HttpResponseError) as e:
         ml.online_deployments.begin_create_or_update(missing)
     assert e.value.status_code == 400
+
+
+def test_registry_import_of_a_workspace_model_is_a_polled_copy(sim):
+    """What ``models.share()`` sends, through a registry client on the transport: the import is a
+    long-running operation polled on the regional host; the registry version gets its own copy."""
+    from azure.ai.ml import MLClient
+    from azure.ai.ml.entities._assets.workspace_asset_reference import WorkspaceAssetReference
+    from azure.ai.ml.exceptions import ValidationException
+
+    from orchestrator.azure.simulator.providers import storage
+
+    sim.add_registry(SUB, "rg", "shared-reg")
+    sim.add_model(SUB, "rg", "ws", "m", "1", {"model.pkl": b"weights"})
+    ws = mlclient(sim).workspaces.get("ws")
+    reg = MLClient(sim.credential, registry_name="shared-reg", transport=sim.transport, show_progress=False)
+    source = f"azureml://locations/{ws.location}/workspaces/{ws._workspace_id}/models/m/versions/1"
+    shared = reg.models.create_or_update(WorkspaceAssetReference(name="m", version="1", asset_id=source))
+    assert shared.id == "azureml://registries/shared-reg/models/m/versions/1"
+    imports = [r for r in sim.requests if r.operation == "RegistryAssetReference_Import"]
+    assert [(r.method, r.status, r.host) for r in imports] == [("POST", 202, "eastus.api.azureml.ms")]
+    polls = [r for r in sim.requests if r.operation == "OperationStatus_Get"]
+    assert polls and all(r.host == "eastus.api.azureml.ms" for r in polls)
+    account, container, path = shared.path.split("//")[1].split(".")[0], "registry-assets", "models/m/1/model/model.pkl"
+    assert storage.get_blob(sim, account, container, path) == b"weights"
+    # the SDK refuses an existing version itself; the service answers 409 to a raw second import
+    with pytest.raises(ValidationException):
+        reg.models.create_or_update(WorkspaceAssetReference(name="m", version="1", asset_id=source))
+    for bad_source, status in ((source.replace("/versions/1", "/versions/2"), 404),
+                               (source.replace(ws._workspace_id, "0" * 8 + ws._workspace_id[8:]), 404),
+                               ("not-an-asset-id", 400)):
+        with pytest.raises(HttpResponseError) as e:
+            reg.models.create_or_update(WorkspaceAssetReference(name="m2", version="1", asset_id=bad_source))
+        assert e.value.status_code == status, (bad_source, e.value)

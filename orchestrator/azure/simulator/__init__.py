@@ -12,7 +12,7 @@ azure-core's retries and LRO polling cost no real time.
 What it simulates: resource groups; Azure ML workspaces, datastores (+ listSecrets), code /
 environment / model versions, online endpoints and deployments (managed and Kubernetes; keys,
 token, logs, traffic, real scoring of the uploaded score.py and model), batch endpoints,
-deployments and jobs, computes, registries, usages and vCPU quotas; blob and queue data planes;
+deployments and jobs, computes, registries (+ importing workspace models), usages and vCPU quotas; blob and queue data planes;
 Container Instances, App Service (sites, plans, app settings, Kudu zip deploy), Storage accounts,
 Container Registry builds.  Every other operation of the carried REST specs gets spec-driven CRUD;
 anything else fails loudly (:class:`UnsupportedRequest` in strict mode, HTTP 501 otherwise).
@@ -34,9 +34,12 @@ long-running operation kind; ``realtime=1`` makes the clock really wait.  See :m
 A persisted cloud (``deployctl apply --simulate`` keeps it as ``<state-dir>/simulated-azure.json``)
 can be inspected and seeded — e.g. the source model of a cross-subscription copy — with
 ``python -m orchestrator.azure.simulator show|add-model|quota|deny STATE ...`` (see :mod:`.__main__`).
-Limitation: azure-ai-ml's ``models.share()`` builds a registry-discovery client without the
-transport (it would reach the network); create the registry version through an
-``MLClient(registry_name=..., transport=...)`` instead, which the simulator serves.
+Registries: discovery and the registry data plane on the regional host (``<region>.api.azureml.ms``),
+registry asset versions, and the import that shares a workspace model into a registry
+(:mod:`.providers.ml_registry`).  azure-ai-ml's ``models.share()`` itself builds its registry
+client without the transport (it would reach the network): send the same import through an
+``MLClient(registry_name=..., transport=...)`` (``create_or_update(WorkspaceAssetReference(...))``),
+as deployctl's Azure ML targets do.
 """
 
 from __future__ import annotations

@@ -150,7 +150,8 @@ def operation_status(sim: Any, req: Request) -> Response:
         if op["outcome"] != "Succeeded":
             return arm_error(400 if op["outcome"] == "Failed" else 409, op["error"]["code"], op["error"]["message"])
         res = sim.state["resources"].get(op["resource"])
-        return json_response(200, res) if res is not None and op["action"] != "delete" else Response(200)
+        # deletes and actions such as a registry import end with an empty body
+        return json_response(200, res) if res is not None and op["action"] not in ("delete", "import") else Response(200)
     body: dict[str, Any] = {"id": req.path, "name": op["id"], "status": status,
                             "startTime": sim.iso(op["start"])}
     if done:

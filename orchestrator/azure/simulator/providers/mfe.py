@@ -1,7 +1,9 @@
 """Azure ML's regional data-plane host (``https://<region>.api.azureml.ms``) as the SDK uses it
 for registries: registry discovery, then the management front end
 (``/mferp/managementfrontend/<ARM path>``), which is the ARM API under another host: requests are
-re-dispatched to :class:`~.resources.ResourceManager` (same routes, conformance and state)."""
+re-dispatched to :class:`~.resources.ResourceManager` (same routes, conformance and state), and
+long-running operations started there are polled there too.  The registry import that
+``models.share()`` sends lives here as well (:mod:`.ml_registry`)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from orchestrator.azure.simulator.messages import Request, Response, json_respon
 HOST = re.compile(r"^([a-z0-9]+)\.api\.azureml\.ms$")
 DISCOVERY = re.compile(r"^/registrymanagement/v1\.0/registries/([^/]+)/discovery$", re.IGNORECASE)
 MFE = "/mferp/managementfrontend"
+ARM = "https://management.azure.com"
 
 
 class AzureMLRegional:
@@ -52,6 +55,10 @@ class AzureMLRegional:
                                        "primaryRegionResourceProviderUri": f"https://{reg['location']}.api.azureml.ms/"})
         if req.path.startswith(MFE):
             resp = self._arm().handle(self._as_arm(req))
+            if resp is not None:  # long-running operations are polled on the same regional front end
+                for h in ("Location", "Azure-AsyncOperation"):
+                    if resp.headers.get(h, "").startswith(ARM):
+                        resp.headers[h] = f"https://{req.host}{MFE}" + resp.headers[h][len(ARM):]
             if resp is not None and resp.body and "json" in resp.headers.get("Content-Type", ""):
                 body = resp.json()
                 for item in (body.get("value") or []) if isinstance(body, dict) and "value" in body else [body]:

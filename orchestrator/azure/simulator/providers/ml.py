@@ -24,6 +24,7 @@ from typing import Any
 
 from orchestrator.azure.simulator import arm
 from orchestrator.azure.simulator.messages import Request, Response, arm_error, json_response
+from orchestrator.azure.simulator.providers import ml_registry
 
 NS = "Microsoft.MachineLearningServices"
 WS = re.compile(r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.MachineLearningServices/"
@@ -73,10 +74,13 @@ class MachineLearning:
         self.sim = sim
         sim.hooks["ml.deployment"] = self._deployment_done
         sim.hooks["ml.job"] = self._job_done
+        ml_registry.install(sim)
 
     def operation(self, req: Request) -> str | None:
         if USAGES.match(req.path):
             return "Usages_List"
+        if REG.match(req.path) and req.path.lower().endswith("/import") and req.method == "POST":
+            return "RegistryAssetReference_Import"  # registry data plane (2021-10-01-dataplanepreview)
         if req.path.lower().endswith("/startpendingupload"):
             return "CodeVersions_CreateOrGetStartPendingUpload"
         m = WS.match(req.path)
@@ -655,6 +659,8 @@ class MachineLearning:
             return json_response(200, self.add_registry(m["sub"], m["rg"], m["reg"], body.get("location")
                                                         or sim.default_location))
         tail = req.path[len(reg_path):]
+        if tail.lower() == "/import" and req.method == "POST":
+            return ml_registry.import_asset(sim, req, sim.get(reg_path), operation or "RegistryAssetReference_Import")
         if re.match(r"^/tempdatarefs/[^/]+/versions/[^/]+$", tail, re.IGNORECASE) and req.method == "PUT":
             return self.temp_data_reference(reg_path)
         if am := ASSET_TAIL.match(tail):
