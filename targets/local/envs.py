@@ -301,7 +301,7 @@ sys.exit(0 if compileall.compile_dir(sys.argv[1], quiet=1, workers=0) else 1)
 
 
 def compile_in_background(env_dir: Path) -> None:
-    """Compile the environment's bytecode in a detached, low-priority process (.pyc files are
+    """Compile the environment's bytecode in a detached, idle-priority process (.pyc files are
     written atomically, so a server importing at the same moment is safe)."""
     site = next((env_dir / "lib").glob("python3*/site-packages"), None)
     if site is None:
