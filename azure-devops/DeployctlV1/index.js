@@ -63,8 +63,11 @@ async function azureEnv(connection) {
   };
   if (scheme.toLowerCase() === 'serviceprincipal') {
     if ((param('authenticationType') || 'spnKey') === 'spnCertificate') {
-      const pem = param('servicePrincipalCertificate');
-      tl.setSecret(pem);
+      const pem = param('servicePrincipalCertificate') || '';
+      // setSecret refuses multi-line values (the agent masks line by line): mask each key line
+      for (const line of pem.split(/\r?\n/)) {
+        if (line.trim() && !line.startsWith('-----')) tl.setSecret(line.trim());
+      }
       env.AZURE_CLIENT_CERTIFICATE_PATH = writePrivate('deployctl-spn.pem', pem);
     } else {
       const key = param('serviceprincipalkey');
@@ -97,11 +100,22 @@ async function federatedToken(connection) {
   return body.oidcToken;
 }
 
+// Credential files (a certificate, an ID token) live only while deployctl runs: removed after it
+// exits, whatever happened, rather than left for the agent's end-of-job cleanup.
+const privateFiles = [];
+
 function writePrivate(name, text) {
   const dir = tl.getVariable('Agent.TempDirectory') || os.tmpdir();
   const file = path.join(dir, `${process.pid}-${name}`);
   fs.writeFileSync(file, text, { mode: 0o600 });
+  privateFiles.push(file);
   return file;
+}
+
+function removePrivateFiles() {
+  for (const file of privateFiles.splice(0)) {
+    try { fs.unlinkSync(file); } catch (e) { /* already gone */ }
+  }
 }
 
 // deployctl on PATH when no version is pinned; otherwise a venv per version under the tools folder.
@@ -141,6 +155,8 @@ async function run() {
     // On 0, deployctl has already said Succeeded or SucceededWithIssues; the agent keeps the worst.
   } catch (err) {
     tl.setResult(tl.TaskResult.Failed, err && err.message ? err.message : String(err));
+  } finally {
+    removePrivateFiles();
   }
 }
 

@@ -112,6 +112,30 @@ test('service principal -> AZURE_* variables for azure-identity (real task lib, 
   assert.match(tr.stdout, /##vso\[task.setvariable variable=dev_scoring_uri;isoutput=true;\]https:\/\/dev.example\/score/);
 });
 
+test('certificate service principal -> a private PEM file for azure-identity, removed after the run', async () => {
+  const pem = '-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n' +
+    '-----BEGIN CERTIFICATE-----\nMIIC8DCCAdigAwIBAgIQ\n-----END CERTIFICATE-----\n';
+  const tr = await runScenario({
+    inputs: { command: 'plan', manifest, azureSubscription: 'conn-cert', deployctlVersion: '' },
+    endpoint: { id: 'conn-cert', scheme: 'ServicePrincipal',
+      params: { serviceprincipalid: 'cert-app', tenantid: 'cert-tenant', authenticationType: 'spnCertificate',
+        servicePrincipalCertificate: pem },
+      data: { subscriptionid: 'cert-sub' } },
+  }, { PATH: `${fakeBin}${path.delimiter}${process.env.PATH}`, EXPECT_PEM: pem });
+  assert.ok(tr.succeeded, tr.stdout + tr.stderr);
+  assert.match(tr.stdout, /ENV AZURE_CLIENT_ID=cert-app/);
+  assert.match(tr.stdout, /ENV AZURE_CLIENT_SECRET=<unset>/);
+  const cert = tr.stdout.match(/CERT (\S+) (.+) mode=(\d+)/);
+  assert.ok(cert, tr.stdout);
+  assert.strictEqual(cert[2], '<the pem>');
+  assert.strictEqual(cert[3], '600');
+  assert.ok(!fs.existsSync(cert[1]), 'the certificate file is removed once deployctl has exited');
+  // masked before anything could print it, line by line (the agent refuses multi-line secrets);
+  // the PEM's BEGIN/END markers are not secret
+  const masked = tr.commands.filter((c) => c.command === 'task.setsecret').map((c) => c.message);
+  assert.deepStrictEqual(masked, ['MIIEvQIBADANBgkqhkiG9w0BAQEFAASC', 'MIIC8DCCAdigAwIBAgIQ']);
+});
+
 test('workload identity federation -> ID token file for azure-identity (real task lib, local OIDC endpoint)', async () => {
   const { spawn } = require('child_process');
   const server = spawn(process.execPath, [path.join(__dirname, 'oidc-server.js')]);
