@@ -40,6 +40,7 @@ from orchestrator.errors import TargetError, UserError
 from orchestrator.manifest.model import ScoringType, TargetConfig, dns_name
 from orchestrator.packaging import iter_files, tree_digest
 from orchestrator.plan import digest
+from orchestrator.requirements import parse_requirements
 from orchestrator.state import read_json, write_atomic, write_json
 from orchestrator.target import InvokeRequest, InvokeResult, Observed, Resource, Target
 from targets.local import envs, processes
@@ -87,7 +88,7 @@ class LocalTarget(Target):
 
     def _requirements(self) -> tuple[list[str], str]:
         env = self.manifest.environment
-        reqs, pinned = envs.parse_requirements(env.requirements, env.conda_file)
+        reqs, pinned = parse_requirements(env.requirements, env.conda_file)
         if pinned and pinned != env.python and "python" in env.model_fields_set:
             raise UserError(f"environment.python is {env.python} but {env.conda_file} pins python {pinned}")
         return reqs, pinned or env.python
