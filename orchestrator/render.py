@@ -73,7 +73,11 @@ def apply_lines(result: ApplyResult) -> list[str]:
     lines = []
     for t in result.targets:
         state = "ok" if t.ok else "FAILED"
-        lines.append(f"{t.target} ({t.kind}): {state}, {t.writes} change(s) applied")
+        counts = {status: sum(1 for c in t.changes if c.status == status)
+                  for status in ("done", "failed", "interrupted", "not-started")}
+        summary = f"{counts['done']} change(s) applied" + "".join(
+            f", {n} {status.replace('-', ' ')}" for status, n in counts.items() if status != "done" and n)
+        lines.append(f"{t.target} ({t.kind}): {state}, {summary}")
         for c in t.changes:
             if c.status != "done":
                 lines.append(f"  {c.status}: {c.action.value} {c.address}" + (f": {redact(c.error)}" if c.error else ""))

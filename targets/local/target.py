@@ -289,8 +289,11 @@ class LocalTarget(Target):
             processes.stop(pid)
             why = Path(f"{status_file}.error")
             detail = why.read_text().strip() if why.exists() else _tail(log, 15)
+            # point at the user's own files, not at this version's snapshot of them
+            detail = detail.replace(str(Path(cmd[cmd.index("--code") + 1])), str(self.manifest.code.path))
             listen_error = "cannot listen" in detail
-            raise TargetError(f"the new version did not start; the previous one keeps serving.\n{detail}",
+            serving = "; the previous one keeps serving" if processes.alive(previous.get("pid")) else ""
+            raise TargetError(f"the new version did not start{serving}.\n{detail}",
                               target=self.config.name, resource=resource.address, operation="start",
                               hint=(f"free port {port} or set another port for this target" if listen_error else
                                     "fix init() in your scoring script (see `deployctl logs`)"))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import textwrap
@@ -54,14 +55,16 @@ def env_cache(tmp_path_factory):
 class Project:
     """A deployable folder: the quickstart model and environment, a scoring script we can edit."""
 
-    def __init__(self, root: Path, scoring: str = "real-time", target_extra: str = "", variables: str = "") -> None:
+    def __init__(self, root: Path, scoring: str = "real-time", target_extra: str = "",
+                 variables: dict[str, str] | None = None) -> None:
         self.root = root
         shutil.copytree(QUICKSTART / "model", root / "model")
         shutil.copy(QUICKSTART / "requirements.txt", root / "requirements.txt")
         (root / "src").mkdir()
         self.write_score(SCORE)
         (root / "sample.json").write_text('{"data": [[5.1, 3.5, 1.4, 0.2]]}')
-        env_vars = f"\n  variables:\n{textwrap.indent(variables, '    ')}" if variables else ""
+        # (a JSON flow mapping on one line, indented as the dedented block below expects)
+        env_vars = f"\n              variables: {json.dumps(variables)}" if variables else ""
         self.manifest = root / "deployctl.yaml"
         self.manifest.write_text(textwrap.dedent(f"""\
             apiVersion: deployctl/v1

@@ -132,7 +132,11 @@ def test_failing_new_versions_never_take_over(project_factory):
         'os.environ["FAIL_INIT"]', '"model.pkl is corrupt"'))
     _, result = p.apply()
     assert not result.ok
-    assert "did not start" in result.targets[0].error and "model.pkl is corrupt" in result.targets[0].error
+    error = result.targets[0].error
+    assert "did not start; the previous one keeps serving" in error and "model.pkl is corrupt" in error
+    # the traceback names the user's own score.py (not this version's snapshot of it, nor the runtime)
+    assert f'File "{p.root / "src" / "score.py"}", line' in error
+    assert "versions/" not in error and "deployctl_runtime" not in error
     assert post(before["public_port"], {"data": [[5.1, 3.5, 1.4, 0.2]]}, deployment(p)["key"])[0] == 200
 
     # the smoke test fails (run() raises on the sample): the old version keeps serving
@@ -248,3 +252,13 @@ def _alive(pid: int) -> bool:
     from targets.local.processes import alive
 
     return alive(pid)
+
+
+def test_a_first_deploy_whose_init_fails_says_so_plainly(project_factory):
+    p = project_factory(variables={"FAIL_INIT": "no model.pkl at AZUREML_MODEL_DIR/model"})
+    _, result = p.apply()
+    error = result.targets[0].error
+    assert not result.ok and "the new version did not start." in error  # nothing was serving before
+    assert "keeps serving" not in error and "no model.pkl at AZUREML_MODEL_DIR/model" in error
+    state = p.engine().target(p.engine().manifest.targets[0]).ctx.state_dir
+    assert not (state / "deployment.json").exists()  # nothing half-started is recorded as running

@@ -36,8 +36,16 @@ class BadRequest(Exception):
     """The request does not fit run()'s signature (HTTP 400)."""
 
 
+_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
 def traceback_tail(exc: BaseException, lines: int = 12) -> str:
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    """The last lines of the traceback, without this runtime's own frames: the user's script
+    and the libraries it called are what the user can act on."""
+    tb = traceback.TracebackException.from_exception(exc)
+    tb.stack = traceback.StackSummary.from_list(
+        [f for f in tb.stack if not os.path.abspath(f.filename).startswith(_RUNTIME_DIR + os.sep)])
+    text = "".join(tb.format())
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
