@@ -5,6 +5,7 @@ AmlCompute cluster), on azure-ai-ml.
 Modules: :mod:`.config` (manifest settings, no Azure imports), :mod:`.spec` (desired resources,
 pure), :mod:`.rollout` (blue/green steps, pure + loop), :mod:`.client` (clients through one
 AzureSession, operation retries), :mod:`.assets` (content-addressed uploads), :mod:`.base`
-(assets, model copies, sizing, quota), :mod:`.online`, :mod:`.aks`, :mod:`.batch`,
-:mod:`.scoring`.  Azure SDKs are imported inside methods only.
+(assets, model copies, sizing, quota), :mod:`.capacity` (AKS cluster capacity, pure),
+:mod:`.online`, :mod:`.aks`, :mod:`.batch`, :mod:`.scoring`.  Azure SDKs are imported inside
+methods only.
 """

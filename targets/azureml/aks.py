@@ -4,8 +4,21 @@ Same resources and rollout as :mod:`.online`; the endpoint names the compute and
 name one of the compute's instance types (``defaultinstancetype`` unless the manifest names
 another).  The compute is read and checked in ``check()``: missing, not Kubernetes (the legacy
 "AKS compute" type, which Azure no longer accepts new endpoints on), or without the instance
-type all give a precise error before anything is written.  There is no regional core quota to
-check: capacity is the cluster's own.
+type all give a precise error before anything is written.
+
+There is no regional core quota for Kubernetes computes: capacity is the cluster's.  The
+capacity preflight (``check()``, like online's quota preflight: an error finding with the
+numbers blocks apply unless ``--skip-quota-check``) adds up the pod requests the rollout needs at
+its peak -- the new deployment's ``instance_count`` x its requests (the deployment's own, else the
+instance type's), beside every deployment already running on the compute in this workspace,
+the live one of this endpoint included, since blue/green keeps it serving until the new one has
+taken all traffic; an in-place update replaces its deployment's pods instead -- and compares them
+with the allocatable CPU and memory of the cluster's node pools.  The cluster is the compute's
+``resourceId`` (an AKS ``managedClusters`` resource), read with one plain ARM GET through the
+session's pipeline; node sizes come from the committed VM-size table (:mod:`.capacity`).  A
+cluster that cannot be read (no Reader role on it, another subscription without a credential)
+is a warning, not an error: the check is skipped and the plan says why.  Deployments of other
+workspaces attached to the same cluster cannot be seen from here and are not counted.
 """
 
 from __future__ import annotations
@@ -15,15 +28,18 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, ClassVar
 
-from orchestrator.plan import Change
+from orchestrator.errors import TargetError
+from orchestrator.plan import Action, Change
 from orchestrator.target import Finding, Severity
-from targets.azureml.client import describe, is_not_found
+from targets.azureml import capacity
+from targets.azureml.client import arm_get, describe, is_not_found
 from targets.azureml.config import AksConfig
 from targets.azureml.online import OnlineEndpointTarget
 from targets.azureml.spec import T_DEPLOYMENT
 
 DEFAULT_INSTANCE_TYPE = "defaultinstancetype"
 LEGACY = ("aks", "akscompute")
+AKS_API_VERSION = "2024-02-01"  # Microsoft.ContainerService managedClusters (stable)
 
 
 def _gib(value: Any) -> float | None:
@@ -108,6 +124,7 @@ class AksTarget(OnlineEndpointTarget):
         name = self.acfg.compute
         try:
             c = self.ml.compute.get(name)
+            self._compute = c
         except Exception as e:
             if is_not_found(e):
                 return [Finding(severity=Severity.error, message=f"compute {name!r} is not attached to workspace "
@@ -142,5 +159,102 @@ class AksTarget(OnlineEndpointTarget):
                                hint="name a larger instance type of the compute (instance_type)"))
         return out
 
+    # -- cluster capacity ---------------------------------------------------------------------------
+    _compute: Any = None
+
+    @staticmethod
+    def _types(c: Any) -> dict[str, Any]:
+        props = getattr(c, "properties", None) or {}
+        return props.get("instance_types") or props.get("instanceTypes") or {DEFAULT_INSTANCE_TYPE: {}}
+
+    @staticmethod
+    def _field(obj: Any, name: str) -> Any:
+        return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+    def _pod(self, label: str, count: int, requests: Any, instance_type: Any) -> capacity.Pods:
+        """A deployment's pods: its own requests, else its instance type's."""
+        it_req = self._field(self._field(instance_type, "resources") or {}, "requests") or {}
+        cpu = _cpu(self._field(requests, "cpu") if requests else None) or _cpu(self._field(it_req, "cpu")) or 0.0
+        mem = _gib(self._field(requests, "memory") if requests else None) or _gib(self._field(it_req, "memory")) or 0.0
+        return capacity.Pods(label, count, cpu, mem)
+
+    def _running_pods(self, types: Mapping[str, Any], exclude: str) -> tuple[list[capacity.Pods], list[str]]:
+        """Pods of the deployments already on this compute (this workspace), but ``exclude``."""
+        name = self.acfg.compute.lower()
+        try:
+            endpoints = self.op("list online endpoints", lambda: list(self.ml.online_endpoints.list()))
+            out = []
+            for ep in endpoints:
+                compute = str(getattr(ep, "compute", None) or "").rstrip("/").rsplit("/", 1)[-1].lower()
+                if compute != name:
+                    continue
+                deps = self.op(f"list deployments of {ep.name}",
+                               lambda ep=ep: list(self.ml.online_deployments.list(endpoint_name=ep.name)))
+                for d in deps:
+                    if (ep.name == self.d.endpoint and d.name == exclude) or \
+                            str(getattr(d, "provisioning_state", "")).lower() == "failed":
+                        continue
+                    it = types.get(getattr(d, "instance_type", None) or DEFAULT_INSTANCE_TYPE, {})
+                    label = f"{ep.name}/{d.name}" + (" (live, beside the new one)" if ep.name == self.d.endpoint else "")
+                    out.append(self._pod(label, int(getattr(d, "instance_count", None) or 1),
+                                         getattr(getattr(d, "resources", None), "requests", None), it))
+            return out, []
+        except TargetError as e:
+            return [], [f"deployments already on compute {self.acfg.compute} could not be listed ({e}): not counted"]
+
+    def capacity_findings(self, changes: list[Change]) -> list[Finding]:
+        dep = next((c for c in changes if c.type == T_DEPLOYMENT and c.action in (Action.create, Action.update)), None)
+        if dep is None or self._compute is None:
+            return []
+        types = self._types(self._compute)
+        it = types.get(self.instance_type, {})
+        dep_name = dep.name.split("/", 1)[1]
+        verb = "new deployment" if dep.action is Action.create else "deployment"
+        new = self._pod(f"{verb} {dep_name}", int(dep.spec.get("instance_count", self.cfg.instance_count)),
+                        dep.spec.get("requests"), it)
+        asked = f"{new.count} pod(s) x ({new.cpu:g} CPU, {new.memory_gib:.1f} GiB)"
+        if self.ctx.options.skip_quota_check:
+            return [Finding(severity=Severity.warning, message=f"cluster capacity check skipped ({asked})")]
+        cluster_id = str(getattr(self._compute, "resource_id", None) or "")
+        if "/managedclusters/" not in cluster_id.lower():
+            return [Finding(severity=Severity.warning, message=f"compute {self.acfg.compute} is not backed by an AKS "
+                            f"cluster deployctl can read (resourceId {cluster_id or 'missing'}): cluster capacity "
+                            f"not checked ({asked})")]
+        cluster_name = cluster_id.rstrip("/").rsplit("/", 1)[-1]
+        sub = cluster_id.strip("/").split("/")[1]
+        try:
+            cluster = self.op(f"read AKS cluster {cluster_name}", lambda: arm_get(
+                self.session, self.session.get_credential(sub), cluster_id, AKS_API_VERSION))
+        except TargetError as e:
+            cause = e.__cause__ if isinstance(e.__cause__, BaseException) else e
+            return [Finding(severity=Severity.warning,
+                            message=f"cannot read AKS cluster {cluster_name} behind compute {self.acfg.compute} "
+                                    f"({describe(cause)}): cluster capacity not checked ({asked})",
+                            hint="grant this identity Reader on the cluster to have its capacity checked")]
+        others, notes = self._running_pods(types, exclude=dep_name)
+        pool = capacity.pinned_pool(self._field(it, "node_selector") or self._field(it, "nodeSelector"))
+        pools, pool_notes = capacity.node_pools(cluster, pool)
+        warn = [Finding(severity=Severity.warning, message=n) for n in notes + pool_notes]
+        if not pools:
+            where = f"node pool {pool!r}" if pool else "Linux node pool"
+            return [*warn, Finding(severity=Severity.warning, message=f"no {where} of cluster {cluster_name} could "
+                                   f"be sized: cluster capacity not checked ({asked})")]
+        a = capacity.assess([new, *others], pools)
+        need = (f"the rollout needs {a.need_cpu:g} CPU, {a.need_memory_gib:.1f} GiB of pod requests "
+                f"({'; '.join(p.describe() for p in a.pods)})")
+        offer = (f"cluster {cluster_name} offers {a.have_cpu:.2f} CPU, {a.have_memory_gib:.1f} GiB allocatable "
+                 f"({'; '.join(p.describe() for p in a.pools)})")
+        if a.fits:
+            return [*warn, Finding(severity=Severity.info, message=f"cluster capacity: {need}; {offer}")]
+        parts = ([f"{a.short_cpu:.2f} CPU"] if a.short_cpu > 1e-9 else []) + \
+            ([f"{a.short_memory_gib:.1f} GiB"] if a.short_memory_gib > 1e-9 else [])
+        short = a.too_big or f"short by {' and '.join(parts)}"
+        return [*warn, Finding(severity=Severity.error, message=f"cluster capacity: {need}; {offer}: {short}",
+                               hint="add nodes to the cluster (count, or maxCount with autoscaling), lower "
+                                    "instance_count or resources, or pass --skip-quota-check")]
+
     def check(self, changes: list[Change]) -> list[Finding]:
-        return self.compute_findings()
+        findings = self.compute_findings()
+        if any(f.severity is Severity.error for f in findings):
+            return findings
+        return findings + self.capacity_findings(changes)

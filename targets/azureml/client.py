@@ -5,6 +5,9 @@
   bars.  Constructing it sends nothing.
 - :func:`container_client` — a blob ``ContainerClient`` on a datastore, through the SAME
   transport and retry policy (azure-ai-ml's own uploads build blob clients without it).
+- :func:`arm_get` — a plain ARM GET of any resource id (e.g. the AKS cluster behind a Kubernetes
+  compute) through an azure-core pipeline with the session's transport, retry policy and a bearer
+  token for ARM: no management SDK for one read.
 - :func:`run_op` — one whole operation through :func:`orchestrator.retry.call_with_retries` with
   ``http_retried=True`` (azure-core already retried each HTTP call); what is still failing after
   that is re-raised as a non-retryable :class:`TargetError`, so the engine does not retry it twice.
@@ -83,6 +86,29 @@ def container_client(session: AzureSession, datastore: Any, credential: Any) -> 
     # Storage keeps its own StorageRetryPolicy (see AzureSession.storage_kwargs): same budget, same transport.
     return ContainerClient(account_url, datastore.container_name, credential=key or credential,
                            **session.storage_kwargs())
+
+
+ARM = "https://management.azure.com"
+
+
+def arm_get(session: AzureSession, credential: Any, resource_id: str, api_version: str) -> Any:
+    """GET ``resource_id`` from ARM; the JSON body.  Errors are azure-core's ``HttpResponseError``
+    (``status_code`` 403, 404...), as from any SDK client."""
+    from azure.core import PipelineClient
+    from azure.core.pipeline import policies
+    from azure.core.rest import HttpRequest
+
+    kw = session.client_kwargs()
+    pipeline_policies = [policies.RequestIdPolicy(), policies.HeadersPolicy(), policies.UserAgentPolicy("deployctl"),
+                         kw["retry_policy"], policies.BearerTokenCredentialPolicy(credential, f"{ARM}/.default"),
+                         policies.NetworkTraceLoggingPolicy()]
+    client = PipelineClient(ARM, policies=pipeline_policies, **({"transport": kw["transport"]} if "transport" in kw else {}))
+    request = HttpRequest("GET", f"{ARM}/{resource_id.strip('/')}", params={"api-version": api_version},
+                          headers={"Accept": "application/json"})
+    with client:
+        response = client.send_request(request)
+        response.raise_for_status()
+        return response.json()
 
 
 def is_not_found(exc: BaseException) -> bool:

@@ -12,10 +12,11 @@ azure-core's retries and LRO polling cost no real time.
 What it simulates: resource groups; Azure ML workspaces, datastores (+ listSecrets), code /
 environment / model versions, online endpoints and deployments (managed and Kubernetes; keys,
 token, logs, traffic, real scoring of the uploaded score.py and model), batch endpoints,
-deployments and jobs, computes, registries (+ importing workspace models), usages and vCPU quotas; blob and queue data planes;
-Container Instances, App Service (sites, plans, app settings, Kudu zip deploy), Storage accounts,
-Container Registry builds.  Every other operation of the carried REST specs gets spec-driven CRUD;
-anything else fails loudly (:class:`UnsupportedRequest` in strict mode, HTTP 501 otherwise).
+deployments and jobs, computes, registries (+ importing workspace models), usages and vCPU
+quotas; blob and queue data planes; Container Instances, App Service (sites, plans, app settings,
+Kudu zip deploy), Storage accounts, Container Registry builds, AKS managed clusters (read only:
+their node pools, for the aks capacity check).  Every other operation of the carried REST specs
+gets spec-driven CRUD; anything else fails loudly (:class:`UnsupportedRequest` in strict mode, HTTP 501 otherwise).
 
 ``strict=True`` (tests): only what was seeded exists; unknown operations and requests that do not
 conform to the REST specs raise.  ``strict=False`` (``--simulate``): resource groups and

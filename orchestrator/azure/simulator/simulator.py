@@ -277,8 +277,21 @@ class AzureSimulator:
         return self.ml().add_workspace(subscription, resource_group, name, location)
 
     def add_kubernetes_compute(self, subscription: str, resource_group: str, workspace: str, name: str, *,
-                               instance_types: dict[str, Any] | None = None) -> dict[str, Any]:
-        return self.ml().add_kubernetes_compute(subscription, resource_group, workspace, name, instance_types)
+                               instance_types: dict[str, Any] | None = None,
+                               cluster_id: str | None = None) -> dict[str, Any]:
+        """A Kubernetes compute; its AKS cluster is ``cluster_id`` (seed it with :meth:`add_aks_cluster`),
+        by default a cluster of the compute's name with one pool of 3 x Standard_D4s_v3."""
+        return self.ml().add_kubernetes_compute(subscription, resource_group, workspace, name, instance_types,
+                                                cluster_id)
+
+    def add_aks_cluster(self, subscription: str, resource_group: str, name: str, *,
+                        pools: list[dict[str, Any]] | None = None, kubernetes_version: str = "1.29.2",
+                        location: str | None = None) -> dict[str, Any]:
+        """An AKS managed cluster; ``pools`` are agentPoolProfiles (name, count, vmSize, and optionally
+        enableAutoScaling/maxCount, maxPods, osType, mode)."""
+        cs = next(p.namespaces["microsoft.containerservice"] for p in self.providers if hasattr(p, "namespaces"))
+        return cs.add_cluster(subscription, resource_group, name, pools=pools,
+                              kubernetes_version=kubernetes_version, location=location)
 
     def add_registry(self, subscription: str, resource_group: str, name: str,
                      location: str = DEFAULT_LOCATION) -> dict[str, Any]:

@@ -126,13 +126,20 @@ class MachineLearning:
         return ws
 
     def add_kubernetes_compute(self, sub: str, rg: str, ws: str, name: str,
-                               instance_types: dict[str, Any] | None = None) -> dict[str, Any]:
+                               instance_types: dict[str, Any] | None = None,
+                               cluster_id: str | None = None) -> dict[str, Any]:
+        """A Kubernetes compute attached to ``ws``; its AKS cluster is ``cluster_id`` (default: a
+        cluster named like the compute in ``rg``, seeded with the default node pool when absent)."""
         w = self.add_workspace(sub, rg, ws, self.sim.default_location)
         types = instance_types or {"defaultinstancetype": {"resources": {
             "requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}}}}
+        if cluster_id is None:
+            cluster_id = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerService/managedClusters/{name}"
+            if self.sim.get(cluster_id) is None:
+                self.sim.add_aks_cluster(sub, rg, name, location=w["location"])
         return self.sim.put_resource(f"{w['id']}/computes/{name}", {"properties": {
             "computeType": "Kubernetes", "computeLocation": w["location"], "isAttachedCompute": True,
-            "resourceId": f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerService/managedClusters/{name}",
+            "resourceId": cluster_id,
             "properties": {"namespace": "default", "defaultInstanceType": next(iter(types)), "instanceTypes": types}}},
             location=w["location"])
 

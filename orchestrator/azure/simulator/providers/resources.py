@@ -24,6 +24,7 @@ NAMESPACE = re.compile(r"/providers/([^/]+)", re.IGNORECASE)
 class ResourceManager:
     def __init__(self, sim: Any) -> None:
         from orchestrator.azure.simulator.providers.containers import ContainerRegistry
+        from orchestrator.azure.simulator.providers.containerservice import ContainerService
         from orchestrator.azure.simulator.providers.ml import MachineLearning
         from orchestrator.azure.simulator.providers.storage import StorageAccounts
         from orchestrator.azure.simulator.providers.web import WebApps
@@ -35,6 +36,7 @@ class ResourceManager:
             "microsoft.web": WebApps(sim),
             "microsoft.storage": StorageAccounts(sim),
             "microsoft.containerregistry": ContainerRegistry(sim),
+            "microsoft.containerservice": ContainerService(sim),
         }
 
     def owns(self, req: Request) -> bool:
