@@ -49,7 +49,7 @@ def credential_for(session: AzureSession, subscription: str | None, source: Any 
     manifest's ``model_source.credential`` names, else the session's own."""
     if subscription and subscription in session.credentials_by_subscription:
         return session.credentials_by_subscription[subscription]
-    if source is not None and source.type != "default" and session.transport is None:
+    if source is not None and source.type != "default" and session.simulator is None:
         from azure import identity
 
         if source.type == "azure-cli":

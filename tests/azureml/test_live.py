@@ -1,23 +1,34 @@
-"""Opt-in: the Azure ML scenarios against real Azure.
+"""Opt-in: the Azure ML scenarios against real Azure -- the same scenario functions
+(:mod:`tests.azureml.scenarios`) test_scenarios_simulated.py runs against the simulator.
 
 Runs only when AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and AZUREML_WORKSPACE are set (and a
-credential DefaultAzureCredential can find); skips otherwise.  It creates real, billed resources
-(a managed online endpoint on the cheapest fitting SKU, a small AmlCompute cluster at 0 nodes) and
-destroys them at the end, whatever happened.  DEPLOYCTL_LIVE_PREFIX changes the manifest name so
+credential DefaultAzureCredential can find); skips otherwise.  Some scenarios need more, and each
+skips naming what it needs:
+
+- AZUREML_SOURCE_MODEL_URI: an ``azureml://subscriptions/.../workspaces/.../models/<n>/versions/<v>``
+  model in another workspace (cross-workspace copy), whose folder holds ``model/model.pkl``
+  loadable by the quickstart's score.py (e.g. the quickstart model registered there);
+- AZUREML_REGISTRY (+ AZUREML_REGISTRY_RESOURCE_GROUP when it is not in AZURE_RESOURCE_GROUP): a
+  registry replicated to the workspace's region, to share that model through (registry versions
+  are never deleted: the version stays in the registry afterwards);
+- AZUREML_KUBERNETES_COMPUTE (+ AZUREML_KUBERNETES_INSTANCE_TYPE): a Kubernetes compute attached
+  to the workspace;
+- AZUREML_BATCH_COMPUTE (optional, default ``dctl-live``): the AmlCompute cluster batch uses
+  (created at 0-1 nodes when missing, left in place).
+
+They create real, billed resources (managed online endpoints on the cheapest fitting SKU) and
+destroy them at the end, whatever happened.  DEPLOYCTL_LIVE_PREFIX changes the manifest names so
 parallel runs do not collide.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
-from pathlib import Path
 
 import pytest
 
-from orchestrator.engine import Engine
-from orchestrator.manifest import load_manifest
-from orchestrator.plan import Action
+from orchestrator.azure.session import AzureSession
+from tests.azureml import scenarios
 
 REQUIRED = ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE")
 pytestmark = [
@@ -27,64 +38,50 @@ pytestmark = [
                        reason=f"live Azure tests need {', '.join(REQUIRED)} (and an Azure login)"),
 ]
 
-REPO = Path(__file__).resolve().parents[2]
-QUICKSTART = REPO / "examples" / "quickstart"
+
+def needs(*names: str) -> pytest.MarkDecorator:
+    missing = [n for n in (*REQUIRED, *names) if not os.environ.get(n)]
+    return pytest.mark.skipif(bool(missing), reason=f"this live Azure test needs {', '.join(missing)} "
+                                                    f"(see the module docstring)")
 
 
-def _manifest(tmp_path: Path, kind_block: str, scoring: str = "real-time") -> Path:
-    name = os.environ.get("DEPLOYCTL_LIVE_PREFIX", "dctl") + "-" + uuid.uuid4().hex[:6]
-    text = f"""\
-apiVersion: deployctl/v1
-name: {name}
-model:
-  path: {QUICKSTART / 'model'}
-environment:
-  python: "3.11"
-  requirements: {QUICKSTART / 'requirements.txt'}
-code:
-  path: {QUICKSTART / 'src'}
-scoring:
-  type: {scoring}
-  sample_request: {QUICKSTART / 'sample-request.json'}
-targets:
-{kind_block}
-"""
-    path = tmp_path / "deployctl.yaml"
-    path.write_text(text)
-    return path
+@pytest.fixture
+def world(tmp_path):
+    from azure.core.pipeline.transport import RequestsTransport
+
+    rec = scenarios.RecordingTransport(RequestsTransport())
+    w = scenarios.World(os.environ["AZURE_SUBSCRIPTION_ID"], os.environ["AZURE_RESOURCE_GROUP"],
+                        os.environ["AZUREML_WORKSPACE"], AzureSession(transport=rec), tmp_path,
+                        prefix=os.environ.get("DEPLOYCTL_LIVE_PREFIX", "dctl"))
+    yield w
+    rec.shutdown()
 
 
-def _target_block(kind: str, extra: str = "") -> str:
-    return (f"  - name: live\n    kind: {kind}\n    subscription: {os.environ['AZURE_SUBSCRIPTION_ID']}\n"
-            f"    resource_group: {os.environ['AZURE_RESOURCE_GROUP']}\n"
-            f"    workspace: {os.environ['AZUREML_WORKSPACE']}\n{extra}")
+def test_blue_green_update(world):
+    scenarios.blue_green_update(world)
 
 
-def test_online_endpoint_create_noop_update_destroy(tmp_path):
-    path = _manifest(tmp_path, _target_block("online-endpoint", "    rollout: {steps: [50, 100]}\n"))
-    engine = Engine(load_manifest(path), state_dir=tmp_path / ".state")
-    try:
-        plan = engine.plan()
-        assert not plan.blocked, plan.to_json()
-        result = engine.apply(plan, check_fresh=False)
-        assert result.ok, result.model_dump_json(indent=2)
-        assert result.targets[0].outputs["scoring_uri"].startswith("https://")
-        again = Engine(load_manifest(path), state_dir=tmp_path / ".state").plan()
-        assert not again.has_changes, again.to_json()
-    finally:
-        engine2 = Engine(load_manifest(path), state_dir=tmp_path / ".state")
-        engine2.apply(engine2.plan(destroy=True), check_fresh=False)
+def test_failed_smoke_test_rolls_back(world):
+    scenarios.failed_smoke_test_rolls_back(world)
 
 
-def test_batch_endpoint_create_invoke_destroy(tmp_path):
-    path = _manifest(tmp_path, _target_block("batch-endpoint", "    compute: {name: dctl-live, max_nodes: 1}\n"),
-                     scoring="batch")
-    engine = Engine(load_manifest(path), state_dir=tmp_path / ".state")
-    try:
-        plan = engine.plan()
-        assert not plan.blocked, plan.to_json()
-        assert engine.apply(plan, check_fresh=False).ok
-        assert any(c.action is Action.create for t in plan.targets for c in t.changes)
-    finally:
-        engine2 = Engine(load_manifest(path), state_dir=tmp_path / ".state")
-        engine2.apply(engine2.plan(destroy=True), check_fresh=False)
+def test_batch_invoke_is_deterministic(world):
+    scenarios.batch_invoke_is_deterministic(world, os.environ.get("AZUREML_BATCH_COMPUTE", "dctl-live"))
+
+
+@needs("AZUREML_SOURCE_MODEL_URI")
+def test_cross_workspace_copy(world):
+    scenarios.cross_workspace_copy(world, os.environ["AZUREML_SOURCE_MODEL_URI"])
+
+
+@needs("AZUREML_SOURCE_MODEL_URI", "AZUREML_REGISTRY")
+def test_registry_share(world):
+    rg = os.environ.get("AZUREML_REGISTRY_RESOURCE_GROUP")
+    scenarios.registry_share(world, os.environ["AZUREML_SOURCE_MODEL_URI"], os.environ["AZUREML_REGISTRY"],
+                             extra=f"    registry_resource_group: {rg}\n" if rg else "")
+
+
+@needs("AZUREML_KUBERNETES_COMPUTE")
+def test_aks_rollout(world):
+    scenarios.aks_rollout(world, os.environ["AZUREML_KUBERNETES_COMPUTE"],
+                          instance_type=os.environ.get("AZUREML_KUBERNETES_INSTANCE_TYPE"))
