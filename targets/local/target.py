@@ -287,6 +287,8 @@ class LocalTarget(Target):
             pid, status = self._start(cmd, extra, log, status_file)
         if status.get("state") != "ready":
             processes.stop(pid)
+            if not processes.alive(previous.get("pid")):
+                self._stop_zygote()  # nothing runs to keep warm for: leave no process behind
             why = Path(f"{status_file}.error")
             detail = why.read_text().strip() if why.exists() else _tail(log, 15)
             # point at the user's own files, not at this version's snapshot of them

@@ -254,6 +254,21 @@ def _alive(pid: int) -> bool:
     return alive(pid)
 
 
+def _alive_under(folder) -> list[int]:
+    """Processes whose command line names ``folder`` (a deployment's zygote and servers do)."""
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if str(folder) in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(proc.name))
+            except OSError:
+                pass
+    return found
+
+
 def test_a_first_deploy_whose_init_fails_says_so_plainly(project_factory):
     p = project_factory(variables={"FAIL_INIT": "no model.pkl at AZUREML_MODEL_DIR/model"})
     _, result = p.apply()
@@ -262,3 +277,4 @@ def test_a_first_deploy_whose_init_fails_says_so_plainly(project_factory):
     assert "keeps serving" not in error and "no model.pkl at AZUREML_MODEL_DIR/model" in error
     state = p.engine().target(p.engine().manifest.targets[0]).ctx.state_dir
     assert not (state / "deployment.json").exists()  # nothing half-started is recorded as running
+    assert not (state / "zygote.json").exists() and not _alive_under(state)  # and no process is left
