@@ -29,9 +29,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from orchestrator.errors import UserError
 from orchestrator.manifest.model import Manifest, dns_name
 from orchestrator.packaging import tree_digest, tree_size
 from orchestrator.plan import digest
+from orchestrator.requirements import parse_requirements
 from orchestrator.target import Resource
 from targets.azureml.config import AksConfig, AzureMLConfig, BatchEndpointConfig, OnlineEndpointConfig
 
@@ -69,19 +71,32 @@ class ModelRef:
 
 
 def conda_spec(python: str, requirement_lines: list[str]) -> dict[str, Any]:
-    """The conda file of the scoring environment: the manifest's python and pip requirements plus
-    the inference server."""
-    pip = [line for line in requirement_lines if line and not line.startswith(("#", "-"))]
-    names = {re.split(r"[=<>~!\[; ]", p, maxsplit=1)[0].lower() for p in pip}
+    """The conda file of the scoring environment: the manifest's python and pip requirements
+    (index options included: pip reads them in a conda file's pip section too) plus the inference
+    server.  A requirement only this machine can reach (a local wheel or folder, a constraints
+    file) is a UserError: Azure ML builds the image elsewhere."""
+    pip: list[str] = []
+    for line in requirement_lines:
+        if not line or line.startswith("#"):
+            continue
+        target = line.split(None, 1)[1] if line.startswith(("-c ", "-e ")) else line
+        if line.startswith("-c ") or target.startswith("/"):
+            raise UserError(f"requirement {line!r} names a file on this machine, which Azure ML's image build "
+                            "cannot reach", hint="publish the package to an index (--extra-index-url), or pin "
+                            "the constraints in requirements.txt itself")
+        pip.append(line)
+    names = {re.split(r"[=<>~!\[; ]", p, maxsplit=1)[0].lower() for p in pip if not p.startswith("-")}
     pip += [p for p in INFERENCE_PACKAGES if p not in names]
     return {"name": "deployctl", "channels": ["conda-forge"],
             "dependencies": [f"python={python}", "pip", {"pip": pip}]}
 
 
 def read_requirements(manifest: Manifest) -> list[str]:
+    """The pip requirement lines, read as pip reads requirements.txt (``-r`` inlined, comments
+    dropped; see :mod:`orchestrator.requirements`), or a conda file's pip section."""
     env = manifest.environment
     if env.requirements is not None:
-        return [s.strip() for s in env.requirements.read_text(encoding="utf-8").splitlines() if s.strip()]
+        return parse_requirements(env.requirements, None)[0]
     if env.conda_file is not None:
         import yaml
 

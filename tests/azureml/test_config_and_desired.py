@@ -109,3 +109,20 @@ def test_resizing_makes_a_new_deployment(project):
     a = {r.type: r for r in _target(project(online_target())).desired()}
     b = {r.type: r for r in _target(project(online_target(instance_type="Standard_DS3_v2"))).desired()}
     assert a["azureml.deployment"].name != b["azureml.deployment"].name  # instance type cannot change in place
+
+
+def test_requirements_reach_the_azure_environment_as_pip_reads_them(tmp_path):
+    from orchestrator.errors import UserError
+    from orchestrator.requirements import parse_requirements
+    from targets.azureml.spec import conda_spec
+
+    (tmp_path / "base.txt").write_text("numpy>=1.26  # shared with training\n")
+    req = tmp_path / "requirements.txt"
+    req.write_text("# serving\n-r base.txt\nscikit-learn==1.9.1\n--extra-index-url https://pkgs.example/simple\n")
+    pip = conda_spec("3.11", parse_requirements(req, None)[0])["dependencies"][2]["pip"]
+    assert pip == ["numpy>=1.26", "scikit-learn==1.9.1", "--extra-index-url https://pkgs.example/simple",
+                   "azureml-inference-server-http"]
+    (tmp_path / "wheels").mkdir()
+    req.write_text("./wheels/featurizer-1.0-py3-none-any.whl\n")
+    with pytest.raises(UserError, match="featurizer-1.0-py3-none-any.whl' names a file on this machine"):
+        conda_spec("3.11", parse_requirements(req, None)[0])
