@@ -58,6 +58,11 @@ class _LazyConsole:
             return False
         return bool(self._get().is_terminal)
 
+    @property
+    def console(self) -> Any:
+        """The rich Console itself, for rich objects that use it as a context manager (Live)."""
+        return self._get()
+
     def _get(self) -> Any:
         if self._console is None:
             from rich.console import Console
@@ -195,7 +200,7 @@ class _Run:
         from orchestrator.events import FanoutReporter, LineReporter, Reporter, RichReporter
 
         # A spinner and colours on a terminal; plain lines in CI logs and pipes.
-        plain: Reporter = (RichReporter(err) if err.is_terminal and not os.environ.get("CI")
+        plain: Reporter = (RichReporter(err.console) if err.is_terminal and not os.environ.get("CI")
                            else LineReporter(sys.stderr, clean=_neutralize))
         extra = self.ci.reporter()
         self.reporter = FanoutReporter(plain, extra) if extra else plain

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 
 from rich.console import Console
 
@@ -34,3 +35,23 @@ def test_advance_reaches_every_reporter_of_a_fanout():
     a, b = RecordingReporter(), RecordingReporter()
     FanoutReporter(a, b).advance("dev", "files", 2, 5)
     assert a.events == b.events == [("advance", "dev", "files", 2, 5)]
+
+
+def test_the_cli_gives_rich_a_real_console_on_a_terminal(monkeypatch):
+    """rich's live displays use their console as a context manager: the CLI's lazy console must
+    hand over the Console itself, or the first progress bar crashes on a terminal."""
+    import orchestrator.cli as cli
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Tty())
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("TF_BUILD", "")
+    monkeypatch.setattr(cli, "err", cli._LazyConsole(stderr=True))
+    run = cli._Run(cli.CIMode.none)
+    assert isinstance(run.reporter, RichReporter) and isinstance(run.reporter.console, Console)
+    for done in range(3):
+        run.reporter.advance("dev", "mini-batches", done, 2)
+    assert "mini-batches" in sys.stderr.getvalue()
