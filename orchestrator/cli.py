@@ -67,7 +67,8 @@ class _LazyConsole:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
+            # no emoji codes: a model's answer saying ":ok:" is printed as it was sent
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True, emoji=False)
         return self._console
 
     def __getattr__(self, name: str) -> Any:
@@ -547,8 +548,9 @@ def invoke(
         if output is OutputFormat.json:
             _emit_json(result.model_dump_json(indent=2))
         else:
-            body_ = result.body if isinstance(result.body, str) else json.dumps(result.body, indent=2, default=str)
-            out.print(_safe(body_ or ""), markup=False)
+            if result.body is not None:  # an --async submission has no body yet: only its id
+                _print_lines([result.body if isinstance(result.body, str)
+                              else json.dumps(result.body, indent=2, default=str)])
             for k in ("request_id", "state", "output"):
                 if getattr(result, k):
                     err.print(f"{k}: {getattr(result, k)}")

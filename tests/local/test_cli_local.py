@@ -101,6 +101,8 @@ def test_near_real_time_example_async_then_fetch(examples):
     rid = json.loads(queued.stdout)["request_id"]
     again = cli("invoke", manifest, "--file", sample, "--async", "--idempotency-key", "order-1", "--output", "json", env=env)
     assert json.loads(again.stdout)["request_id"] == rid  # one key, one run
+    plain = cli("invoke", manifest, "--file", sample, "--async", "--idempotency-key", "order-1", env=env)
+    assert plain.stdout == "" and f"request_id: {rid}" in plain.stderr  # no body yet: no "null"
     fetched = cli("invoke", manifest, "--request-id", rid, "--output", "json", env=env)
     doc = json.loads(fetched.stdout)
     for _ in range(100):  # bounded: the queue workers are already warm
