@@ -51,7 +51,11 @@ def test_quickstart_apply_invoke_status_logs_noop_destroy(quickstart):
     shown = cli("status", manifest, "--output", "json", "--show-keys", env=env)
     assert json.loads(shown.stdout)[0]["secrets"] == {"key": key}
 
-    assert cli("logs", manifest, env=env).returncode == 0
+    logs = cli("logs", manifest, env=env)
+    assert logs.returncode == 0
+    version = doc["outputs"]["version"]
+    assert f"version {version} pid " in logs.stdout and "worker ready (score.py loaded and init() done in" in logs.stdout
+    assert f"serving on 127.0.0.1:{doc['outputs']['scoring_uri'].split(':')[2].split('/')[0]}" in logs.stdout
 
     # unchanged manifest: a no-op, and the server state on disk is not touched
     record = proj / ".deployctl" / "iris-quickstart" / "dev" / "deployment.json"

@@ -288,16 +288,25 @@ def serve(sock: socket.socket, app: App) -> _Server:
     return srv
 
 
+def say(args: argparse.Namespace, message: str) -> None:
+    """One lifecycle line in the server log (requests are not logged: it costs throughput)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    print(f"{stamp}Z version {args.version} pid {os.getpid()}: {message}", file=sys.stderr, flush=True)
+
+
 def worker(args: argparse.Namespace, private: socket.socket, public_sock: socket.socket, ready_w: int,
            public_now: bool) -> int:
     app = App(args)
+    started = time.perf_counter()
     try:
         app.start()
     except ScriptError as e:
         with open(args.status_file + ".error", "w") as f:
             f.write(f"{e}\n{e.tail}")
-        print(f"worker {os.getpid()}: {e}\n{e.tail}", file=sys.stderr, flush=True)
+        say(args, f"{e}\n{e.tail}")
         return 3
+    say(args, "HTTP front of the queue ready" if args.queue else
+        f"worker ready (score.py loaded and init() done in {time.perf_counter() - started:.2f} s)")
     servers = [serve(private, app)]
     go_public, stop, wake = threading.Event(), threading.Event(), threading.Event()
 
@@ -318,6 +327,7 @@ def worker(args: argparse.Namespace, private: socket.socket, public_sock: socket
             servers.append(serve(public_sock, app))
             published = True
             os.write(ready_w, b"p")
+            say(args, f"serving on 127.0.0.1:{public_sock.getsockname()[1]}")
         wake.wait(0.5)
         wake.clear()
     # Stop accepting, finish what is in flight (answered with Connection: close), then exit; idle
@@ -334,6 +344,7 @@ def worker(args: argparse.Namespace, private: socket.socket, public_sock: socket
     deadline = time.monotonic() + args.drain_seconds
     while app.inflight and time.monotonic() < deadline:
         time.sleep(0.01)
+    say(args, "stopped" + (f" with {app.inflight} request(s) still running after the drain" if app.inflight else ""))
     return 0
 
 
