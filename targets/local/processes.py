@@ -34,6 +34,9 @@ def start_detached(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) ->
     return proc.pid
 
 
+_exit_status: dict[int, int] = {}  # wait statuses of children reaped by alive()
+
+
 def alive(pid: int | None, marker: str = "deployctl_runtime") -> bool:
     """Is ``pid`` running and still ours (not a recycled pid, not a zombie)?"""
     if not pid:
@@ -42,13 +45,36 @@ def alive(pid: int | None, marker: str = "deployctl_runtime") -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
         if stat.rsplit(")", 1)[1].split()[0] == "Z":
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
+                reaped, status = os.waitpid(pid, os.WNOHANG)
+                if reaped:
+                    _exit_status[pid] = status
             return False
         return marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     except PermissionError:  # pragma: no cover - someone else's process
         return False
+
+
+def how_it_ended(pid: int | None) -> str | None:
+    """How a process this one started has ended ("exited with code 1", "killed by SIGKILL ..."),
+    when that is known: what to say when it left nothing in its log."""
+    if not pid:
+        return None
+    status = _exit_status.get(pid)
+    if status is None:
+        try:
+            reaped, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return None  # not our child (a zygote's fork), or already reaped elsewhere
+        if not reaped:
+            return None
+        _exit_status[pid] = status
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        oom = " (the kernel's out-of-memory killer sends it: does the model fit in memory?)" if sig == signal.SIGKILL else ""
+        return f"killed by {signal.Signals(sig).name}{oom}"
+    return f"exited with code {os.WEXITSTATUS(status)}"
 
 
 def read_status(path: Path) -> dict[str, Any]:

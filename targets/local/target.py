@@ -291,6 +291,8 @@ class LocalTarget(Target):
                 self._stop_zygote()  # nothing runs to keep warm for: leave no process behind
             why = Path(f"{status_file}.error")
             detail = why.read_text().strip() if why.exists() else _tail(log, 15)
+            if not detail.strip():  # nothing in its log: say how it ended, when known
+                detail = f"the server process {processes.how_it_ended(pid) or 'ended'}; its log is empty"
             # point at the user's own files, not at this version's snapshot of them
             detail = detail.replace(str(Path(cmd[cmd.index("--code") + 1])), str(self.manifest.code.path))
             listen_error = "cannot listen" in detail

@@ -156,3 +156,29 @@ def test_sigterm_finishes_in_flight_requests(server):
     s.stop()
     t.join(10)
     assert got == [(200, "close")]  # answered, and told to reconnect (to the next version)
+
+
+def test_how_a_silent_process_ended_is_told():
+    """A server that dies without a word (the OOM killer's SIGKILL) is described, not left blank."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while processes.alive(proc.pid, marker="time.sleep") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ended = processes.how_it_ended(proc.pid)
+        assert ended is not None and ended.startswith("killed by SIGKILL") and "out-of-memory" in ended
+    finally:
+        proc.kill()
+    quick = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    deadline = time.monotonic() + 10
+    while processes.how_it_ended(quick.pid) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert processes.how_it_ended(quick.pid) == "exited with code 3"
+    assert processes.how_it_ended(1) is None  # not our child
