@@ -233,14 +233,18 @@ def diff_target(
     for o in reversed(observed):
         if o.address not in wanted and owned_by(o, manifest_name, target_name):
             changes.append(Change(action=Action.delete, type=o.type, name=o.name, key=o.lock_key,
-                                  reason="no longer in the manifest"))
+                                  reason=_deletion("no longer in the manifest", o)))
     return changes, findings
 
 
 def destroy_changes(observed: list[Observed], manifest_name: str, target_name: str) -> list[Change]:
     """Deletes of everything this target owns, dependents first (``read`` lists parents first)."""
     return [
-        Change(action=Action.delete, type=o.type, name=o.name, key=o.lock_key, reason="destroy")
+        Change(action=Action.delete, type=o.type, name=o.name, key=o.lock_key, reason=_deletion("destroy", o))
         for o in reversed(observed)
         if owned_by(o, manifest_name, target_name)
     ]
+
+
+def _deletion(why: str, o: Observed) -> str:
+    return f"{why}; {o.on_delete}" if o.on_delete else why

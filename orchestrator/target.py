@@ -89,7 +89,10 @@ class Resource(Addressed):
 
 @dataclass(frozen=True)
 class Observed(Addressed):
-    """A resource as it exists now: its managed fields, its tags and an opaque version (ETag)."""
+    """A resource as it exists now: its managed fields, its tags and an opaque version (ETag).
+    ``on_delete`` says what ``delete`` really does when that is not a deletion (an asset version
+    archived, a shared environment forgotten but kept): plans show it, so none says "delete" of
+    something that will still exist."""
 
     type: str
     name: str
@@ -97,6 +100,7 @@ class Observed(Addressed):
     tags: Mapping[str, str] = field(default_factory=dict)
     key: str = ""
     version: str | None = None
+    on_delete: str | None = None
 
 
 class Severity(str, Enum):

@@ -167,7 +167,10 @@ class AzureMLTarget(Target):
         if (spec.get("sha256") or same_copy) and spec == dict(r.spec) and (TAG_MANIFEST not in tags or shared):
             # identical content registered by someone else: immutable, so ours to use as is
             tags.update({TAG_MANIFEST: self.manifest.name, TAG_TARGET: self.config.name, TAG_SPEC: spec_hash(r.spec)})
-        return Observed(r.type, r.name, spec, tags, key=self.asset_key(r), version=getattr(obj, "version", None))
+        on_delete = (f"kept in registry {self.cfg.registry} (shared with other workspaces)" if shared
+                     else "archived, not deleted (registered versions are history)")
+        return Observed(r.type, r.name, spec, tags, key=self.asset_key(r), version=getattr(obj, "version", None),
+                        on_delete=on_delete)
 
     def asset_key(self, r: Resource) -> str:
         return f"{self.cfg.subscription}/{self.cfg.resource_group}/{self.cfg.workspace}/{r.address}".lower()

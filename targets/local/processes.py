@@ -62,14 +62,18 @@ def how_it_ended(pid: int | None) -> str | None:
     if not pid:
         return None
     status = _exit_status.get(pid)
-    if status is None:
+    deadline = time.monotonic() + 0.5  # a process seen dead may still be finishing its exit
+    while status is None:
         try:
-            reaped, status = os.waitpid(pid, os.WNOHANG)
+            reaped, code = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             return None  # not our child (a zygote's fork), or already reaped elsewhere
-        if not reaped:
-            return None
-        _exit_status[pid] = status
+        if reaped:
+            status = _exit_status[pid] = code
+        elif time.monotonic() > deadline:
+            return None  # still running
+        else:
+            time.sleep(0.01)
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         oom = " (the kernel's out-of-memory killer sends it: does the model fit in memory?)" if sig == signal.SIGKILL else ""

@@ -133,7 +133,8 @@ class LocalTarget(Target):
         out: list[Observed] = []
         env = read_json(self.state / "environment.json")
         if env and Path(env["python"]).exists():
-            out.append(Observed(type="local.environment", name=env["name"], spec=env["spec"], tags=env["tags"]))
+            out.append(Observed(type="local.environment", name=env["name"], spec=env["spec"], tags=env["tags"],
+                                on_delete="forgotten; the shared environment stays cached for other deployments"))
         dep = read_json(self.state / "deployment.json")
         if dep and (dep["type"] == "local.batch" or self._healthy(dep)):
             out.append(Observed(type=dep["type"], name=dep["name"], spec=dep["spec"], tags=dep["tags"],

@@ -132,3 +132,18 @@ def test_saved_plan_refused_when_files_changed(project, memory_clouds, monkeypat
                         lambda self: [Resource(type="memory.thing", name="x", spec={"size": 9})])
     with pytest.raises(PlanStaleError, match="files changed"):
         load(manifest).apply(saved)
+
+
+def test_plans_say_what_a_delete_really_does():
+    """A delete that archives or forgets (the thing stays) says so, in the diff and in destroy."""
+    from dataclasses import replace
+
+    from orchestrator.plan import destroy_changes
+
+    kept = replace(obs(res("model:1")), on_delete="archived, not deleted (registered versions are history)")
+    gone = obs(res("endpoint"))
+    changes, _ = diff_target([], [kept, gone], "m", "dev")
+    assert [c.reason for c in changes] == [
+        "no longer in the manifest", "no longer in the manifest; archived, not deleted (registered versions are history)"]
+    assert [c.reason for c in destroy_changes([kept, gone], "m", "dev")] == [
+        "destroy", "destroy; archived, not deleted (registered versions are history)"]
