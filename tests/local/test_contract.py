@@ -150,3 +150,25 @@ def test_a_failed_load_stops_the_reporter(tmp_path, monkeypatch):
     with pytest.raises(ScriptError):
         script(tmp_path, "raise RuntimeError('broken at import')\n")
     assert "module-reporter" not in {t.name for t in threading.enumerate()} - before
+
+
+def test_objects_posing_as_modules_do_not_stop_the_report(monkeypatch):
+    """sys.modules can hold things that claim to be modules (cffi's Lib objects do) and answer
+    attribute lookups strangely: they are left out, and the rest is still reported."""
+    import sys
+    import types
+
+    from targets.local.runtime.deployctl_runtime.contract import installed_modules
+
+    class PosingLib:
+        @property
+        def __class__(self):  # isinstance(..., ModuleType) says True
+            return types.ModuleType
+
+        def __getattr__(self, name):
+            raise TypeError(f"not a module attribute: {name}")
+
+    monkeypatch.setitem(sys.modules, "posing_lib", PosingLib())
+    names = installed_modules()
+    assert "posing_lib" not in names
+    assert "pytest" in names or any(n.startswith("_pytest") for n in names)  # the real ones still listed

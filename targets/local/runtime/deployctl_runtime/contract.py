@@ -161,19 +161,27 @@ class UserScript:
         }
 
 
+_MODULE_DICT = types.ModuleType.__getattribute__
+
+
 def installed_modules() -> list[str]:
     """The installed (site-packages) modules imported so far, in import order (parents first).
     The user's own modules are never listed: they change with every version."""
     names = []
     for name, mod in list(sys.modules.items()):  # a copy: another thread may be importing
-        if not isinstance(mod, types.ModuleType):
+        # By type, not isinstance (which asks the object's __class__): sys.modules also holds
+        # objects posing as modules (cffi's Lib).  The module's own __dict__ is read past any
+        # __getattr__ a lazy module class defines: that could import from this thread.
+        if not issubclass(type(mod), types.ModuleType):
             continue
-        # the module's own __dict__: getattr could run a lazy module __getattr__ in this thread
-        attrs = mod.__dict__
-        if "site-packages" not in (attrs.get("__file__") or ""):
+        try:
+            attrs = _MODULE_DICT(mod, "__dict__")
+            if "site-packages" not in (attrs.get("__file__") or ""):
+                continue
+            if getattr(attrs.get("__spec__"), "_initializing", False):
+                continue  # still being imported: listed once done (and its bytecode written)
+        except Exception:  # noqa: BLE001 - an odd module is left out, never fatal
             continue
-        if getattr(attrs.get("__spec__"), "_initializing", False):
-            continue  # still being imported: listed once done (and its bytecode written)
         names.append(name)
     return names
 
@@ -208,13 +216,13 @@ class ModuleReporter:
             self._write()
 
     def _write(self) -> None:
-        names = installed_modules()
-        if len(names) == self._written or self.path is None:
-            return
         try:
+            names = installed_modules()
+            if len(names) == self._written or self.path is None:
+                return
             write_json_atomic(self.path, names)
             self._written = len(names)
-        except OSError:
+        except Exception:  # noqa: BLE001 - an optimisation must never take the version down
             pass
 
 
