@@ -61,6 +61,28 @@ def _cpu(value: Any) -> float | None:
     return float(s[:-1]) / 1000 if s.endswith("m") else float(s)
 
 
+def _limits(instance_type: Any) -> tuple[float | None, float | None]:
+    """(CPU, GiB) an instance type allows its pods (its resource limits), None where unset."""
+    res = (instance_type.get("resources") if isinstance(instance_type, dict)
+           else getattr(instance_type, "resources", None)) or {}
+    limits = (res.get("limits") if isinstance(res, dict) else getattr(res, "limits", None)) or {}
+    return _cpu(limits.get("cpu")), _gib(limits.get("memory"))
+
+
+def smallest_fitting(types: Mapping[str, Any], cpu: float, memory_gib: float) -> tuple[str, float, float] | None:
+    """The instance type with the least CPU (then memory) whose limits cover the requirement;
+    types without limits are not candidates (they promise nothing).  Pure."""
+    fits = []
+    for name, it in types.items():
+        c, m = _limits(it)
+        if c is not None and m is not None and c >= cpu and m >= memory_gib:
+            fits.append((c, m, name))
+    if not fits:
+        return None
+    c, m, name = min(fits)
+    return name, c, m
+
+
 class AksTarget(OnlineEndpointTarget):
     kind = "aks"
     config_model = AksConfig
@@ -147,16 +169,25 @@ class AksTarget(OnlineEndpointTarget):
             return [Finding(severity=Severity.error, message=f"instance type {self.instance_type!r} is not defined on "
                             f"compute {name!r}; it has {', '.join(sorted(types))}")]
         req = self.requirement
-        res = (it.get("resources") if isinstance(it, dict) else getattr(it, "resources", None)) or {}
-        limits = (res.get("limits") if isinstance(res, dict) else getattr(res, "limits", None)) or {}
-        mem, cpu = _gib(limits.get("memory")), _cpu(limits.get("cpu"))
+        cpu, mem = _limits(it)
         out = [Finding(severity=Severity.info, message=f"instance type {self.instance_type} on {name}: "
                        f"{cpu if cpu is not None else '?'} CPU, {f'{mem:.1f}' if mem is not None else '?'} GiB "
                        f"for a requirement of {req.describe()}; " + "; ".join(req.reasons))]
+        short = []
         if mem is not None and mem < req.memory_gib:
-            out.append(Finding(severity=Severity.error, message=f"instance type {self.instance_type} allows "
-                               f"{mem:.1f} GiB but the model needs {req.memory_gib:.1f} GiB",
-                               hint="name a larger instance type of the compute (instance_type)"))
+            short.append(f"{mem:.1f} GiB of the {req.memory_gib:.1f} GiB")
+        if cpu is not None and cpu < req.cpu:
+            short.append(f"{cpu:g} of the {req.cpu:g} CPU")
+        if short:
+            # The compute's instance types are the catalog here: name the smallest that fits (the
+            # choice stays in the manifest: desired() is pure, and the types live on the compute).
+            fitting = smallest_fitting(types, req.cpu, req.memory_gib)
+            hint = (f"set instance_type: {fitting[0]} ({fitting[1]:g} CPU, {fitting[2]:.1f} GiB), the smallest of "
+                    f"compute {name}'s instance types that fits" if fitting else
+                    f"none of compute {name}'s instance types ({', '.join(sorted(types))}) fits: add one with larger "
+                    "limits to the compute, or lower resources in the manifest")
+            out.append(Finding(severity=Severity.error, message=f"instance type {self.instance_type} allows only "
+                               + " and ".join(short) + " the model needs", hint=hint))
         return out
 
     # -- cluster capacity ---------------------------------------------------------------------------

@@ -177,3 +177,34 @@ def test_allocatable_follows_the_aks_reservations_of_each_kubernetes_version():
     # a big node: the 25% cap does not bind, 64 cores keep 740m
     cpu, mem = allocatable(64, 256, kubernetes_version="1.30.0", max_pods=250)
     assert round(cpu, 2) == 63.26 and round(mem, 2) == round(256 - (20 * 250 + 50) / 1024 - 100 / 1024, 2)
+
+
+def test_a_too_small_instance_type_names_the_smallest_that_fits(project, k8s):
+    """The compute's instance types are aks's catalog: when the chosen one is too small (memory or
+    CPU), the plan names the smallest that fits, before anything is written."""
+    sim, session, rec, attach = k8s
+    sim.add_aks_cluster(SUB, "aks-rg", "cluster1")
+    types = {name: {"resources": {"requests": {"cpu": c, "memory": m}, "limits": {"cpu": c, "memory": m}}}
+             for name, c, m in (("small", "1", "2Gi"), ("medium", "2", "8Gi"), ("large", "8", "32Gi"))}
+    types["nolimits"] = {}  # promises nothing: never recommended
+    sim.add_kubernetes_compute(SUB, "rg", "ws", "k8s", cluster_id=CLUSTER, instance_types=types)
+    path = project(aks_target(instance_type="small"))
+    path.write_text(path.read_text().replace("targets:\n", "resources:\n  memory_gb: 6\n  cpu: 2\ntargets:\n", 1))
+    n = len(rec.calls)
+    plan, result = apply(path, session)
+    errors = [f for f in plan.targets[0].findings if f.severity.value == "error" and "instance type small" in f.message]
+    assert errors, plan.to_json()
+    assert "1 of the 2 CPU" in errors[0].message and "of the 6.0 GiB" in errors[0].message
+    assert "set instance_type: medium (2 CPU, 8.0 GiB)" in (errors[0].hint or "")
+    assert not result.ok and not _writes(rec, n)
+
+
+def test_smallest_fitting_is_pure_and_skips_types_without_limits():
+    from targets.azureml.aks import smallest_fitting
+
+    types = {"a": {"resources": {"limits": {"cpu": "500m", "memory": "1Gi"}}},
+             "b": {"resources": {"limits": {"cpu": "4", "memory": "16Gi"}}},
+             "c": {"resources": {"limits": {"cpu": "2", "memory": "8192Mi"}}}, "d": {}}
+    assert smallest_fitting(types, 1, 4) == ("c", 2.0, 8.0)
+    assert smallest_fitting(types, 0.5, 1) == ("a", 0.5, 1.0)
+    assert smallest_fitting(types, 16, 1) is None
