@@ -4,7 +4,9 @@ Same resources and rollout as :mod:`.online`; the endpoint names the compute and
 name one of the compute's instance types (``defaultinstancetype`` unless the manifest names
 another).  The compute is read and checked in ``check()``: missing, not Kubernetes (the legacy
 "AKS compute" type, which Azure no longer accepts new endpoints on), or without the instance
-type all give a precise error before anything is written.
+type all give a precise error before anything is written.  The compute's instance types are
+aks's catalog: one whose limits fall short of the requirement (CPU or memory) is an error that
+names the smallest type that fits (the choice stays in the manifest: desired() is pure).
 
 There is no regional core quota for Kubernetes computes: capacity is the cluster's.  The
 capacity preflight (``check()``, like online's quota preflight: an error finding with the
