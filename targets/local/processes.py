@@ -119,7 +119,3 @@ def stop(pid: int | None, timeout: float = 10.0) -> None:
         time.sleep(0.02)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-
-
-def signal_process(pid: int, sig: int) -> None:
-    os.kill(pid, sig)
