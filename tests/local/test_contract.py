@@ -83,7 +83,11 @@ def test_inference_schema_decorated_run_gets_parsed_arguments(tmp_path):
         s.run_online(b"{}")
     swagger = s.swagger()
     assert swagger is not None
-    assert swagger["paths"]["/score"]["post"]["parameters"][0]["schema"]["properties"]["data"]["type"] == "array"
+    assert swagger["definitions"]["ServiceInput"]["properties"]["data"]["type"] == "array"
+    assert swagger["definitions"]["ServiceOutput"]["type"] == "array"
+    (tmp_path / "swagger3.json").write_text('{"openapi": "3.0.1", "info": {"title": "mine"}}')
+    assert s.swagger("3") == {"openapi": "3.0.1", "info": {"title": "mine"}}  # the user's own file wins
+    assert s.swagger("4") is None
 
 
 def test_batch_rows_and_json_bytes():

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -101,7 +102,13 @@ def test_routes_headers_and_body_limit(server):
     assert status == 200 and body == b"Healthy"
     assert s.request("GET", "/ready")[0] == 200
     assert s.request("GET", "/nowhere")[0] == 404
-    assert s.request("GET", "/swagger.json")[0] == 404  # run() is not decorated
+    # as azmlinfsrv: a swagger even for an undecorated run() (open objects), version 2 or 3
+    status, body, _ = s.request("GET", "/swagger.json")
+    assert status == 200 and json.loads(body)["definitions"]["ServiceInput"] == {"type": "object", "example": {}}
+    status, body, _ = s.request("GET", "/swagger.json?version=3")
+    assert status == 200 and json.loads(body)["openapi"].startswith("3.0")
+    assert s.request("GET", "/swagger.json?version=9")[0] == 404
+    assert s.request("OPTIONS", "/score")[0] == 200  # a CORS preflight
     status, body, r = s.request("POST", "/score", b"{}", {"x-ms-client-request-id": "abc"})
     assert status == 200 and r.getheader("x-ms-request-id") == "abc"
     assert r.getheader("x-ms-run-function-failed") == "False" and float(r.getheader("x-ms-run-fn-exec-ms")) > 0
@@ -130,9 +137,12 @@ def test_inference_schema_swagger_and_parsed_input(server):
     status, body, _ = s.request("GET", "/swagger.json")
     assert status == 200
     doc = json.loads(body)
-    assert doc["paths"]["/score"]["post"]["parameters"][0]["schema"]["properties"]["data"]["type"] == "array"
+    assert doc["definitions"]["ServiceInput"]["properties"]["data"]["type"] == "array"
     status, body, _ = s.request("POST", "/score", json.dumps({"data": [[1, 2, 3, 4], [1, 2]]}).encode())
     assert status == 200 and json.loads(body) == [4, 2]
+    # GET /score: the input as query parameters, each parsed as JSON
+    status, body, _ = s.request("GET", "/score?data=" + quote("[[1, 2, 3], [4]]"))
+    assert status == 200 and json.loads(body) == [3, 1]
     status, body, _ = s.request("POST", "/score", b"[1, 2]")
     assert status == 400 and b"dictionary" in body
 

@@ -142,23 +142,82 @@ class UserScript:
         result = self.run_fn(files)
         return rows_of(result)
 
-    def swagger(self) -> dict[str, Any] | None:
-        """The OpenAPI document inference-schema generates for a decorated run(), if any."""
-        if not self.schema_decorated:
+    def swagger(self, version: str = "2") -> dict[str, Any] | None:
+        """The API document, as azmlinfsrv serves it: the user's own file from the code folder
+        (``swagger.json`` or ``swagger2.json`` for version 2, ``swagger3.json`` for 3) when there
+        is one, else one generated with inference-schema's input and output schemas when run()
+        is decorated, or open objects when it is not.  None for a version other than 2 or 3."""
+        major = {"2": "2", "2.0": "2", "3": "3", "3.0": "3"}.get(version)
+        if major is None:
             return None
-        try:
-            from inference_schema.schema_util import get_input_schema, get_output_schema
-        except Exception:
-            return None
+        for name in (("swagger.json", "swagger2.json") if major == "2" else ("swagger3.json",)):
+            try:
+                with open(os.path.join(self.code_dir, name), encoding="utf-8") as f:
+                    doc: dict[str, Any] = json.load(f)
+                return doc
+            except (OSError, ValueError):
+                continue
+        schema_in: Any = {"type": "object", "example": {}}
+        schema_out: Any = {"type": "object", "example": {}}
+        if self.schema_decorated:
+            try:
+                from inference_schema.schema_util import get_input_schema, get_output_schema
+
+                schema_in, schema_out = get_input_schema(self.run_fn), get_output_schema(self.run_fn)
+            except Exception:  # noqa: BLE001 - the open schemas then, as for an undecorated run()
+                pass
+        return _swagger_document(major, schema_in, schema_out)
+
+
+def _swagger_document(major: str, schema_in: Any, schema_out: Any) -> dict[str, Any]:
+    """Routes and schemas of the scoring API in Swagger 2.0 or OpenAPI 3.0 (what azmlinfsrv's
+    templates describe: ``GET /`` health, ``POST /score`` with Bearer auth)."""
+    info = {"title": "ML service", "description": "API specification for the Azure Machine Learning service ML service",
+            "version": "1.0"}
+    error = {"type": "object", "properties": {"message": {"type": "string"}}}
+    if major == "2":
         return {
-            "swagger": "2.0",
-            "info": {"title": "deployctl scoring endpoint", "version": "1.0"},
-            "paths": {"/score": {"post": {
-                "parameters": [{"name": "body", "in": "body", "required": True,
-                                "schema": get_input_schema(self.run_fn)}],
-                "responses": {"200": {"description": "prediction", "schema": get_output_schema(self.run_fn)}},
-            }}},
+            "swagger": "2.0", "info": info, "schemes": ["https"], "consumes": ["application/json"],
+            "produces": ["application/json"],
+            "securityDefinitions": {"Bearer": {"type": "apiKey", "name": "Authorization", "in": "header",
+                                               "description": "For example: Bearer abc123"}},
+            "paths": {
+                "/": {"get": {"operationId": "ServiceHealthCheck", "responses": {
+                    "200": {"description": "Healthy", "schema": {"type": "string"}}}}},
+                "/swagger.json": {"get": {"operationId": "GetSwaggerSpec", "parameters": [
+                    {"name": "version", "in": "query", "required": False, "type": "integer", "enum": [2, 3]}],
+                    "responses": {"200": {"description": "The Swagger specification.", "schema": {"type": "string"}}}}},
+                "/score": {"post": {
+                    "operationId": "RunMLService", "security": [{"Bearer": []}],
+                    "parameters": [{"name": "serviceInputPayload", "in": "body", "required": True,
+                                    "schema": {"$ref": "#/definitions/ServiceInput"}}],
+                    "responses": {"200": {"description": "The prediction", "schema": {"$ref": "#/definitions/ServiceOutput"}},
+                                  "default": {"description": "An error", "schema": {"$ref": "#/definitions/ErrorResponse"}}}}},
+            },
+            "definitions": {"ServiceInput": schema_in, "ServiceOutput": schema_out, "ErrorResponse": error},
         }
+    return {
+        "openapi": "3.0.1", "info": info,
+        "components": {
+            "securitySchemes": {"Bearer": {"type": "apiKey", "name": "Authorization", "in": "header"}},
+            "schemas": {"ServiceInput": schema_in, "ServiceOutput": schema_out, "ErrorResponse": error}},
+        "paths": {
+            "/": {"get": {"operationId": "ServiceHealthCheck", "responses": {
+                "200": {"description": "Healthy", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/swagger.json": {"get": {"operationId": "GetSwaggerSpec", "parameters": [
+                {"name": "version", "in": "query", "required": False, "schema": {"type": "integer", "enum": [2, 3]}}],
+                "responses": {"200": {"description": "The Swagger specification.",
+                                      "content": {"application/json": {"schema": {"type": "string"}}}}}}},
+            "/score": {"post": {
+                "operationId": "RunMLService", "security": [{"Bearer": []}],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/ServiceInput"}}}},
+                "responses": {"200": {"description": "The prediction", "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/ServiceOutput"}}}},
+                              "default": {"description": "An error", "content": {"application/json": {
+                                  "schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}}}},
+        },
+    }
 
 
 _MODULE_DICT = types.ModuleType.__getattribute__

@@ -2,9 +2,11 @@
 
     python -m deployctl_runtime.server --code DIR --entry score.py --status-file F [options]
 
-Routes (as an Azure ML online endpoint / azmlinfsrv): ``POST /score``; ``GET /`` answers
-"Healthy" (liveness); ``GET /ready`` (readiness: every worker ran init()); ``GET /swagger.json``
-when run() is decorated with inference-schema.  Key auth (``Authorization: Bearer <key>``) when a
+Routes (as an Azure ML online endpoint / azmlinfsrv): ``POST /score``, and ``GET /score`` with
+the input as query parameters (each parsed as JSON when it is, repeated ones as a list);
+``OPTIONS /score``; ``GET /`` answers "Healthy" (liveness); ``GET /ready`` (readiness: every
+worker ran init()); ``GET /swagger.json[?version=2|3]`` (the code folder's own swagger file, else
+one generated from inference-schema's schemas, or open objects for an undecorated run()).  Key auth (``Authorization: Bearer <key>``) when a
 key file is given.  Near-real-time mode (``--queue DB``): ``POST /score`` queues the request and
 answers 202 with its id; ``GET /requests/<id>`` answers its state and result.
 
@@ -35,6 +37,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import ThreadingMixIn
 from typing import Any
+from urllib.parse import parse_qs
 
 from deployctl_runtime.contract import (
     BadRequest,
@@ -127,7 +130,7 @@ class App:
         self.script: UserScript | None = None
         self.queue: Any = None
         self.run_lock = threading.Lock()
-        self.swagger: bytes | None = None
+        self.swagger: dict[str, bytes | None] = {}  # by requested version, made on first ask
         self.inflight = 0  # requests being answered (a stopping worker waits for them)
         self.inflight_lock = threading.Lock()
         self.draining = False
@@ -150,8 +153,12 @@ class App:
         self.script = UserScript(self.args.code, self.args.entry)
         self.script.load()
         self.script.init()
-        doc = self.script.swagger()
-        self.swagger = json.dumps(doc).encode() if doc else None
+
+    def swagger_for(self, version: str) -> bytes | None:
+        if version not in self.swagger and self.script is not None:
+            doc = self.script.swagger(version)
+            self.swagger[version] = json.dumps(doc).encode() if doc else None
+        return self.swagger.get(version)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -213,18 +220,31 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             self.server.app.leave()
 
+    def do_OPTIONS(self) -> None:  # noqa: N802 - stdlib naming; a CORS preflight, as azmlinfsrv answers it
+        if self.path.split("?", 1)[0] in ("/", "/score", "/swagger.json", "/ready"):
+            self._send(200, b"", {"Allow": "GET, POST, OPTIONS"}, content_type="text/plain; charset=utf-8")
+        else:
+            self._error(404, f"no route {self.path}")
+
     def _get(self) -> None:
         app = self.server.app
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         if path == "/":
             self._send(200, b"Healthy", content_type="text/plain; charset=utf-8")
         elif path == "/ready":
             self._send(200, b'{"ready": true}')
-        elif path == "/swagger.json":
-            if app.swagger is None:
-                self._error(404, "run() is not decorated with inference-schema: no swagger")
+        elif path == "/swagger.json" and app.script is not None:
+            version = (parse_qs(query).get("version") or ["2"])[0]
+            doc = app.swagger_for(version)
+            if doc is None:
+                self._error(404, f"Swagger version [{version}] is not valid. Supported versions: [2, 3].")
             else:
-                self._send(200, app.swagger)
+                self._send(200, doc)
+        elif path == "/score" and app.script is not None:
+            if self._authorized():
+                self._score(json.dumps(query_input(query)).encode())
+            else:
+                self._error(401, "missing or invalid key (Authorization: Bearer <key>)")
         elif path.startswith("/requests/") and app.queue is not None:
             if not self._authorized():
                 self._error(401, "missing or invalid key (Authorization: Bearer <key>)")
@@ -261,6 +281,10 @@ class Handler(BaseHTTPRequestHandler):
             mid, created = app.queue.submit(body, key)
             self._send(202, json.dumps({"request_id": mid, "state": "queued", "duplicate": not created}).encode())
             return
+        self._score(body)
+
+    def _score(self, body: bytes) -> None:
+        app = self.server.app
         assert app.script is not None
         started = time.perf_counter()
         try:
@@ -276,6 +300,19 @@ class Handler(BaseHTTPRequestHandler):
             return
         ms = (time.perf_counter() - started) * 1000
         self._send(200, payload, {"x-ms-run-function-failed": "False", "x-ms-run-fn-exec-ms": f"{ms:.3f}"})
+
+
+def query_input(query: str) -> dict[str, Any]:
+    """``GET /score`` input, as azmlinfsrv reads it: each parameter parsed as JSON when it is
+    (``?a=1&b=[1,2]&c=x`` -> ``{"a": 1, "b": [1, 2], "c": "x"}``), a repeated one as a list."""
+    def value(text: str) -> Any:
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
+    return {k: value(v[0]) if len(v) == 1 else [value(x) for x in v]
+            for k, v in parse_qs(query, keep_blank_values=True).items()}
 
 
 def serve(sock: socket.socket, app: App) -> _Server:
