@@ -63,12 +63,22 @@ def _cpu(value: Any) -> float | None:
     return float(s[:-1]) / 1000 if s.endswith("m") else float(s)
 
 
+def _field(obj: Any, name: str) -> Any:
+    """A field of a dict (the REST shape) or of an SDK entity."""
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def instance_types(compute: Any) -> dict[str, Any]:
+    """A Kubernetes compute's instance types by name; the extension provides
+    ``defaultinstancetype`` when none is configured."""
+    props = getattr(compute, "properties", None) or {}
+    return props.get("instance_types") or props.get("instanceTypes") or {DEFAULT_INSTANCE_TYPE: {}}
+
+
 def _limits(instance_type: Any) -> tuple[float | None, float | None]:
     """(CPU, GiB) an instance type allows its pods (its resource limits), None where unset."""
-    res = (instance_type.get("resources") if isinstance(instance_type, dict)
-           else getattr(instance_type, "resources", None)) or {}
-    limits = (res.get("limits") if isinstance(res, dict) else getattr(res, "limits", None)) or {}
-    return _cpu(limits.get("cpu")), _gib(limits.get("memory"))
+    limits = _field(_field(instance_type, "resources") or {}, "limits") or {}
+    return _cpu(_field(limits, "cpu")), _gib(_field(limits, "memory"))
 
 
 def smallest_fitting(types: Mapping[str, Any], cpu: float, memory_gib: float) -> tuple[str, float, float] | None:
@@ -162,10 +172,7 @@ class AksTarget(OnlineEndpointTarget):
                                     "extension) and name that compute")]
         if ctype != "kubernetes":
             return [Finding(severity=Severity.error, message=f"compute {name!r} is {ctype!r}, not a Kubernetes compute")]
-        props = getattr(c, "properties", None) or {}
-        types = props.get("instance_types") or props.get("instanceTypes") or {}
-        if not types:  # the extension provides defaultinstancetype when none is configured
-            types = {DEFAULT_INSTANCE_TYPE: {}}
+        types = instance_types(c)
         it = types.get(self.instance_type)
         if it is None:
             return [Finding(severity=Severity.error, message=f"instance type {self.instance_type!r} is not defined on "
@@ -195,20 +202,12 @@ class AksTarget(OnlineEndpointTarget):
     # -- cluster capacity ---------------------------------------------------------------------------
     _compute: Any = None
 
-    @staticmethod
-    def _types(c: Any) -> dict[str, Any]:
-        props = getattr(c, "properties", None) or {}
-        return props.get("instance_types") or props.get("instanceTypes") or {DEFAULT_INSTANCE_TYPE: {}}
-
-    @staticmethod
-    def _field(obj: Any, name: str) -> Any:
-        return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
     def _pod(self, label: str, count: int, requests: Any, instance_type: Any) -> capacity.Pods:
         """A deployment's pods: its own requests, else its instance type's."""
-        it_req = self._field(self._field(instance_type, "resources") or {}, "requests") or {}
-        cpu = _cpu(self._field(requests, "cpu") if requests else None) or _cpu(self._field(it_req, "cpu")) or 0.0
-        mem = _gib(self._field(requests, "memory") if requests else None) or _gib(self._field(it_req, "memory")) or 0.0
+        it_req = _field(_field(instance_type, "resources") or {}, "requests") or {}
+        cpu = _cpu(_field(requests, "cpu") if requests else None) or _cpu(_field(it_req, "cpu")) or 0.0
+        mem = _gib(_field(requests, "memory") if requests else None) or _gib(_field(it_req, "memory")) or 0.0
         return capacity.Pods(label, count, cpu, mem)
 
     def _running_pods(self, types: Mapping[str, Any], exclude: str) -> tuple[list[capacity.Pods], list[str]]:
@@ -239,7 +238,7 @@ class AksTarget(OnlineEndpointTarget):
         dep = next((c for c in changes if c.type == T_DEPLOYMENT and c.action in (Action.create, Action.update)), None)
         if dep is None or self._compute is None:
             return []
-        types = self._types(self._compute)
+        types = instance_types(self._compute)
         it = types.get(self.instance_type, {})
         dep_name = dep.name.split("/", 1)[1]
         verb = "new deployment" if dep.action is Action.create else "deployment"
@@ -265,7 +264,7 @@ class AksTarget(OnlineEndpointTarget):
                                     f"({describe(cause)}): cluster capacity not checked ({asked})",
                             hint="grant this identity Reader on the cluster to have its capacity checked")]
         others, notes = self._running_pods(types, exclude=dep_name)
-        pool = capacity.pinned_pool(self._field(it, "node_selector") or self._field(it, "nodeSelector"))
+        pool = capacity.pinned_pool(_field(it, "node_selector") or _field(it, "nodeSelector"))
         pools, pool_notes = capacity.node_pools(cluster, pool)
         warn = [Finding(severity=Severity.warning, message=n) for n in notes + pool_notes]
         if not pools:
