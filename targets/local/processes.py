@@ -37,20 +37,35 @@ def start_detached(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) ->
 _exit_status: dict[int, int] = {}  # wait statuses of children reaped by alive()
 
 
+_PF_KTHREAD = 0x00200000  # /proc/<pid>/stat flags: a kernel thread (never ours)
+_EXEC_GRACE_S = 2.0  # how long a process may show no command line while it is exec()ing
+
+
 def alive(pid: int | None, marker: str = "deployctl_runtime") -> bool:
-    """Is ``pid`` running and still ours (not a recycled pid, not a zombie)?"""
+    """Is ``pid`` running and still ours (not a recycled pid, not a zombie)?
+
+    A process that was just started can show an empty command line for a moment: Popen returns
+    once the child is in exec(), before the kernel has set up the new program's arguments.  Read
+    again until they appear, or the start of every server would race with this check."""
     if not pid:
         return False
+    deadline = time.monotonic() + _EXEC_GRACE_S
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            with contextlib.suppress(ChildProcessError):
-                reaped, status = os.waitpid(pid, os.WNOHANG)
-                if reaped:
-                    _exit_status[pid] = status
-            return False
-        return marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except (FileNotFoundError, ProcessLookupError, IndexError):
+        while True:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            if fields[0] == "Z":
+                with contextlib.suppress(ChildProcessError):
+                    reaped, status = os.waitpid(pid, os.WNOHANG)
+                    if reaped:
+                        _exit_status[pid] = status
+                return False
+            if int(fields[6]) & _PF_KTHREAD:
+                return False
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if cmdline or time.monotonic() > deadline:
+                return marker in cmdline.decode(errors="replace")
+            time.sleep(0.001)
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
         return False
     except PermissionError:  # pragma: no cover - someone else's process
         return False
@@ -74,11 +89,34 @@ def how_it_ended(pid: int | None) -> str | None:
             return None  # still running
         else:
             time.sleep(0.01)
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
+    return _ending(os.waitstatus_to_exitcode(status))
+
+
+def _ending(exit_code: int) -> str:
+    """An exit code as ``os.waitstatus_to_exitcode`` gives it (negative: the signal), in words."""
+    if exit_code < 0:
+        sig = -exit_code
         oom = " (the kernel's out-of-memory killer sends it: does the model fit in memory?)" if sig == signal.SIGKILL else ""
-        return f"killed by {signal.Signals(sig).name}{oom}"
-    return f"exited with code {os.WEXITSTATUS(status)}"
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return f"killed by {name}{oom}"
+    return f"exited with code {exit_code}"
+
+
+def why_not_ready(pid: int | None, status: dict[str, Any], waited_s: float) -> str:
+    """What to say when a server did not get ready and left nothing in its log: a worker's end as
+    the server recorded it, else the server's own end, else that it is still not ready."""
+    worker_code = status.get("exit_code")
+    if isinstance(worker_code, int) and worker_code != 0:
+        return f"a worker process {_ending(worker_code)} while starting"
+    ended = how_it_ended(pid)
+    if ended:
+        return f"the server process {ended}"
+    if alive(pid):
+        return f"the server is still not ready after {waited_s:.0f} s"
+    return "the server process ended (how is unknown: it was reaped elsewhere)"
 
 
 def read_status(path: Path) -> dict[str, Any]:
