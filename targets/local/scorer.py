@@ -47,7 +47,7 @@ class Scorer:
             err = Path(f"{status_file}.error")
             detail = err.read_text() if err.exists() else (tmp / "server.log").read_text()[-2000:]
             if not detail.strip():  # nothing in its log: say how it ended, or that it never got ready
-                detail = (processes.how_it_ended(self._pid) or "still not ready after 180 s") + " (its log is empty)"
+                detail = processes.why_not_ready(self._pid, status, 180) + " (its log is empty)"
             self.stop()
             raise TargetError(f"the scoring script did not start:\n{detail.strip()}")
         self._port = int(status["private_port"])

@@ -287,13 +287,13 @@ class LocalTarget(Target):
             processes.stop(previous["pid"])
             pid, status = self._start(cmd, extra, log, status_file)
         if status.get("state") != "ready":
+            why = Path(f"{status_file}.error")
+            detail = why.read_text().strip() if why.exists() else _tail(log, 15)
+            if not detail.strip():  # nothing in its log: say how it ended (before stop() ends it)
+                detail = processes.why_not_ready(pid, status, READY_TIMEOUT_S) + "; its log is empty"
             processes.stop(pid)
             if not processes.alive(previous.get("pid")):
                 self._stop_zygote()  # nothing runs to keep warm for: leave no process behind
-            why = Path(f"{status_file}.error")
-            detail = why.read_text().strip() if why.exists() else _tail(log, 15)
-            if not detail.strip():  # nothing in its log: say how it ended, when known
-                detail = f"the server process {processes.how_it_ended(pid) or 'ended'}; its log is empty"
             # point at the user's own files, not at this version's snapshot of them
             detail = detail.replace(str(Path(cmd[cmd.index("--code") + 1])), str(self.manifest.code.path))
             listen_error = "cannot listen" in detail

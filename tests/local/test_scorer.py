@@ -64,3 +64,25 @@ print(s._pid)
     while processes.alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not processes.alive(pid)
+
+
+def test_a_worker_that_dies_without_a_word_is_described(tmp_path):
+    """A worker killed while starting (the OOM killer's way) or failing outside the scoring contract
+    must not end in an empty message: the error names how it ended, or carries the traceback."""
+    import sys
+    from pathlib import Path
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "killed.py").write_text("import os, signal\ndef init():\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+                                    "def run(raw):\n    return raw\n")
+    with pytest.raises(TargetError) as err, Scorer(Path(sys.executable), code, "killed.py", tmp_path):
+        pass
+    assert "a worker process killed by SIGKILL" in str(err.value) and "out-of-memory" in str(err.value)
+    # an error in the server's own machinery (here: made to fail from score.py) reaches the log
+    (code / "broken.py").write_text("import sys\ns = sys.modules['__main__']  # the server, run as python -m\n"
+                                    "def _fail(*a):\n    raise OSError('no sockets today')\n"
+                                    "s.serve = _fail\ndef init(): pass\ndef run(raw):\n    return raw\n")
+    with pytest.raises(TargetError) as err, Scorer(Path(sys.executable), code, "broken.py", tmp_path):
+        pass
+    assert "OSError: no sockets today" in str(err.value) and "Traceback" in str(err.value)

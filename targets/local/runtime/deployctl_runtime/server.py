@@ -33,6 +33,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 import uuid
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import ThreadingMixIn
@@ -447,7 +448,11 @@ def main(argv: list[str] | None = None) -> int:
                     code = worker(args, private, public_sock, ready_w, public)
                 else:
                     code = queue_worker(args, ready_w)
+            except BaseException:  # os._exit skips the interpreter's report: print it, or it is lost
+                traceback.print_exc()
             finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
                 os._exit(code)
         children[pid] = slot
         return pid
