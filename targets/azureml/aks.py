@@ -278,10 +278,7 @@ class AksTarget(OnlineEndpointTarget):
                  f"({'; '.join(p.describe() for p in a.pools)})")
         if a.fits:
             return [*warn, Finding(severity=Severity.info, message=f"cluster capacity: {need}; {offer}")]
-        parts = ([f"{a.short_cpu:.2f} CPU"] if a.short_cpu > 1e-9 else []) + \
-            ([f"{a.short_memory_gib:.1f} GiB"] if a.short_memory_gib > 1e-9 else [])
-        short = a.too_big or f"short by {' and '.join(parts)}"
-        return [*warn, Finding(severity=Severity.error, message=f"cluster capacity: {need}; {offer}: {short}",
+        return [*warn, Finding(severity=Severity.error, message=f"cluster capacity: {need}; {offer}: {a.shortfall}",
                                hint="add nodes to the cluster (count, or maxCount with autoscaling), lower "
                                     "instance_count or resources, or pass --skip-quota-check")]
 

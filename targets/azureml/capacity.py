@@ -13,11 +13,13 @@ off what AKS reserves on every node (learn.microsoft.com/azure/aks/node-resource
   100 MiB eviction threshold; before 1.29: 25% of the first 4 GiB, 20% of the next 4, 10% of the
   next 8, 6% of the next 112, 2% above 128 GiB, plus 750 MiB eviction threshold.
 
-:func:`assess` adds up pod requests (CPU and memory) and compares them with the allocatable total
-of the node pools the instance type may run on (its ``nodeSelector`` naming ``agentpool`` picks
-one pool; otherwise every Linux pool).  Autoscaling pools count at ``maxCount``.  System pods,
-daemonsets, the Azure ML extension and how pods pack onto nodes are not counted: a shortfall is
-certain (the rollout cannot be scheduled), a fit is necessary but not sufficient.
+:func:`assess` compares the rollout's pod requests (CPU and memory) with the node pools the
+instance type may run on (its ``nodeSelector`` naming ``agentpool`` picks one pool; otherwise
+every Linux pool), autoscaling pools at ``maxCount``: first the totals, then whether the pods
+really pack onto the nodes (a pod runs on one node: three 2.5-CPU pods do not fit two 3.9-CPU
+nodes, though 7.5 < 7.8).  The packing is exact (:func:`max_placed`), not a heuristic.  System
+pods, daemonsets and the Azure ML extension are not counted: a shortfall is certain (the rollout
+cannot be scheduled), a fit is necessary but not sufficient.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class Assessment:
     pools: tuple[NodePool, ...]
     pods: tuple[Pods, ...]
     too_big: str | None = None  # one pod fits no node of the eligible pools
+    placed: int | None = None  # pods the nodes can hold, when that is fewer than asked (None: all, or not known)
 
     @property
     def short_cpu(self) -> float:
@@ -90,7 +93,23 @@ class Assessment:
 
     @property
     def fits(self) -> bool:
-        return self.too_big is None and self.short_cpu <= 1e-9 and self.short_memory_gib <= 1e-9
+        return (self.too_big is None and self.placed is None and self.short_cpu <= 1e-9
+                and self.short_memory_gib <= 1e-9)
+
+    @property
+    def shortfall(self) -> str:
+        """Why it does not fit, in words ("" when it fits)."""
+        if self.too_big:
+            return self.too_big
+        parts = ([f"{self.short_cpu:.2f} CPU"] if self.short_cpu > 1e-9 else []) + \
+            ([f"{self.short_memory_gib:.1f} GiB"] if self.short_memory_gib > 1e-9 else [])
+        if parts:
+            return f"short by {' and '.join(parts)}"
+        if self.placed is not None:
+            asked = sum(p.count for p in self.pods)
+            return (f"enough in total, but a pod runs on one node and the nodes can hold only {self.placed} of the "
+                    f"{asked} pods")
+        return ""
 
 
 @lru_cache(maxsize=1)
@@ -176,5 +195,100 @@ def assess(pods: Iterable[Pods], pools: Iterable[NodePool]) -> Assessment:
             too_big = (f"one pod of {p.label} ({p.cpu:g} CPU, {p.memory_gib:.1f} GiB) fits on no node "
                        f"of the eligible pools")
             break
-    return Assessment(sum(p.total_cpu for p in pods), sum(p.total_memory_gib for p in pods), have_cpu, have_mem,
-                      pools, pods, too_big)
+    a = Assessment(sum(p.total_cpu for p in pods), sum(p.total_memory_gib for p in pods), have_cpu, have_mem,
+                   pools, pods, too_big)
+    if a.too_big or a.short_cpu > 1e-9 or a.short_memory_gib > 1e-9:
+        return a  # the totals already say no
+    placed = max_placed(pods, pools)
+    asked = sum(p.count for p in pods)
+    if placed is not None and placed < asked:
+        return Assessment(a.need_cpu, a.need_memory_gib, have_cpu, have_mem, pools, pods, None, placed)
+    return a
+
+
+_EPS = 1e-9
+MAX_STATES = 5_000  # beyond this the packing is not decided (taken as fitting: the totals did)
+
+
+def max_placed(pods: Iterable[Pods], pools: Iterable[NodePool]) -> int | None:
+    """The most of ``pods`` the nodes of ``pools`` can hold, each pod whole on one node; None when
+    the search would be too large to decide (many distinct pod shapes on many nodes).
+
+    Pods of the same shape are interchangeable, so the state after filling some nodes is how many
+    of each shape are placed; only states not dominated by another are kept (placing more of every
+    shape is never worse).  Node by node, each keeps the best ways to fill one node.  Exact."""
+    shapes: dict[tuple[float, float], int] = {}
+    for p in pods:
+        shapes[(p.cpu, p.memory_gib)] = shapes.get((p.cpu, p.memory_gib), 0) + p.count
+    pools = tuple(pools)
+    if _first_fit(shapes, pools):
+        return sum(shapes.values())  # the quick way placed them all: nothing to search
+    sizes, need = list(shapes), tuple(shapes.values())
+    states: set[tuple[int, ...]] = {tuple(0 for _ in need)}
+    for pool in pools:
+        fills = _node_fills(sizes, need, pool.cpu, pool.memory_gib)
+        if fills is None:
+            return None
+        for _ in range(pool.nodes):
+            if need in states:
+                return sum(need)
+            states = _frontier({tuple(min(s + f, n) for s, f, n in zip(state, fill, need, strict=True))
+                                for state in states for fill in fills})
+            if len(states) > MAX_STATES:
+                return None
+    return max(sum(s) for s in states)
+
+
+def _first_fit(shapes: Mapping[tuple[float, float], int], pools: tuple[NodePool, ...]) -> bool:
+    """First fit, biggest pods first: True when it places every pod (then they surely fit; when it
+    does not, they still may: the exact search decides)."""
+    free = [[pool.cpu, pool.memory_gib] for pool in pools for _ in range(pool.nodes)]
+    for (cpu, mem), count in sorted(shapes.items(), reverse=True):
+        node = 0
+        for _ in range(count):
+            while node < len(free) and (free[node][0] + _EPS < cpu or free[node][1] + _EPS < mem):
+                node += 1
+            if node == len(free):
+                return False
+            free[node][0] -= cpu
+            free[node][1] -= mem
+    return True
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _node_fills(sizes: list[tuple[float, float]], need: tuple[int, ...], cpu: float,
+                memory_gib: float) -> list[tuple[int, ...]] | None:
+    """The ways to fill one node (how many pods of each shape), none dominated by another; None
+    when there are too many to list."""
+    out: list[tuple[int, ...]] = []
+
+    def fill(i: int, counts: tuple[int, ...], cpu_left: float, mem_left: float) -> None:
+        if i == len(sizes):
+            out.append(counts)
+            if len(out) > MAX_STATES:
+                raise _TooLarge
+            return
+        c, m = sizes[i]
+        k = 0
+        while k <= need[i] and k * c <= cpu_left + _EPS and k * m <= mem_left + _EPS:
+            fill(i + 1, (*counts, k), cpu_left - k * c, mem_left - k * m)
+            k += 1
+
+    try:
+        fill(0, (), cpu, memory_gib)
+    except _TooLarge:
+        return None
+    return sorted(_frontier(set(out)))
+
+
+def _frontier(states: set[tuple[int, ...]]) -> set[tuple[int, ...]]:
+    """The states no other state dominates (>= in every shape)."""
+    ordered = sorted(states, key=sum, reverse=True)
+    kept: list[tuple[int, ...]] = []
+    for s in ordered:
+        if not any(all(k >= x for k, x in zip(other, s, strict=True)) for other in kept):
+            kept.append(s)
+    return set(kept)

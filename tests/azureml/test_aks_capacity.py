@@ -82,7 +82,7 @@ def test_blue_green_counts_the_live_deployment_beside_the_new_one(project, k8s):
 
 def test_an_in_place_scale_replaces_the_deployments_pods(project, k8s):
     sim, session, rec, attach = k8s
-    attach([{"name": "pool1", "count": 2, "vmSize": "Standard_D2s_v3"}])  # 3.80 CPU
+    attach([{"name": "pool1", "count": 3, "vmSize": "Standard_D2s_v3"}])  # 1.90 CPU each: one 1-CPU pod per node
     path = project(aks_target())
     assert apply(path, session)[1].ok
     live = engine(path, session).status()[0].outputs["deployment"]
@@ -90,9 +90,31 @@ def test_an_in_place_scale_replaces_the_deployments_pods(project, k8s):
     plan, result = apply(path, session)
     assert [c.action.value for c in plan.targets[0].pending if c.type == "azureml.deployment"] == ["update"]
     info = [m for m in _findings(plan, "info") if m.startswith("cluster capacity:")]
-    # 3 pods, not 3 + the 1 already running (4 CPU would not fit)
+    # 3 pods, not 3 + the 1 already running (4 pods would not fit on 3 nodes)
     assert info and "needs 3 CPU" in info[0] and f"deployment {live}: 3 x (1 CPU" in info[0], plan.to_json()
     assert result.ok, result.model_dump_json(indent=2)
+
+
+def test_pods_that_fit_in_total_but_not_node_by_node_are_a_shortfall(project, k8s):
+    """A pod runs on one node: three 2.5-CPU pods need three nodes, though two 3.86-CPU nodes
+    offer 7.72 CPU in total.  The plan says how many pods the nodes can really hold."""
+    sim, session, rec, attach = k8s
+    sim.add_aks_cluster(SUB, "aks-rg", "cluster1", pools=[{"name": "pool1", "count": 2, "vmSize": "Standard_D4s_v3"}])
+    types = {"big": {"resources": {"requests": {"cpu": "2500m", "memory": "4Gi"}, "limits": {"cpu": "3", "memory": "8Gi"}}}}
+    sim.add_kubernetes_compute(SUB, "rg", "ws", "k8s", cluster_id=CLUSTER, instance_types=types)
+    def manifest(count: str):
+        path = project(aks_target(instance_type="big", instance_count=count))
+        path.write_text(path.read_text().replace("targets:\n", "resources:\n  memory_gb: 4\n  cpu: 2.5\ntargets:\n", 1))
+        return path
+
+    n = len(rec.calls)
+    plan, result = apply(manifest("3"), session)
+    errors = [m for m in _findings(plan, "error") if m.startswith("cluster capacity:")]
+    assert errors and "needs 7.5 CPU" in errors[0] and "offers 7.72 CPU" in errors[0], plan.to_json()
+    assert "the nodes can hold only 2 of the 3 pods" in errors[0], errors
+    assert not result.ok and not _writes(rec, n)
+    plan, result = apply(manifest("2"), session)
+    assert not _findings(plan, "error") and result.ok, plan.to_json()
 
 
 def test_skip_quota_check_proceeds(project, k8s):
@@ -208,3 +230,52 @@ def test_smallest_fitting_is_pure_and_skips_types_without_limits():
     assert smallest_fitting(types, 1, 4) == ("c", 2.0, 8.0)
     assert smallest_fitting(types, 0.5, 1) == ("a", 0.5, 1.0)
     assert smallest_fitting(types, 16, 1) is None
+
+
+def test_packing_is_exact_small_cases_checked_against_every_assignment():
+    """max_placed against brute force (every pod on every node, or on none) on random small
+    clusters with one or two pod shapes: the same answer every time."""
+    import itertools
+    import random
+
+    from targets.azureml.capacity import NodePool, Pods, max_placed
+
+    def brute(pods, nodes):
+        items = [(p.cpu, p.memory_gib) for p in pods for _ in range(p.count)]
+        best = 0
+        for where in itertools.product(range(len(nodes) + 1), repeat=len(items)):
+            load = [[0.0, 0.0] for _ in nodes]
+            for (c, m), w in zip(items, where, strict=True):
+                if w < len(nodes):
+                    load[w][0] += c
+                    load[w][1] += m
+            if all(lc <= nc + 1e-9 and lm <= nm + 1e-9 for (lc, lm), (nc, nm) in zip(load, nodes, strict=True)):
+                best = max(best, sum(w < len(nodes) for w in where))
+        return best
+
+    rng = random.Random(7)
+    checked = 0
+    while checked < 150:
+        pods = [Pods(f"d{i}", rng.randint(1, 3), rng.choice([0.5, 1, 1.5, 2, 2.5]), rng.choice([1, 2, 3, 5]))
+                for i in range(rng.randint(1, 2))]
+        pools = [NodePool(f"p{j}", "v", rng.randint(1, 2), False, rng.choice([2, 3, 4]), rng.choice([4, 6, 8]))
+                 for j in range(rng.randint(1, 2))]
+        nodes = [(p.cpu, p.memory_gib) for p in pools for _ in range(p.nodes)]
+        if sum(p.count for p in pods) > 6 or len(nodes) > 3:
+            continue
+        assert max_placed(pods, pools) == brute(pods, nodes), (pods, pools)
+        checked += 1
+
+
+def test_packing_counts_memory_too_and_mixes_shapes():
+    from targets.azureml.capacity import NodePool, Pods, assess
+
+    node = NodePool("p", "Standard_D4s_v3", 2, False, 3.86, 14.5)
+    # memory binds: 4 pods of 0.5 CPU and 7 GiB fit two per node in memory, CPU is plenty
+    assert assess([Pods("m", 4, 0.5, 7)], [node]).fits
+    a = assess([Pods("m", 3, 0.5, 7), Pods("s", 1, 0.5, 1)], [node])
+    assert a.fits  # 7+7 on one node, 7+1 on the other
+    a = assess([Pods("m", 3, 0.5, 7), Pods("x", 1, 0.5, 1.5)], [node])  # 14.5 - 7 = 7.5 is left for x: fits
+    assert a.fits
+    a = assess([Pods("m", 3, 0.5, 7), Pods("x", 1, 0.5, 7.6)], [node])  # 28.6 <= 29 in total, not per node
+    assert not a.fits and a.placed == 3 and "can hold only 3 of the 4 pods" in a.shortfall
