@@ -92,7 +92,7 @@ def how_it_ended(pid: int | None) -> str | None:
     return _ending(os.waitstatus_to_exitcode(status))
 
 
-def _ending(exit_code: int) -> str:
+def _ending(exit_code: int, when: str = "") -> str:
     """An exit code as ``os.waitstatus_to_exitcode`` gives it (negative: the signal), in words."""
     if exit_code < 0:
         sig = -exit_code
@@ -101,8 +101,8 @@ def _ending(exit_code: int) -> str:
             name = signal.Signals(sig).name
         except ValueError:
             name = f"signal {sig}"
-        return f"killed by {name}{oom}"
-    return f"exited with code {exit_code}"
+        return f"killed by {name}{when}{oom}"
+    return f"exited with code {exit_code}{when}"
 
 
 def why_not_ready(pid: int | None, status: dict[str, Any], waited_s: float) -> str:
@@ -110,7 +110,7 @@ def why_not_ready(pid: int | None, status: dict[str, Any], waited_s: float) -> s
     the server recorded it, else the server's own end, else that it is still not ready."""
     worker_code = status.get("exit_code")
     if isinstance(worker_code, int) and worker_code != 0:
-        return f"a worker process {_ending(worker_code)} while starting"
+        return f"a worker process {_ending(worker_code, ' while starting')}"
     ended = how_it_ended(pid)
     if ended:
         return f"the server process {ended}"
