@@ -279,6 +279,8 @@ class LocalTarget(Target):
                  "DEPLOYCTL_REPORT_MODULES": str(self.state / "modules.json")}
         log = self.state / "server.log"
         self.ctx.progress(f"starting version {version} ({self.cfg.workers} worker(s))")
+        # the log is the deployment's, across versions: a failed start shows only what it wrote
+        log_start = log.stat().st_size if log.exists() else 0
         pid, status = self._start(cmd, extra, log, status_file)
         if status.get("state") != "ready" and "cannot listen" in status.get("error", "") and processes.alive(previous.get("pid")):
             # The running version cannot hand its socket over (an older deployctl started it, or
@@ -288,7 +290,7 @@ class LocalTarget(Target):
             pid, status = self._start(cmd, extra, log, status_file)
         if status.get("state") != "ready":
             why = Path(f"{status_file}.error")
-            detail = why.read_text().strip() if why.exists() else _tail(log, 15)
+            detail = why.read_text().strip() if why.exists() else _tail(log, 15, start=log_start)
             if not detail.strip():  # nothing in its log: say how it ended (before stop() ends it)
                 detail = processes.why_not_ready(pid, status, READY_TIMEOUT_S) + "; its log is empty"
             processes.stop(pid)
@@ -573,9 +575,12 @@ def _get(port: int, path: str, key: str | None) -> tuple[int, bytes]:
     return _request("GET", port, path, None, key)
 
 
-def _tail(path: Path, n: int) -> str:
+def _tail(path: Path, n: int, start: int = 0) -> str:
+    """The last ``n`` lines of ``path``, of what follows byte ``start``."""
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        with open(path, "rb") as f:
+            f.seek(start)
+            lines = f.read().decode(errors="replace").splitlines()
     except FileNotFoundError:
         return ""
     return "\n".join(lines[-n:])

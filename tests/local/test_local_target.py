@@ -139,6 +139,16 @@ def test_failing_new_versions_never_take_over(project_factory):
     assert "versions/" not in error and "deployctl_runtime" not in error
     assert post(before["public_port"], {"data": [[5.1, 3.5, 1.4, 0.2]]}, deployment(p)["key"])[0] == 200
 
+    # a worker killed while loading (the OOM killer's way) leaves no output: the error says how it
+    # ended, not the running version's lines from the deployment's shared log
+    p.write_score(SCORE.replace('if os.environ.get("FAIL_INIT"):',
+                                'import signal; os.kill(os.getpid(), signal.SIGKILL)\n    if False:'))
+    _, result = p.apply()
+    error = result.targets[0].error
+    assert not result.ok and "a worker process killed by SIGKILL while starting" in error, error
+    assert "out-of-memory" in error and "serving on" not in error and "worker ready" not in error, error
+    assert deployment(p)["record"]["pid"] == before["pid"]
+
     # the smoke test fails (run() raises on the sample): the old version keeps serving
     p.write_score(SCORE.replace('if body.get("fail"):', 'if True:'))
     _, result = p.apply()
