@@ -303,6 +303,8 @@ class LocalTarget(Target):
             raise TargetError(f"the new version did not start{serving}.\n{detail}",
                               target=self.config.name, resource=resource.address, operation="start",
                               hint=(f"free port {port} or set another port for this target" if listen_error else
+                                    "free memory, or load less in init() (`deployctl logs` has the server's log)"
+                                    if "out-of-memory" in detail else
                                     "fix init() in your scoring script (see `deployctl logs`)"))
         record.update(pid=pid, public_port=port, private_port=status["private_port"], status_file=str(status_file),
                       log=str(log), started_at=time.time())

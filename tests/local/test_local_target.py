@@ -147,6 +147,7 @@ def test_failing_new_versions_never_take_over(project_factory):
     error = result.targets[0].error
     assert not result.ok and "a worker process killed by SIGKILL while starting" in error, error
     assert "out-of-memory" in error and "serving on" not in error and "worker ready" not in error, error
+    assert "free memory" in error, error  # the hint follows the cause
     assert deployment(p)["record"]["pid"] == before["pid"]
 
     # the smoke test fails (run() raises on the sample): the old version keeps serving
