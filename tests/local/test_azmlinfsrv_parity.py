@@ -67,8 +67,10 @@ def servers(tmp_path_factory):
     port, health = _free_port(), _free_port()
     environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     environ.update(AZUREML_ENTRY_SCRIPT=str(root / "code" / "score.py"), AZUREML_MODEL_DIR=str(root / "model"))
-    theirs = subprocess.Popen([str(env.python), "-c", LAUNCH, str(port), str(health)], env=environ,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = root / "azmlinfsrv.log"
+    with open(log, "wb") as out:
+        theirs = subprocess.Popen([str(env.python), "-c", LAUNCH, str(port), str(health)], env=environ,
+                                  stdout=out, stderr=out, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -78,7 +80,7 @@ def servers(tmp_path_factory):
             except OSError:
                 pass
             if theirs.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("azmlinfsrv did not start")
+                pytest.fail(f"azmlinfsrv did not start (exit {theirs.poll()}):\n{log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.1)
         with Scorer(env.python, root / "code", "score.py", root / "model") as ours:
             yield port, ours._port
