@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -201,9 +201,7 @@ def assess(pods: Iterable[Pods], pools: Iterable[NodePool]) -> Assessment:
         return a  # the totals already say no
     placed = max_placed(pods, pools)
     asked = sum(p.count for p in pods)
-    if placed is not None and placed < asked:
-        return Assessment(a.need_cpu, a.need_memory_gib, have_cpu, have_mem, pools, pods, None, placed)
-    return a
+    return replace(a, placed=placed) if placed is not None and placed < asked else a
 
 
 _EPS = 1e-9
