@@ -622,6 +622,41 @@ def schema(
 
     _guard(None, body)
 
+# -- images -------------------------------------------------------------------------------------
+image_app = typer.Typer(help="Container images without Docker: build, push by content digest.", no_args_is_help=True)
+app.add_typer(image_app, name="image")
+
+
+@image_app.command("build")
+def image_build(
+    manifest: ManifestArg,
+    target: OneTargetOpt = None,
+    registry: Annotated[str | None, typer.Option("--registry", help="HOST[:PORT]/REPO to push to (instead of a target's registry).")] = None,
+    platform: Annotated[str, typer.Option("--platform", help="uv's --python-platform for the environment.")] = "x86_64-manylinux_2_28",
+    var: VarOpt = None,
+    output: OutputOpt = OutputFormat.table,
+    ci: CIOpt = None,
+) -> None:
+    """Build the scoring image (base + environment + runtime + model + code) and push what the
+    registry lacks. Credentials: DEPLOYCTL_REGISTRY_USERNAME / DEPLOYCTL_REGISTRY_PASSWORD, else
+    your Azure identity for *.azurecr.io."""
+    run = _Run(ci, output)
+
+    def body() -> int:
+        from orchestrator.images.cli import build_for_manifest
+
+        result = build_for_manifest(manifest, target=target, registry=registry, platform=platform,
+                                    variables=_parse_vars(var), progress=lambda m: err.print(_safe(m), markup=False))
+        if output is OutputFormat.json:
+            _emit_json(result.to_json())
+        else:
+            _print_lines([f"{result.image}  (tag {result.tag})"] + [
+                f"  {x.name:<12} {x.digest[:19]}  {x.size / 1e6:8.2f} MB  {'pushed' if x.pushed else 'already there'}"
+                for x in result.layers])
+        return EXIT_OK
+
+    _guard(run, body)
+
 
 def main() -> None:
     """Console-script entry point."""

@@ -5,12 +5,13 @@ operationId where there is one) and ``handle(req) -> Response | None`` (None: no
 which the simulator turns into a loud failure).
 """
 
+from orchestrator.azure.simulator.providers.acr import AcrDataPlane
 from orchestrator.azure.simulator.providers.mfe import AzureMLRegional
 from orchestrator.azure.simulator.providers.resources import ResourceManager
 from orchestrator.azure.simulator.providers.scoring import Scoring
 from orchestrator.azure.simulator.providers.storage import BlobService, QueueService
 from orchestrator.azure.simulator.providers.web import Kudu
 
-PROVIDERS = (ResourceManager, AzureMLRegional, BlobService, QueueService, Scoring, Kudu)
+PROVIDERS = (ResourceManager, AzureMLRegional, BlobService, QueueService, Scoring, Kudu, AcrDataPlane)
 
 __all__ = ["PROVIDERS"]

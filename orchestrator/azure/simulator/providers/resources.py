@@ -23,7 +23,7 @@ NAMESPACE = re.compile(r"/providers/([^/]+)", re.IGNORECASE)
 
 class ResourceManager:
     def __init__(self, sim: Any) -> None:
-        from orchestrator.azure.simulator.providers.containers import ContainerRegistry
+        from orchestrator.azure.simulator.providers.acr import AcrManagement
         from orchestrator.azure.simulator.providers.containerservice import ContainerService
         from orchestrator.azure.simulator.providers.ml import MachineLearning
         from orchestrator.azure.simulator.providers.storage import StorageAccounts
@@ -35,7 +35,7 @@ class ResourceManager:
             "microsoft.machinelearningservices": self.ml,
             "microsoft.web": WebApps(sim),
             "microsoft.storage": StorageAccounts(sim),
-            "microsoft.containerregistry": ContainerRegistry(sim),
+            "microsoft.containerregistry": AcrManagement(sim),
             "microsoft.containerservice": ContainerService(sim),
         }
 

@@ -59,15 +59,15 @@ def write_status(path: str, doc: dict[str, Any]) -> None:
         pass  # a replaced version's folder is removed while it drains; nobody reads it any more
 
 
-def listen(port: int) -> socket.socket:
+def listen(port: int, host: str = "127.0.0.1") -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", port))  # loopback only, always
+    s.bind((host, port))  # loopback unless a container asks for its own interface (--host)
     s.listen(256)
     return s
 
 
-def take_public_socket(port: int, handoff: str | None) -> socket.socket:
+def take_public_socket(port: int, handoff: str | None, host: str = "127.0.0.1") -> socket.socket:
     """The running version's listening socket when there is one (same socket, same backlog),
     else a new one on ``port``."""
     if handoff and os.path.exists(handoff):
@@ -83,7 +83,7 @@ def take_public_socket(port: int, handoff: str | None) -> socket.socket:
                 sock.close()
         except OSError:
             pass  # the previous version is gone: bind afresh
-    return listen(port)
+    return listen(port, host)
 
 
 def serve_handoff(path: str, public: socket.socket) -> None:
@@ -408,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--public-port", type=int, default=0)
     ap.add_argument("--public-now", action="store_true", help="bind the public port at once (first version)")
     ap.add_argument("--key-file")
+    ap.add_argument("--host", default="127.0.0.1", help="the public socket's address (a container: 0.0.0.0)")
     ap.add_argument("--max-body-bytes", type=int, default=100 * 1024 * 1024)
     ap.add_argument("--queue", help="near-real-time mode: the SQLite queue")
     ap.add_argument("--queue-workers", type=int, default=0, help="near-real-time: processes scoring the queue")
@@ -422,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
 
     private = listen(args.private_port)
     try:
-        public_sock = take_public_socket(args.public_port, args.handoff)
+        public_sock = take_public_socket(args.public_port, args.handoff, args.host)
     except OSError as e:
         status: dict[str, Any] = {"state": "failed", "pid": os.getpid(), "error": f"cannot listen on port {args.public_port}: {e}"}
         with open(args.status_file + ".error", "w") as f:
