@@ -148,3 +148,17 @@ def test_cli_apply_killed_mid_run_keeps_what_it_created_and_plan_does_not_write(
                           capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=300)
     assert plan.returncode in (0, 1), plan.stdout + plan.stderr
     assert (state.read_bytes(), state.stat().st_mtime_ns) == before
+
+
+def test_spec_index_is_cached_by_the_spec_files(tmp_path, monkeypatch):
+    from orchestrator.azure.simulator.conformance import Checker
+
+    monkeypatch.setenv("DEPLOYCTL_CACHE_DIR", str(tmp_path))
+    first = Checker.load(None)
+    if not first.enabled:
+        pytest.skip("the REST specs (../shared/azure-rest-api-specs) are not here")
+    built = first._files()
+    [cached] = (tmp_path / "simulator").glob("spec-index-*.json")
+    assert Checker.load(None)._files() == built and built  # read back from the cache, same index
+    cached.write_text("[]")  # the cache is what the second run uses, not a second parse
+    assert Checker.load(None)._files() == {}

@@ -45,6 +45,8 @@ def read_state(path: Path) -> dict[str, Any]:
 
 
 def write_state(path: Path, state: dict[str, Any]) -> None:
+    """Atomic replace without fsync (unlike ``orchestrator.state.write_atomic``): this runs on every
+    mutation, and a killed process loses nothing the kernel already has; only a power cut could."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
