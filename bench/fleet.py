@@ -55,20 +55,23 @@ targets:
     return path
 
 
-def run_ok(*args: str, latency: str | None = None) -> tuple[float, int]:
+def run_ok(*args: str, latency: str | None = None) -> tuple[float, int, float]:
+    """(wall seconds, peak RSS in MB, CPU seconds) of one CLI run; exits on failure.  CPU seconds
+    are what to compare on a loaded machine: wall time there is mostly waiting for a core."""
     env = dict(os.environ)
     env.pop("DEPLOYCTL_SIMULATE_LATENCY", None)
     if latency:
         env["DEPLOYCTL_SIMULATE_LATENCY"] = latency
     t0 = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen([*DEPLOYCTL, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = proc.communicate()
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(args)}\n{out[-3000:]}\n{err[-3000:]}")
-    peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    return seconds, peak // 1024
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return seconds, max(before.ru_maxrss, after.ru_maxrss) // 1024, cpu
 
 
 def reset(state_file: Path) -> None:
@@ -93,30 +96,33 @@ def main() -> None:
             state = work / f"state-{n}"
             m = manifest(n, work)
             sim = ("--simulate", "--state-dir", str(state))
-            t, peak = run_ok("apply", str(m), "--yes", "--parallel", str(min(n, 64)), *sim, latency=latency)
+            t, peak, cpu = run_ok("apply", str(m), "--yes", "--parallel", str(min(n, 64)), *sim, latency=latency)
             applied[n] = t
-            plans = [run_ok("plan", str(m), "--parallel", str(min(n, 64)), "--detailed-exitcode", *sim)[0]
-                     for _ in range(3)]
-            plan_t = statistics.median(plans)
-            line = f"N={n:>3}: apply {t:6.1f} s"
+            plans = [run_ok("plan", str(m), "--parallel", str(min(n, 64)), *sim) for _ in range(3)]
+            plan_t = statistics.median(p[0] for p in plans)
+            plan_cpu = statistics.median(p[2] for p in plans)
+            line = f"N={n:>3}: apply {t:6.1f} s ({cpu:.1f} s CPU)"
             if n != sizes[0]:
                 ratio = t / applied[sizes[0]]
                 line += f" = {ratio:.2f}x the single target ({applied[sizes[0]]:.1f} s; bar <= 1.2x: " \
                         f"{'met' if ratio <= 1.2 else 'NOT met'})"
-            line += f"; peak RSS of the CLI {peak} MB; no-op plan {plan_t:.2f} s (median of 3, no latency"
+            line += f"; peak RSS of the CLI {peak} MB; no-op plan {plan_t:.2f} s ({plan_cpu:.2f} s CPU; median of 3, no latency"
             line += f"; bar for 100: <= 2 s: {'met' if plan_t <= 2 else 'NOT met'})" if n >= 100 else ")"
             print(line, flush=True)
             if n == sizes[0]:
                 sample = str(QUICKSTART / "sample-request.json")
                 sim_inv = [run_ok("invoke", str(m), "--file", sample, *sim)[0] for _ in range(args.invokes)]
+                sim_cpu = statistics.median(run_ok("invoke", str(m), "--file", sample, *sim)[2] for _ in range(3))
                 local_dir = work / "local-state"
                 run_ok("apply", str(QUICKSTART / "deployctl.yaml"), "--yes", "--state-dir", str(local_dir))
-                loc_inv = [run_ok("invoke", str(QUICKSTART / "deployctl.yaml"), "--file", sample, "--state-dir",
-                                  str(local_dir))[0] for _ in range(args.invokes)]
+                loc = [run_ok("invoke", str(QUICKSTART / "deployctl.yaml"), "--file", sample, "--state-dir",
+                              str(local_dir)) for _ in range(args.invokes)]
+                loc_inv, loc_cpu = [r[0] for r in loc], statistics.median(r[2] for r in loc)
                 run_ok("destroy", str(QUICKSTART / "deployctl.yaml"), "--yes", "--state-dir", str(local_dir))
-                s, loc = statistics.median(sim_inv), statistics.median(loc_inv)
-                print(f"invoke (median of {args.invokes}): simulated {s:.2f} s vs local {loc:.2f} s = {s / loc:.2f}x "
-                      f"(bar <= 1.5x: {'met' if s / loc <= 1.5 else 'NOT met'})", flush=True)
+                s, lo = statistics.median(sim_inv), statistics.median(loc_inv)
+                print(f"invoke (median of {args.invokes}): simulated {s:.2f} s ({sim_cpu:.2f} s CPU) vs local {lo:.2f} s "
+                      f"({loc_cpu:.2f} s CPU) = {s / lo:.2f}x (bar <= 1.5x: {'met' if s / lo <= 1.5 else 'NOT met'})",
+                      flush=True)
             reset(state / "simulated-azure.json")
     finally:
         for n in sizes:
