@@ -8,6 +8,7 @@ provider answers failures the way Azure does.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -15,6 +16,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 class UnsupportedRequest(AssertionError):
     """A request that matches no operation the simulator knows: never a silent 200."""
+
+
+@dataclass
+class Deferred:
+    """An answer a provider cannot give while the simulator holds its lock (it starts a process,
+    it waits): the simulator calls ``run`` once it has released every lock."""
+
+    run: Callable[[], Response]
 
 
 @dataclass
