@@ -5,6 +5,7 @@ operationId where there is one) and ``handle(req) -> Response | None`` (None: no
 which the simulator turns into a loud failure).
 """
 
+from orchestrator.azure.simulator.providers.aci import ContainerEndpoints
 from orchestrator.azure.simulator.providers.acr import AcrDataPlane
 from orchestrator.azure.simulator.providers.mfe import AzureMLRegional
 from orchestrator.azure.simulator.providers.resources import ResourceManager
@@ -12,6 +13,6 @@ from orchestrator.azure.simulator.providers.scoring import Scoring
 from orchestrator.azure.simulator.providers.storage import BlobService, QueueService
 from orchestrator.azure.simulator.providers.web import Kudu
 
-PROVIDERS = (ResourceManager, AzureMLRegional, BlobService, QueueService, Scoring, Kudu, AcrDataPlane)
+PROVIDERS = (ResourceManager, AzureMLRegional, BlobService, QueueService, Scoring, Kudu, AcrDataPlane, ContainerEndpoints)
 
 __all__ = ["PROVIDERS"]

@@ -38,6 +38,37 @@ def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+BUILTIN_SCOPE_MAPS = {
+    "_repositories_pull": ["repositories/*/content/read"],
+    "_repositories_push": ["repositories/*/content/read", "repositories/*/content/write"],
+    "_repositories_admin": ["repositories/*/content/read", "repositories/*/content/write",
+                            "repositories/*/content/delete", "repositories/*/metadata/read",
+                            "repositories/*/metadata/write"],
+}
+
+
+def read_blob(sim: Any, login_server: str, digest: str) -> bytes | None:
+    """A blob's bytes from a simulated registry, or None."""
+    blob = (sim.state.get("acr", {}).get(login_server.lower()) or {}).get("blobs", {}).get(digest)
+    return base64.b64decode(blob) if blob is not None else None
+
+
+def credentials_work(sim: Any, login_server: str, username: str, password: str) -> bool:
+    """Would ``username``/``password`` log in to the registry?  Admin credentials (when the admin
+    user is enabled) or an enabled token's generated password."""
+    reg = next((r for r in sim.state["resources"].values()
+                if str(r.get("properties", {}).get("loginServer", "")).lower() == login_server.lower()), None)
+    if reg is None or not password:
+        return False
+    store = _store(sim, login_server.lower())
+    if username.lower() == reg["name"].lower():
+        return bool(reg["properties"].get("adminUserEnabled")) and password in store.get("admin_passwords", [])
+    token = sim.get(f"{reg['id']}/tokens/{username}")
+    if token is None or (token.get("properties") or {}).get("status", "enabled").lower() != "enabled":
+        return False
+    return password in (store.get("token_passwords", {}).get(username.lower()) or {}).values()
+
+
 def _store(sim: Any, login_server: str) -> dict[str, Any]:
     return sim.state.setdefault("acr", {}).setdefault(login_server, {"repos": {}, "blobs": {}, "tokens": {}})
 
@@ -53,7 +84,12 @@ class AcrManagement(ContainerRegistry):
 
     def handle(self, req: Request, operation: str | None) -> Response | None:
         m = REGISTRY.search(req.path)
-        if not m or req.method != "POST" or req.path[m.end():].lower() not in ("/listcredentials", "/importimage"):
+        tail = req.path[m.end():].lower() if m else ""
+        if m and tail.startswith("/scopemaps/") and req.method == "GET" and tail.count("/") == 2:
+            return self._scope_map(req.path[: m.end()], req.path.rsplit("/", 1)[-1])
+        if m and req.method == "POST" and tail == "/generatecredentials":
+            return self._generate_credentials(req.path[: m.end()], req.json() or {})
+        if not m or req.method != "POST" or tail not in ("/listcredentials", "/importimage"):
             return super().handle(req, operation)
         reg_path = req.path[: m.end()]
         reg = self.sim.get(reg_path)
@@ -72,6 +108,30 @@ class AcrManagement(ContainerRegistry):
                                  location=reg.get("location") or self.sim.default_location,
                                  namespace="Microsoft.ContainerRegistry", error=error)
         return arm.lro_response(self.sim, op, 202, None, style="location")
+
+    def _scope_map(self, reg_path: str, name: str) -> Response:
+        """ACR's built-in scope maps (``_repositories_pull``, ``_push``, ``_admin``) exist in every registry."""
+        res = self.sim.get(f"{reg_path}/scopeMaps/{name}")
+        if res is not None:
+            return json_response(200, res)
+        actions = BUILTIN_SCOPE_MAPS.get(name.lower())
+        if actions is None or self.sim.get(reg_path) is None:
+            return arm.not_found(f"{reg_path}/scopeMaps/{name}")
+        return json_response(200, {"id": f"{reg_path}/scopeMaps/{name}", "name": name,
+                                   "type": "Microsoft.ContainerRegistry/registries/scopeMaps",
+                                   "properties": {"type": "SystemDefined", "actions": actions, "provisioningState": "Succeeded"}})
+
+    def _generate_credentials(self, reg_path: str, body: dict[str, Any]) -> Response:
+        """A new password for a token (``name``: password1 or password2), replacing that one."""
+        reg = self.sim.get(reg_path)
+        token = self.sim.get(str(body.get("tokenId") or ""))
+        if reg is None or token is None:
+            return arm_error(404, "TokenNotFound", f"Token {body.get('tokenId')} was not found.")
+        which = str(body.get("name") or "password1")
+        value = secrets.token_urlsafe(32)
+        passwords = _store(self.sim, reg["properties"]["loginServer"]).setdefault("token_passwords", {})
+        passwords.setdefault(token["name"].lower(), {})[which] = value
+        return json_response(200, {"username": token["name"], "passwords": [{"name": which, "value": value}]})
 
     def _import(self, login: str, body: dict[str, Any]) -> dict[str, str] | None:
         """Copy the source image now (the operation reports it when due); an error dict on failure."""
@@ -187,9 +247,9 @@ class AcrDataPlane:
             ok = store["tokens"].get(form.get("refresh_token", "")) == "refresh"
         else:
             auth = req.header("authorization") or ""
-            if auth.startswith("Basic ") and reg["properties"].get("adminUserEnabled"):
+            if auth.startswith("Basic "):
                 user, _, pw = base64.b64decode(auth[6:]).decode().partition(":")
-                ok = user.lower() == reg["name"].lower() and pw in store.get("admin_passwords", [])
+                ok = credentials_work(self.sim, reg["properties"]["loginServer"], user, pw)
         if not ok:
             return json_response(401, {"errors": [{"code": "UNAUTHORIZED", "message": "invalid credentials"}]})
         token = "a-" + secrets.token_hex(16)

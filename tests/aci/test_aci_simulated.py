@@ -1,0 +1,240 @@
+"""The ``aci`` target end to end: the real ContainerInstance and ContainerRegistry clients and
+deployctl's image builder against the Azure simulator, whose container groups run the pushed
+image's own runtime, site-packages, model and code.  Nothing of deployctl is mocked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from orchestrator.azure.session import OPTIONS_KEY
+from orchestrator.engine import Engine
+from orchestrator.manifest import load_manifest
+from orchestrator.retry import RetrySettings
+from orchestrator.target import InvokeRequest, RunOptions
+from tests.images.conftest import push_base
+
+pytest.importorskip("azure.mgmt.containerinstance", reason="the Azure SDKs are not installed (pip install 'deployctl[azure]')")
+pytest.importorskip("azure.mgmt.containerregistry", reason="the Azure SDKs are not installed (pip install 'deployctl[azure]')")
+
+SUB = "00000000-0000-0000-0000-0000000000a1"
+PROD = "00000000-0000-0000-0000-0000000000a2"
+
+MANIFEST = """\
+apiVersion: deployctl/v1
+name: iris
+model:
+  path: ./model
+environment:
+  python: "3.11"
+  image: {base}
+code:
+  path: ./src
+  entry: score.py
+scoring:
+  type: real-time
+  sample_request: ./sample.json
+resources:
+  memory_gb: {memory}
+  gpu: {gpu}
+targets:
+  - name: prod
+    kind: aci
+    subscription: {sub}
+    resource_group: rg
+    region: westeurope
+    registry: {registry}
+{extra}"""
+
+SCORE = ("import json, os, logging\n\ndef init():\n    global W\n    W = open(os.path.join(os.environ['AZUREML_MODEL_DIR'], "
+         "'model', 'w.txt')).read().strip()\n\ndef run(raw):\n    logging.getLogger('score').info('scoring')\n"
+         "    return {{'weights': W, 'n': len(json.loads(raw)['data']), 'version': {version}}}\n")
+
+
+def _registry(sim, sub: str, name: str) -> None:
+    from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+    from azure.mgmt.containerregistry.models import Registry, Sku
+
+    sim.add_resource_group(sub, "rg", "westeurope")
+    client = ContainerRegistryManagementClient(sim.credential, sub, transport=sim.transport, polling_interval=0)
+    client.registries.begin_create("rg", name, Registry(location="westeurope", sku=Sku(name="Standard"))).result()
+
+
+@pytest.fixture
+def cloud(azure_simulator, tmp_path):
+    from orchestrator.images.registry import RegistryAuth
+
+    sim = azure_simulator
+    _registry(sim, SUB, "devacr")
+    root = tmp_path / "base-root" / "usr" / "local" / "bin"
+    root.mkdir(parents=True)
+    (root / "python3.11").write_text("")
+    base = push_base("devacr.azurecr.io", "base/python", tmp_path / "base-root", tmp_path / "base-cache",
+                     env=["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHON_VERSION=3.11.9"],
+                     auth=RegistryAuth(credential=sim.credential), transport=sim.transport)
+    return sim, base
+
+
+@pytest.fixture
+def project(tmp_path, cloud):
+    _, base = cloud
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "w.txt").write_text("w1\n")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "score.py").write_text(SCORE.format(version=1))
+    (tmp_path / "sample.json").write_text('{"data": [[1, 2, 3, 4]]}')
+
+    def write(*, registry: str = "devacr", sub: str = SUB, memory: str = "auto", gpu: int = 0, **extra: str) -> Path:
+        lines = "".join(f"    {k}: {v}\n" for k, v in extra.items())
+        path = tmp_path / "deployctl.yaml"
+        path.write_text(MANIFEST.format(base=base, registry=registry, sub=sub, memory=memory, gpu=gpu, extra=lines))
+        return path
+
+    write.dir = tmp_path  # type: ignore[attr-defined]
+    return write
+
+
+def engine(path: Path, sim, **opts) -> Engine:
+    return Engine(load_manifest(path), state_dir=path.parent / ".state",
+                  options=RunOptions(extra={OPTIONS_KEY: sim.session()}, **opts),
+                  retry=RetrySettings(initial_wait=0.01, max_wait=0.05), sleep=sim.clock.sleep)
+
+
+def apply(path: Path, sim, destroy: bool = False, **opts):
+    e = engine(path, sim, **opts)
+    plan = e.plan(destroy=destroy)
+    return plan, e.apply(plan, check_fresh=False)
+
+
+def groups(sim) -> list[dict]:
+    return [r for r in sim.state["resources"].values() if r.get("type", "").lower() == "microsoft.containerinstance/containergroups"]
+
+
+def test_create_score_noop_code_update_blue_green_and_destroy(project, cloud):
+    sim, _ = cloud
+    path = project()
+    plan, result = apply(path, sim)
+    assert not plan.blocked, plan.to_json()
+    assert result.ok, result.model_dump_json(indent=2)
+    findings = " ".join(f.message for f in plan.targets[0].findings)
+    assert "1 vCPU" in findings and "scoring URI changes" in findings and "quota in westeurope" in findings
+    out = result.targets[0].outputs
+    assert out["scoring_uri"].startswith("http://iris-prod-") and out["scoring_uri"].endswith(".westeurope.azurecontainer.io:5001/score")
+    assert "@sha256:" in out["image"] and out["image"].startswith("devacr.azurecr.io/deployctl/iris@")
+    [g] = groups(sim)
+    # pulled with a scoped token, never admin credentials; the key is a secure value, never shown
+    creds = g["properties"]["imageRegistryCredentials"]
+    assert creds[0]["username"] == "deployctl-iris-prod"
+    key = next((path.parent / ".state").rglob("scoring-key")).read_text()
+    shown = json.dumps([s.model_dump(mode="json") for s in engine(path, sim).status()])
+    from azure.mgmt.containerinstance import ContainerInstanceManagementClient
+
+    aci = ContainerInstanceManagementClient(sim.credential, SUB, transport=sim.transport)
+    shown += json.dumps(aci.container_groups.get("rg", g["name"]).as_dict())
+    assert key not in shown and "secureValue" not in shown
+
+    e = engine(path, sim)
+    answer = e.invoke("prod", InvokeRequest(body={"data": [[1, 2, 3, 4], [5, 6, 7, 8]]}))
+    assert answer.ok and answer.body == {"weights": "w1", "n": 2, "version": 1}, answer
+    # the runtime checks the key that went in as a secure value
+    from orchestrator.azure.scoring import score
+
+    status, _, _ = score(sim.session(), out["scoring_uri"], "wrong-key", {"data": [[1]]})
+    assert status == 401
+
+    again, _ = apply(path, sim)
+    assert not again.has_changes, again.to_json()
+
+    (project.dir / "src" / "score.py").write_text(SCORE.format(version=2))
+    plan, result = apply(path, sim)
+    assert result.ok, result.model_dump_json(indent=2)
+    [g2] = groups(sim)  # the new version's group replaced the old one
+    assert g2["name"] != g["name"]
+    assert engine(path, sim).invoke("prod", InvokeRequest(body={"data": [[1]]})).body["version"] == 2
+    logs = engine(path, sim).logs("prod", tail=50)
+    assert "scoring" in logs or "ready" in logs.lower(), logs
+
+    plan, result = apply(path, sim, destroy=True)
+    assert result.ok and groups(sim) == []
+    assert not [r for r in sim.state["resources"] if "/tokens/" in r]
+    assert not apply(path, sim, destroy=True)[0].has_changes
+
+
+def test_a_failing_new_version_never_takes_over(project, cloud):
+    sim, _ = cloud
+    path = project()
+    assert apply(path, sim)[1].ok
+    [live] = groups(sim)
+    (project.dir / "src" / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    raise ValueError('broken')\n")
+    plan, result = apply(path, sim)
+    assert not result.ok and "smoke test" in result.targets[0].error
+    [still] = groups(sim)
+    assert still["name"] == live["name"]  # the failed group was deleted; the live one kept serving
+    (project.dir / "src" / "score.py").write_text(SCORE.format(version=1))
+    assert engine(path, sim).invoke("prod", InvokeRequest(body={"data": [[1]]})).ok
+
+
+def test_capacity_errors_move_to_the_next_region_without_leaving_a_group(project, cloud):
+    sim, _ = cloud
+    from orchestrator.azure.simulator.providers.aci import settings
+
+    settings(sim)["capacity_errors"]["westeurope"] = 5
+    plan, result = apply(project(region_fallbacks="[northeurope]"), sim)
+    assert result.ok, result.model_dump_json(indent=2)
+    [g] = groups(sim)
+    assert g["location"] == "northeurope"
+
+
+def test_limits_gpu_and_quota_are_plan_errors_before_any_write(project, cloud):
+    sim, _ = cloud
+    for memory, gpu, words in (("32", 0, "beyond ACI's limit of 4 vCPU and 16 GB"), ("auto", 1, "no longer offers GPU")):
+        plan, result = apply(project(memory=memory, gpu=gpu), sim)
+        assert not result.ok
+        assert words in result.targets[0].error and "aks" in result.targets[0].error
+    from orchestrator.azure.simulator.providers.aci import settings
+
+    settings(sim)["core_limit"] = 0
+    plan, result = apply(project(), sim)
+    errors = [f.message for f in plan.targets[0].findings if f.severity.value == "error"]
+    assert errors and "needs 1" in errors[0]
+    assert not result.ok and groups(sim) == []
+
+
+def test_a_taken_dns_label_and_an_unpullable_image_are_clear_errors(project, cloud):
+    import copy
+
+    sim, _ = cloud
+    path = project()
+    assert apply(path, sim)[1].ok
+    [g] = groups(sim)
+    # someone else's group (another resource group, no deployctl tags) now holds the label
+    foreign = copy.deepcopy(g)
+    foreign["id"] = g["id"].replace("/resourceGroups/rg/", "/resourceGroups/other/")
+    foreign["tags"] = {}
+    del sim.state["resources"][g["id"].lower()]
+    sim.state["resources"][foreign["id"].lower()] = foreign
+    _, result = apply(path, sim)
+    assert not result.ok and "DNS name label" in result.targets[0].error and "dns_label" in result.targets[0].error
+    assert groups(sim) == [foreign]  # nothing half-made left behind
+
+    identity = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/puller"
+    sim.state["denied_pulls"] = [identity]
+    _, result = apply(project(identity=identity, dns_label="iris-other"), sim)
+    assert not result.ok and "not accessible" in result.targets[0].error and "AcrPull" in result.targets[0].error
+    assert groups(sim) == [foreign]
+
+
+def test_promote_from_dev_registry_imports_by_digest_into_prod(project, cloud):
+    sim, _ = cloud
+    _registry(sim, PROD, "prodacr")
+    dev = f"{{name: devacr, subscription: {SUB}, resource_group: rg}}"
+    path = project(registry=f"{{name: prodacr, subscription: {PROD}, resource_group: rg}}", sub=PROD, promote_from=dev)
+    plan, result = apply(path, sim)
+    assert result.ok, result.model_dump_json(indent=2)
+    image = result.targets[0].outputs["image"]
+    assert image.startswith("prodacr.azurecr.io/deployctl/iris@sha256:")
+    assert any(r.operation == "Registries_ImportImage" for r in sim.requests)
+    assert not [r for r in sim.requests if r.host == "prodacr.azurecr.io" and "/blobs/uploads" in r.path]
+    assert engine(path, sim).invoke("prod", InvokeRequest(body={"data": [[1]]})).ok
