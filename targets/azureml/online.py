@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from orchestrator.azure import quota, rollout
 from orchestrator.azure.errors import AzureNotFound, describe, error_code, is_not_found
+from orchestrator.azure.scoring import score
 from orchestrator.errors import TargetError
 from orchestrator.manifest.model import ScoringType, TargetConfig
 from orchestrator.plan import Action, Change
@@ -37,7 +38,6 @@ from orchestrator.target import (
 )
 from targets.azureml.base import AzureMLTarget
 from targets.azureml.config import OnlineEndpointConfig
-from targets.azureml.scoring import score
 from targets.azureml.spec import T_DEPLOYMENT, T_ENDPOINT, T_ENV, T_MODEL, T_TRAFFIC
 
 TAG_TRAFFIC_SPEC = "deployctl-traffic-spec"
