@@ -28,7 +28,7 @@ from typing import Any
 from orchestrator.errors import TargetError, UserError
 from orchestrator.images import oci
 from orchestrator.images.layers import Layer, blob_path, cached_layer
-from orchestrator.images.registry import RegistryAuth, RegistryClient, Reference
+from orchestrator.images.registry import Reference, RegistryAuth, RegistryClient
 from orchestrator.packaging import tree_digest
 
 DEFAULT_PLATFORM = "x86_64-manylinux_2_28"
@@ -86,10 +86,11 @@ class BuiltImage:
     layers: list[LayerReport]
     base: str  # the base, by digest
     built: list[str]  # layers built on this run (the rest came from the cache)
+    metadata_pushed: int = 0  # bytes of config and manifest pushed on this run
 
     @property
     def pushed_bytes(self) -> int:
-        return sum(layer.size for layer in self.layers if layer.pushed)
+        return sum(layer.size for layer in self.layers if layer.pushed) + self.metadata_pushed
 
     def to_json(self) -> dict[str, Any]:
         return {"image": self.image, "digest": self.digest, "tag": self.tag, "base": self.base,
@@ -127,10 +128,10 @@ def build_image(inputs: ImageInputs, repository: str, *, auth: RegistryAuth | No
     _check_python(inputs.python, base_ref, base_digest, base_config, base_manifest, base_client, root)
 
     built: list[str] = []
-    layers = [_environment_layer(inputs, root, say, built), _runtime_layer(root, built),
-              _tree_layer("model", inputs.model, f"{APP}/model", root, built),
-              _tree_layer("code", inputs.code, f"{APP}/code", root, built)]
-    layers = [x for x in layers if x is not None]
+    maybe = [_environment_layer(inputs, root, say, built), _runtime_layer(root, built),
+             _tree_layer("model", inputs.model, f"{APP}/model", root, built),
+             _tree_layer("code", inputs.code, f"{APP}/code", root, built)]
+    layers = [x for x in maybe if x is not None]
     config = oci.canonical(oci.image_config(
         base_config, [x.diff_id for x in layers], [x.name for x in layers],
         env={**inputs.variables, "PYTHONPATH": f"/{APP}/runtime:/{APP}/site-packages", "PYTHONUNBUFFERED": "1",
@@ -144,6 +145,7 @@ def build_image(inputs: ImageInputs, repository: str, *, auth: RegistryAuth | No
     tag = content_tag(digest)
     repo = target.repository
     reports: list[LayerReport] = []
+    metadata_pushed = 0
     if client.manifest_exists(repo, tag) == digest:
         say(f"{target.host}/{repo}:{tag} is already there: nothing to push")
         reports = [LayerReport(_base_name(i), d["digest"], int(d["size"]), False) for i, d in enumerate(base_manifest.get("layers", []))]
@@ -160,8 +162,11 @@ def build_image(inputs: ImageInputs, repository: str, *, auth: RegistryAuth | No
             reports.append(LayerReport(layer.name, layer.digest, layer.size, pushed))
         if not client.blob_exists(repo, oci.digest_of(config)):
             client.upload_blob(repo, oci.digest_of(config), config)
+            metadata_pushed += len(config)
         client.put_manifest(repo, tag, manifest, oci.OCI_MANIFEST)  # last: nothing is tagged half-pushed
-    return BuiltImage(target.with_digest(digest), digest, tag, reports, base_ref.with_digest(base_digest), built)
+        metadata_pushed += len(manifest)
+    return BuiltImage(target.with_digest(digest), digest, tag, reports, base_ref.with_digest(base_digest), built,
+                      metadata_pushed)
 
 
 def _base_name(i: int) -> str:

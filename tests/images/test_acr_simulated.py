@@ -12,7 +12,7 @@ import pytest
 from orchestrator.errors import TargetError
 from orchestrator.images.build import ImageInputs, build_image
 from orchestrator.images.promote import promote_image, registry_id
-from orchestrator.images.registry import RegistryAuth, RegistryClient, Reference
+from orchestrator.images.registry import Reference, RegistryAuth, RegistryClient
 from tests.images.conftest import push_base
 
 pytest.importorskip("azure.mgmt.containerregistry", reason="azure-mgmt-containerregistry is not installed (pip install 'deployctl[azure]')")

@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator.errors import TargetError, UserError
 from orchestrator.images.build import ImageInputs, build_image
-from orchestrator.images.registry import RegistryAuth, RegistryClient, Reference
+from orchestrator.images.registry import Reference, RegistryAuth, RegistryClient
 from tests.images.conftest import push_base, run_registry
 
 pytestmark = pytest.mark.slow

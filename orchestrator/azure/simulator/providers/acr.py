@@ -92,8 +92,8 @@ class AcrManagement(ContainerRegistry):
         dst = _store(self.sim, login)
         doc = json.loads(base64.b64decode(manifest["data"]))
         for d in [doc.get("config", {}), *doc.get("layers", [])]:
-            if d.get("digest") in src_store["blobs"]:  # type: ignore[index]
-                dst["blobs"][d["digest"]] = src_store["blobs"][d["digest"]]  # type: ignore[index]
+            if d.get("digest") in src_store["blobs"]:
+                dst["blobs"][d["digest"]] = src_store["blobs"][d["digest"]]
         for target in body.get("targetTags") or [image]:
             t_repo, _, t_tag = target.partition(":")
             r = dst["repos"].setdefault(t_repo, {"manifests": {}, "tags": {}})
@@ -214,7 +214,7 @@ class AcrDataPlane:
         if entry is None:
             return Response(404, b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}')
         if req.method == "DELETE":
-            del repo["manifests"][digest]  # type: ignore[index]
+            del repo["manifests"][digest]
             return Response(202)
         data = base64.b64decode(entry["data"])
         return Response(200, b"" if req.method == "HEAD" else data,
