@@ -13,7 +13,6 @@ The image serves the Azure ML scoring contract through :mod:`deployctl_runtime.c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,7 +27,7 @@ from typing import Any
 from orchestrator.errors import TargetError, UserError
 from orchestrator.images import oci
 from orchestrator.images.layers import Layer, blob_path, cached_layer
-from orchestrator.images.registry import RegistryAuth, RegistryClient, Reference
+from orchestrator.images.registry import Reference, RegistryAuth, RegistryClient
 from orchestrator.packaging import tree_digest
 
 DEFAULT_PLATFORM = "x86_64-manylinux_2_28"
@@ -86,10 +85,11 @@ class BuiltImage:
     layers: list[LayerReport]
     base: str  # the base, by digest
     built: list[str]  # layers built on this run (the rest came from the cache)
+    metadata_pushed: int = 0  # bytes of config and manifest pushed on this run
 
     @property
     def pushed_bytes(self) -> int:
-        return sum(layer.size for layer in self.layers if layer.pushed)
+        return sum(layer.size for layer in self.layers if layer.pushed) + self.metadata_pushed
 
     def to_json(self) -> dict[str, Any]:
         return {"image": self.image, "digest": self.digest, "tag": self.tag, "base": self.base,
@@ -127,10 +127,10 @@ def build_image(inputs: ImageInputs, repository: str, *, auth: RegistryAuth | No
     _check_python(inputs.python, base_ref, base_digest, base_config, base_manifest, base_client, root)
 
     built: list[str] = []
-    layers = [_environment_layer(inputs, root, say, built), _runtime_layer(root, built),
-              _tree_layer("model", inputs.model, f"{APP}/model", root, built),
-              _tree_layer("code", inputs.code, f"{APP}/code", root, built)]
-    layers = [x for x in layers if x is not None]
+    maybe = [*_environment_layers(inputs, root, say, built), _runtime_layer(root, built),
+             _tree_layer("model", inputs.model, f"{APP}/model", root, built),
+             _tree_layer("code", inputs.code, f"{APP}/code", root, built)]
+    layers = [x for x in maybe if x is not None]
     config = oci.canonical(oci.image_config(
         base_config, [x.diff_id for x in layers], [x.name for x in layers],
         env={**inputs.variables, "PYTHONPATH": f"/{APP}/runtime:/{APP}/site-packages", "PYTHONUNBUFFERED": "1",
@@ -144,6 +144,7 @@ def build_image(inputs: ImageInputs, repository: str, *, auth: RegistryAuth | No
     tag = content_tag(digest)
     repo = target.repository
     reports: list[LayerReport] = []
+    metadata_pushed = 0
     if client.manifest_exists(repo, tag) == digest:
         say(f"{target.host}/{repo}:{tag} is already there: nothing to push")
         reports = [LayerReport(_base_name(i), d["digest"], int(d["size"]), False) for i, d in enumerate(base_manifest.get("layers", []))]
@@ -160,8 +161,11 @@ def build_image(inputs: ImageInputs, repository: str, *, auth: RegistryAuth | No
             reports.append(LayerReport(layer.name, layer.digest, layer.size, pushed))
         if not client.blob_exists(repo, oci.digest_of(config)):
             client.upload_blob(repo, oci.digest_of(config), config)
+            metadata_pushed += len(config)
         client.put_manifest(repo, tag, manifest, oci.OCI_MANIFEST)  # last: nothing is tagged half-pushed
-    return BuiltImage(target.with_digest(digest), digest, tag, reports, base_ref.with_digest(base_digest), built)
+        metadata_pushed += len(manifest)
+    return BuiltImage(target.with_digest(digest), digest, tag, reports, base_ref.with_digest(base_digest), built,
+                      metadata_pushed)
 
 
 def _base_name(i: int) -> str:
@@ -248,31 +252,94 @@ def _tree_layer(name: str, src: Path | None, prefix: str, root: Path, built: lis
     return layer
 
 
-def _environment_layer(inputs: ImageInputs, root: Path, say: Callable[[str], None], built: list[str]) -> Layer:
-    """The environment installed for the image's platform from the local target's lock."""
+def _lock_packages(lock_text: str) -> tuple[list[str], list[str]]:
+    """(package lines, index option lines) of a lock (``uv pip freeze`` output).  Pure."""
+    from targets.local.envs import index_options
+
+    lines = [x.strip() for x in lock_text.splitlines() if x.strip() and not x.strip().startswith("#")]
+    options = index_options(lines)
+    return [x for x in lines if x not in options], options
+
+
+def _dist_name(line: str) -> str:
+    """The normalised distribution name of a lock line (``Scikit_Learn==1.0`` -> ``scikit-learn``).  Pure."""
+    return re.sub(r"[-_.]+", "-", re.split(r"[=<>!~ @;\[]", line, maxsplit=1)[0]).lower()
+
+
+def _split_by_distribution(site: Path, dest: Path) -> dict[str, Path]:
+    """Move each distribution's files (its RECORD) from ``site`` into ``dest/<name>/``, keeping
+    their relative paths; returns name -> folder.  Files no RECORD names stay in ``site``."""
+    import csv
+
+    out: dict[str, Path] = {}
+    for info in sorted(site.glob("*.dist-info")):
+        meta = (info / "METADATA").read_text(errors="replace")
+        m = re.search(r"^Name:\s*(\S+)", meta, re.MULTILINE)
+        name = _dist_name(m.group(1) if m else info.name.split("-")[0])
+        folder = dest / name
+        with open(info / "RECORD", newline="") as f:
+            paths = [row[0] for row in csv.reader(f) if row]
+        for rel in paths:
+            src = (site / rel)
+            if src.is_file() or src.is_symlink():
+                target = folder / os.path.normpath(rel)
+                if not str(target).startswith(str(folder) + os.sep):
+                    continue  # ../../bin scripts of a prefix install: not part of --target's tree
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, target)
+        out[name] = folder
+    return out
+
+
+def _environment_layers(inputs: ImageInputs, root: Path, say: Callable[[str], None], built: list[str]) -> list[Layer]:
+    """One layer per installed distribution, from the lock the local target uses, each cached by
+    (requirement line, platform, Python): a dependency change builds and pushes only the
+    distributions that changed.  Missing ones are installed by one uv call for the image's
+    platform (wheels only), split by their RECORD files, and compressed in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from orchestrator.images.layers import lookup_layer
     from targets.local.envs import ensure_environment, uv_bin
 
     env = ensure_environment(list(inputs.requirements), inputs.python, cache=root, progress=say)
-    key = f"{env.lock_hash}|{inputs.platform}|{inputs.python}"
+    packages, options = _lock_packages(env.lock.read_text())
+    keys = {line: f"{line}|{' '.join(options)}|{inputs.platform}|{inputs.python}" for line in packages}
+    layers: dict[str, Layer] = {}
+    missing = []
+    for line in packages:
+        found = lookup_layer(f"environment:{line}", keys[line], root)
+        if found is None:
+            missing.append(line)
+        else:
+            layers[line] = found
+    if missing:
+        work = root / "image-envs" / f".build-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            say(f"installing {len(missing)} package(s) for {inputs.platform} with uv")
+            req = work / "requirements.txt"
+            work.mkdir(parents=True)
+            req.write_text("".join(x + "\n" for x in [*options, *missing]))
+            cmd = [uv_bin(), "pip", "install", "--quiet", "--target", str(work / "site"), "--python-platform",
+                   inputs.platform, "--python-version", inputs.python, "--only-binary", ":all:", "--no-deps", "-r", str(req)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, UV_NO_PROGRESS="1"))
+            if proc.returncode != 0:
+                tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
+                raise UserError(f"the environment cannot be installed for {inputs.platform} (Python {inputs.python}):\n{tail}",
+                                hint="pin a version of that package that publishes a wheel for this platform")
+            folders = _split_by_distribution(work / "site", work / "dists")
 
-    def install() -> list[tuple[str, Path]]:
-        dest = root / "image-envs" / hashlib.sha256(key.encode()).hexdigest()[:16]
-        tmp = dest.with_name(dest.name + ".building")
-        shutil.rmtree(tmp, ignore_errors=True)
-        say(f"installing the environment for {inputs.platform} with uv")
-        cmd = [uv_bin(), "pip", "install", "--quiet", "--target", str(tmp), "--python-platform", inputs.platform,
-               "--python-version", inputs.python, "--only-binary", ":all:", "--no-deps", "-r", str(env.lock)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, UV_NO_PROGRESS="1"))
-        if proc.returncode != 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
-            raise UserError(f"the environment cannot be installed for {inputs.platform} (Python {inputs.python}):\n{tail}",
-                            hint="pin a version of that package that publishes a wheel for this platform")
-        shutil.rmtree(dest, ignore_errors=True)
-        os.replace(tmp, dest)
-        return [(f"{APP}/site-packages", dest)]
+            def build(line: str) -> tuple[str, Layer]:
+                name = f"environment:{line}"
+                folder = folders.get(_dist_name(line))
+                if folder is None:
+                    raise TargetError(f"uv installed no distribution for {line!r} (lock {env.lock})")
+                return line, cached_layer(name, keys[line], lambda: [(f"{APP}/site-packages", folder)], root)[0]
 
-    layer, new = cached_layer("environment", key, install, root, level=6)
-    if new:
-        built.append("environment")
-    return layer
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # zlib and sha256 release the GIL
+                for line, layer in pool.map(build, missing):
+                    layers[line] = layer
+                    built.append(layer.name)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return [layers[line] for line in packages]

@@ -10,7 +10,7 @@ from typing import Any
 
 from orchestrator.errors import UserError
 from orchestrator.images.build import BuiltImage, ImageInputs, build_image
-from orchestrator.images.registry import RegistryAuth, Reference
+from orchestrator.images.registry import Reference, RegistryAuth
 
 
 def registry_auth(host: str, *, credential: Any = None) -> RegistryAuth:

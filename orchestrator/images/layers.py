@@ -131,17 +131,28 @@ def write_layer(name: str, sources: Iterable[tuple[str, Path]], cache: Path, *, 
     return Layer(name, digest, "sha256:" + raw.hexdigest(), size)
 
 
+def _record(cache: Path, name: str, key: str) -> Path:
+    return cache / "image-layers" / f"{hashlib.sha256(f'{LAYER_FORMAT}|{name}|{key}'.encode()).hexdigest()}.json"
+
+
+def lookup_layer(name: str, key: str, cache: Path) -> Layer | None:
+    """The cached layer for content ``key``, when its record and its blob are both there."""
+    record = _record(cache, name, key)
+    if record.exists():
+        layer = Layer(**json.loads(record.read_text()))
+        if blob_path(cache, layer.digest).exists():
+            return layer
+    return None
+
+
 def cached_layer(name: str, key: str, sources: Callable[[], Iterable[tuple[str, Path]]], cache: Path, *,
                  level: int = 6) -> tuple[Layer, bool]:
     """The layer for content ``key`` (say, a tree digest of what the sources hold): from the cache
     when its record and blob are there, else written from ``sources()`` (called only then: an
     environment is installed only when its layer is missing).  Returns (layer, built)."""
-    record = cache / "image-layers" / f"{hashlib.sha256(f'{LAYER_FORMAT}|{name}|{key}'.encode()).hexdigest()}.json"
-    if record.exists():
-        layer = Layer(**json.loads(record.read_text()))
-        if blob_path(cache, layer.digest).exists():
-            return layer, False
+    found = lookup_layer(name, key, cache)
+    if found is not None:
+        return found, False
     layer = write_layer(name, list(sources()), cache, level=level)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(record, json.dumps(asdict(layer)))  # after the blob: a record always names a blob
+    write_atomic(_record(cache, name, key), json.dumps(asdict(layer)))  # after the blob: a record always names a blob
     return layer, True

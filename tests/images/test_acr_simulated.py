@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import TargetError
+from orchestrator.errors import TargetError, UserError
 from orchestrator.images.build import ImageInputs, build_image
 from orchestrator.images.promote import promote_image, registry_id
-from orchestrator.images.registry import RegistryAuth, RegistryClient, Reference
+from orchestrator.images.registry import Reference, RegistryAuth, RegistryClient
 from tests.images.conftest import push_base
 
 pytest.importorskip("azure.mgmt.containerregistry", reason="azure-mgmt-containerregistry is not installed (pip install 'deployctl[azure]')")
@@ -90,3 +90,43 @@ def test_promoting_an_image_the_source_lacks_fails_clearly(azure_simulator):
         promote_image(azure_simulator.session(), "devacr.azurecr.io/apps/none@sha256:" + "1" * 64,
                       source_registry_id=registry_id(DEV, "rg", "devacr"), subscription=PROD, resource_group="rg",
                       registry="prodacr")
+
+
+def _context(tmp: Path, dockerfile: str) -> Path:
+    ctx = tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(dockerfile)
+    (ctx / "score.py").write_text("def init(): pass\n")
+    return ctx
+
+
+def test_a_dockerfile_is_built_by_acr_tasks_with_its_log_streamed(azure_simulator, tmp_path):
+    pytest.importorskip("azure.mgmt.containerregistrytasks")
+    from orchestrator.images.acrtasks import build_with_acr_tasks, context_archive
+
+    _registry(azure_simulator, DEV, "devacr")
+    ctx = _context(tmp_path, "FROM python:3.11-slim\nCOPY score.py /app/\nCMD [\"python3\"]\n")
+    assert context_archive(ctx) == context_archive(ctx)  # reproducible: the tag is its digest
+    said: list[str] = []
+    built = build_with_acr_tasks(azure_simulator.session(), subscription=DEV, resource_group="rg", registry="devacr",
+                                 context=ctx, dockerfile="Dockerfile", repository="apps/custom", progress=said.append,
+                                 poll_s=5)
+    assert built.status == "Succeeded" and built.image.startswith("devacr.azurecr.io/apps/custom:ctx-")
+    assert "Step 2/3 : COPY score.py /app/" in said and said.count("Step 1/3 : FROM python:3.11-slim") == 1
+    ops = [r.operation for r in azure_simulator.requests]
+    assert "Registries_GetBuildSourceUploadUrl" in ops and "Registries_ScheduleRun" in ops
+    assert [r.host for r in azure_simulator.requests if r.method == "PUT" and ".blob." in r.host]  # context uploaded
+
+
+def test_a_failed_acr_tasks_run_is_one_error_with_the_log_tail(azure_simulator, tmp_path):
+    pytest.importorskip("azure.mgmt.containerregistrytasks")
+    from orchestrator.images.acrtasks import build_with_acr_tasks
+
+    _registry(azure_simulator, DEV, "devacr")
+    ctx = _context(tmp_path, "RUN echo no base\n")
+    with pytest.raises(TargetError, match=r"ended Failed:[\s\S]*first instruction must be FROM"):
+        build_with_acr_tasks(azure_simulator.session(), subscription=DEV, resource_group="rg", registry="devacr",
+                             context=ctx, dockerfile="Dockerfile", repository="apps/custom", poll_s=5)
+    with pytest.raises(UserError, match="Missing.Dockerfile not found"):
+        build_with_acr_tasks(azure_simulator.session(), subscription=DEV, resource_group="rg", registry="devacr",
+                             context=ctx, dockerfile="Missing.Dockerfile", repository="apps/custom")

@@ -134,3 +134,12 @@ def test_references_expand_docker_hub_and_use_plain_http_only_on_loopback():
         Reference.parse("myacr.azurecr.io/app@md5:abc")
     with pytest.raises(UserError, match="repository name"):
         Reference.parse("myacr.azurecr.io/App")
+
+
+def test_lock_lines_split_into_packages_and_index_options():
+    from orchestrator.images.build import _dist_name, _lock_packages
+
+    lock = "# python 3.11\n--extra-index-url https://example.invalid/simple\nScikit_Learn==1.9.1\nzope.interface==7.0\n"
+    assert _lock_packages(lock) == (["Scikit_Learn==1.9.1", "zope.interface==7.0"], ["--extra-index-url https://example.invalid/simple"])
+    assert [_dist_name(x) for x in ("Scikit_Learn==1.9.1", "zope.interface==7.0", "pkg @ file:///w/pkg.whl")] == [
+        "scikit-learn", "zope-interface", "pkg"]

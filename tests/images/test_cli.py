@@ -41,7 +41,7 @@ def test_image_build_prints_the_image_and_its_layers_as_json(registry, tmp_path,
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["image"] == f"{registry}/apps/cli@{doc['digest']}"
-    assert [x["name"] for x in doc["layers"]] == ["base[0]", "environment", "runtime", "model", "code"]
+    assert [x["name"] for x in doc["layers"]] == ["base[0]", "environment:six==1.17.0", "runtime", "model", "code"]
     assert set(doc["layers"][0]) == {"name", "digest", "size", "pushed"}
     again = json.loads(_deployctl("image", "build", str(m), "--registry", f"{registry}/apps/cli", "-o", "json",
                                   cwd=tmp_path).stdout)

@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator.errors import TargetError, UserError
 from orchestrator.images.build import ImageInputs, build_image
-from orchestrator.images.registry import RegistryAuth, RegistryClient, Reference
+from orchestrator.images.registry import Reference, RegistryAuth, RegistryClient
 from tests.images.conftest import push_base, run_registry
 
 pytestmark = pytest.mark.slow
@@ -51,7 +51,7 @@ def test_build_pushes_every_blob_once_and_skopeo_sees_the_image(registry, cache,
     base = push_base(registry, "base/py", _fake_python_root(tmp_path / "root"), cache)
     inputs = _inputs(tmp_path, base)
     first = build_image(inputs, f"{registry}/apps/iris", cache=cache)
-    assert [x.name for x in first.layers] == ["base[0]", "environment", "runtime", "model", "code"]
+    assert [x.name for x in first.layers] == ["base[0]", "environment:six==1.17.0", "runtime", "model", "code"]
     assert first.image == f"{registry}/apps/iris@{first.digest}" and first.tag == first.digest.replace(":", "-")
     # the base's layer is mounted from base/py (same registry): no bytes move; ours are uploaded
     assert [x.pushed for x in first.layers] == [False, True, True, True, True]
@@ -77,6 +77,12 @@ def test_build_pushes_every_blob_once_and_skopeo_sees_the_image(registry, cache,
     assert changed.digest != first.digest and changed.built == ["code"]
     assert [x.name for x in changed.layers if x.pushed] == ["code"]
     assert _tags(registry, "apps/iris") == sorted([first.tag, changed.tag])
+
+    # a dependency change: one layer per distribution, so only the new one is built and pushed
+    more = ImageInputs(**{**inputs.__dict__, "requirements": ("six==1.17.0", "idna==3.10")})
+    dep = build_image(more, f"{registry}/apps/iris", cache=cache)
+    assert dep.built == ["environment:idna==3.10"]
+    assert [x.name for x in dep.layers if x.pushed] == ["environment:idna==3.10"]
 
 
 def test_a_base_without_python_is_refused_and_nothing_is_tagged(registry, cache, tmp_path):

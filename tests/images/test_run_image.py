@@ -8,6 +8,7 @@ builds it)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import http.client
@@ -24,13 +25,14 @@ import pytest
 from orchestrator.images import oci
 from orchestrator.images.build import ImageInputs, build_image
 from orchestrator.images.layers import GZIP_LAYER
-from orchestrator.images.registry import RegistryClient, Reference
+from orchestrator.images.registry import Reference, RegistryClient
 from orchestrator.manifest import load_manifest
 from targets.local.envs import cache_root
 
 pytestmark = pytest.mark.slow
 QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
-MMDEBSTRAP = ["mmdebstrap", "--variant=essential", "--include=python3", "--format=tar", "bookworm"]
+# python3 and the C++ runtime numpy's wheels expect from the system (as python:3.11-slim has it)
+MMDEBSTRAP = ["mmdebstrap", "--variant=essential", "--include=python3,libstdc++6", "--format=tar", "bookworm"]
 
 
 def _need() -> None:
@@ -134,6 +136,7 @@ def test_the_quickstart_image_scores_the_sample_request_from_its_own_root_filesy
         assert json.loads(body) == [0, 2]  # setosa, virginica: as the local target answers
         assert _post(port, sample, "wrong")[0] == 401
     finally:
-        os.killpg(proc.pid, 15)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
         proc.wait(20)
         log.close()

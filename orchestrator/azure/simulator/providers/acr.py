@@ -1,5 +1,6 @@
-"""Azure Container Registry: ``listCredentials`` and ``importImage`` (a long-running operation)
-on the management plane, and each registry's OCI distribution endpoints on
+"""Azure Container Registry: ``listCredentials``, ``importImage`` (a long-running operation) and
+ACR Tasks quick builds (``listBuildSourceUploadUrl``, ``scheduleRun``, runs, ``listLogSasUrl``,
+``cancel``) on the management plane, and each registry's OCI distribution endpoints on
 ``<name>.azurecr.io`` with ACR's token exchange.
 
 Data plane, as ACR answers it: ``GET /v2/`` and any unauthenticated call get 401 with
@@ -10,21 +11,30 @@ digest (GET, HEAD, PUT, DELETE), blobs (HEAD, GET), monolithic uploads (POST, th
 ``?digest=``) and cross-repository mounts.  Blobs live in the simulator's state (base64): keep
 them small in tests.  ``importImage`` copies a manifest and its blobs from another simulated
 registry (any subscription), by tag or digest, without the client moving a byte.
+
+ACR Tasks: the upload URL points at a simulated blob; ``scheduleRun`` reads the uploaded tar.gz
+context and refuses (a Failed run, with the reason in its log) a context without the Dockerfile
+or a Dockerfile without ``FROM``; otherwise the run succeeds after its simulated duration and
+its log lists the Dockerfile's steps.  No image is really built.
 """
 
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
+import io
 import json
 import re
 import secrets
+import tarfile
 from typing import Any
 from urllib.parse import parse_qs
 
 from orchestrator.azure.simulator import arm
 from orchestrator.azure.simulator.messages import Request, Response, arm_error, json_response
 from orchestrator.azure.simulator.providers.containers import REGISTRY, ContainerRegistry
+from orchestrator.azure.simulator.providers.storage import get_blob, put_blob
 
 HOST = re.compile(r"^([a-z0-9]+)\.azurecr\.io$")
 MANIFEST = re.compile(r"^/v2/(.+)/manifests/([^/]+)$")
@@ -73,14 +83,26 @@ def _store(sim: Any, login_server: str) -> dict[str, Any]:
     return sim.state.setdefault("acr", {}).setdefault(login_server, {"repos": {}, "blobs": {}, "tokens": {}})
 
 
+TASK_OPS = {"listcredentials": "Registries_ListCredentials", "importimage": "Registries_ImportImage",
+            "listbuildsourceuploadurl": "Registries_GetBuildSourceUploadUrl", "schedulerun": "Registries_ScheduleRun",
+            "listlogsasurl": "Runs_GetLogSasUrl", "cancel": "Runs_Cancel"}
+RUN = re.compile(r"/runs/([^/]+)/(listlogsasurl|cancel)$", re.IGNORECASE)
+
+
+def _source_account(login: str) -> str:
+    return "acrsrc" + hashlib.sha256(login.encode()).hexdigest()[:12]
+
+
 class AcrManagement(ContainerRegistry):
-    """The Microsoft.ContainerRegistry namespace: registries and builds (inherited) plus
-    ``listCredentials`` and ``importImage``."""
+    """The Microsoft.ContainerRegistry namespace: registries (inherited) plus ``listCredentials``,
+    ``importImage`` and ACR Tasks quick runs."""
+
+    def __init__(self, sim: Any) -> None:
+        super().__init__(sim)
+        sim.hooks["acr.task"] = _task_done
 
     def operation(self, req: Request) -> str | None:
-        tail = req.path.lower().rsplit("/", 1)[-1]
-        return {"listcredentials": "Registries_ListCredentials", "importimage": "Registries_ImportImage"}.get(
-            tail, super().operation(req))
+        return TASK_OPS.get(req.path.lower().rsplit("/", 1)[-1]) or super().operation(req)
 
     def handle(self, req: Request, operation: str | None) -> Response | None:
         m = REGISTRY.search(req.path)
@@ -89,19 +111,38 @@ class AcrManagement(ContainerRegistry):
             return self._scope_map(req.path[: m.end()], req.path.rsplit("/", 1)[-1])
         if m and req.method == "POST" and tail == "/generatecredentials":
             return self._generate_credentials(req.path[: m.end()], req.json() or {})
-        if not m or req.method != "POST" or tail not in ("/listcredentials", "/importimage"):
+        if not m or req.method != "POST" or not (tail in ("/listcredentials", "/importimage", "/listbuildsourceuploadurl",
+                                                          "/schedulerun") or RUN.search(tail)):
             return super().handle(req, operation)
         reg_path = req.path[: m.end()]
         reg = self.sim.get(reg_path)
         if reg is None:
             return arm.not_found(reg_path)
         login = reg["properties"]["loginServer"]
-        if req.path.lower().endswith("/listcredentials"):
+        if tail == "/listcredentials":
             if not reg["properties"].get("adminUserEnabled"):
                 return arm_error(400, "AdminUserDisabled", f"Admin user is disabled for registry {m.group(1)}.")
             pw = _store(self.sim, login).setdefault("admin_passwords", [secrets.token_urlsafe(24), secrets.token_urlsafe(24)])
             return json_response(200, {"username": m.group(1), "passwords": [
                 {"name": "password", "value": pw[0]}, {"name": "password2", "value": pw[1]}]})
+        if tail == "/listbuildsourceuploadurl":
+            name = f"source/{self.sim.new_id()}.tar.gz"
+            account = _source_account(login)
+            self.sim.state["blobs"].setdefault(account, {}).setdefault("source", {})
+            return json_response(200, {"uploadUrl": f"https://{account}.blob.core.windows.net/{name}?sv=2023-01-03&sig=sim",
+                                       "relativePath": name})
+        if tail == "/schedulerun":
+            return self._schedule(req, reg_path, reg, login)
+        if rm := RUN.search(tail):
+            run = self.sim.get(f"{reg_path}/runs/{rm.group(1)}")
+            if run is None:
+                return arm.not_found(f"{reg_path}/runs/{rm.group(1)}")
+            if rm.group(2).lower() == "cancel":
+                if run["properties"]["status"] not in ("Succeeded", "Failed", "Error", "Timeout"):
+                    run["properties"]["status"] = "Canceled"
+                return Response(200)
+            link = f"https://{_source_account(login)}.blob.core.windows.net/logs/{rm.group(1)}.log?sv=2023-01-03&sig=sim"
+            return json_response(200, {"logLink": link, "logArtifactLink": link})
         body = req.json() or {}
         error = self._import(login, body)
         op = arm.start_operation(self.sim, reg_path, "importImage", kind="default", operation="Registries_ImportImage",
@@ -132,6 +173,41 @@ class AcrManagement(ContainerRegistry):
         passwords = _store(self.sim, reg["properties"]["loginServer"]).setdefault("token_passwords", {})
         passwords.setdefault(token["name"].lower(), {})[which] = value
         return json_response(200, {"username": token["name"], "passwords": [{"name": which, "value": value}]})
+    def _schedule(self, req: Request, reg_path: str, reg: dict[str, Any], login: str) -> Response:
+        body = req.json() or {}
+        account = _source_account(login)
+        container, _, name = str(body.get("sourceLocation") or "").partition("/")
+        data = get_blob(self.sim, account, container, name)
+        steps, problem = [], None
+        dockerfile = str(body.get("dockerFilePath") or "Dockerfile")
+        if data is None:
+            problem = f"the source location {body.get('sourceLocation')!r} holds no uploaded context"
+        else:
+            try:
+                with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))) as tar:
+                    member = tar.extractfile(dockerfile.lstrip("./"))
+                    text = member.read().decode() if member else ""
+            except (KeyError, OSError, tarfile.TarError):
+                text = ""
+            steps = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+            if not text:
+                problem = f"unable to find {dockerfile} in the build context"
+            elif not steps or not steps[0].upper().startswith(("FROM", "ARG")):
+                problem = f"{dockerfile}: the first instruction must be FROM"
+        run_id = f"cb{self.sim.state['counter'] + 1:x}"
+        run_path = f"{reg_path}/runs/{run_id}"
+        self.sim.put_resource(run_path, {"properties": {
+            "runId": run_id, "status": "Running", "runType": "QuickRun", "provisioningState": "Succeeded",
+            "platform": body.get("platform") or {"os": "Linux"},
+            "outputImages": [{"registry": login, "repository": i.partition(":")[0], "tag": i.partition(":")[2]}
+                             for i in body.get("imageNames") or []]}})
+        self.sim.state.setdefault("acr_runs", {})[run_id] = {"account": account, "steps": steps, "problem": problem,
+                                                            "images": body.get("imageNames") or [], "login": login}
+        op = arm.start_operation(self.sim, run_path, "create", kind="default", operation="Registries_ScheduleRun",
+                                 location=reg.get("location") or self.sim.default_location,
+                                 namespace="Microsoft.ContainerRegistry", hook="acr.task",
+                                 error={"code": "BuildFailed", "message": problem} if problem else None)
+        return arm.lro_response(self.sim, op, 200, self.sim.get(run_path))
 
     def _import(self, login: str, body: dict[str, Any]) -> dict[str, str] | None:
         """Copy the source image now (the operation reports it when due); an error dict on failure."""
@@ -152,8 +228,8 @@ class AcrManagement(ContainerRegistry):
         dst = _store(self.sim, login)
         doc = json.loads(base64.b64decode(manifest["data"]))
         for d in [doc.get("config", {}), *doc.get("layers", [])]:
-            if d.get("digest") in src_store["blobs"]:  # type: ignore[index]
-                dst["blobs"][d["digest"]] = src_store["blobs"][d["digest"]]  # type: ignore[index]
+            if d.get("digest") in src_store["blobs"]:
+                dst["blobs"][d["digest"]] = src_store["blobs"][d["digest"]]
         for target in body.get("targetTags") or [image]:
             t_repo, _, t_tag = target.partition(":")
             r = dst["repos"].setdefault(t_repo, {"manifests": {}, "tags": {}})
@@ -163,6 +239,26 @@ class AcrManagement(ContainerRegistry):
         for t_repo in body.get("untaggedTargetRepositories") or []:
             dst["repos"].setdefault(t_repo, {"manifests": {}, "tags": {}})["manifests"][digest] = manifest
         return None
+
+
+def _task_done(sim: Any, op: dict[str, Any], res: dict[str, Any] | None) -> None:
+    """A quick run finished: its status and its log (what ``az acr build`` streams)."""
+    if res is None:
+        return
+    run_id = res["properties"]["runId"]
+    info = sim.state.get("acr_runs", {}).get(run_id, {})
+    ok = op["outcome"] == "Succeeded" and res["properties"]["status"] != "Canceled"
+    if res["properties"]["status"] != "Canceled":
+        res["properties"]["status"] = "Succeeded" if ok else "Failed"
+    lines = ["Sending context to registry...", *(f"Step {i}/{len(info.get('steps', []))} : {s}"
+                                                for i, s in enumerate(info.get("steps", []), 1))]
+    if ok:
+        lines += [f"Successfully tagged {info.get('login')}/{i}" for i in info.get("images", [])]
+        lines.append(f"Run ID: {run_id} was successful")
+    else:
+        lines += [f"error: {info.get('problem') or (op.get('error') or {}).get('message', 'the run failed')}",
+                  f"Run ID: {run_id} failed"]
+    put_blob(sim, info.get("account", "acrsrc"), "logs", f"{run_id}.log", ("\n".join(lines) + "\n").encode(), "text/plain")
 
 
 class AcrDataPlane:
@@ -274,7 +370,7 @@ class AcrDataPlane:
         if entry is None:
             return Response(404, b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}')
         if req.method == "DELETE":
-            del repo["manifests"][digest]  # type: ignore[index]
+            del repo["manifests"][digest]
             return Response(202)
         data = base64.b64decode(entry["data"])
         return Response(200, b"" if req.method == "HEAD" else data,
