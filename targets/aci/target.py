@@ -246,6 +246,7 @@ class AciTarget(AzureTarget):
             out.append(Finding(severity=Severity.info, message=(
                 f"image built in {self._registry(self.cfg.promote_from)[0]} and imported by digest into "
                 f"{self._registry(self.cfg.registry)[0]} (no pull or push through this machine)")))
+        out += self._registry_findings()
         if self.ctx.options.skip_quota_check:
             out.append(Finding(severity=Severity.warning, message=f"quota check skipped ({self.size.cpu} ACI cores needed)"))
             return out
@@ -261,6 +262,23 @@ class AciTarget(AzureTarget):
         elif usage is not None:
             out.append(Finding(severity=Severity.info, message=f"quota in {self.cfg.region}: {self.size.cpu} cores "
                                f"needed, {usage.free} free", data=demand.as_data()))
+        return out
+
+    def _registry_findings(self) -> list[Finding]:
+        """Each registry the apply uses must exist: deployctl builds into it, it does not create it
+        (a registry is shared, billed and secured by its owners)."""
+        from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+
+        out = []
+        for ref in [self.cfg.registry] + ([self.cfg.promote_from] if self.cfg.promote_from else []):
+            name, sub, rg = self._registry(ref)
+            client = ContainerRegistryManagementClient(self.session.get_credential(sub), sub, **self.session.client_kwargs())
+            try:
+                self.op(f"read registry {name}", lambda c=client, n=name, g=rg: c.registries.get(g, n))
+            except AzureNotFound:
+                out.append(Finding(severity=Severity.error, message=f"registry {name} does not exist in resource group "
+                                   f"{rg} of subscription {sub}",
+                                   hint=f"create it (az acr create -n {name} -g {rg} --sku Standard) or fix `registry`"))
         return out
 
     def _cores_usage(self, region: str) -> quota.Usage | None:

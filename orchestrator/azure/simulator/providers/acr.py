@@ -8,8 +8,10 @@ Data plane, as ACR answers it: ``GET /v2/`` and any unauthenticated call get 401
 ``POST /oauth2/exchange`` trades an Entra ID token for a refresh token, ``/oauth2/token`` a
 refresh token (or admin user and password, Basic) for an access token.  Manifests by tag or
 digest (GET, HEAD, PUT, DELETE), blobs (HEAD, GET), monolithic uploads (POST, then PUT with
-``?digest=``) and cross-repository mounts.  Blobs live in the simulator's state (base64): keep
-them small in tests.  ``importImage`` copies a manifest and its blobs from another simulated
+``?digest=``) and cross-repository mounts.  Blob bytes live in content-addressed files beside
+the cloud's state file (the state records their sizes), so a real environment layer costs the
+JSON nothing.  Repository-scoped tokens (``tokens`` with the built-in ``_repositories_pull``
+scope map, ``generateCredentials``) log in like admin credentials do.  ``importImage`` copies a manifest and its blobs from another simulated
 registry (any subscription), by tag or digest, without the client moving a byte.
 
 ACR Tasks: the upload URL points at a simulated blob; ``scheduleRun`` reads the uploaded tar.gz
@@ -21,6 +23,8 @@ its log lists the Dockerfile's steps.  No image is really built.
 from __future__ import annotations
 
 import base64
+import os
+import tempfile
 import gzip
 import hashlib
 import io
@@ -28,6 +32,7 @@ import json
 import re
 import secrets
 import tarfile
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -57,10 +62,43 @@ BUILTIN_SCOPE_MAPS = {
 }
 
 
+def _blob_dir(sim: Any) -> Path:
+    """Where blob bytes live: content-addressed files beside a persisted cloud's state file (an
+    environment layer is tens of MB: never in the JSON state), or a folder of this simulator."""
+    d = getattr(sim, "_acr_blob_dir", None)
+    if d is None:
+        store = getattr(sim, "store", None)
+        if store is not None:
+            d = Path(store.path).with_name(Path(store.path).stem + "-blobs")
+        else:
+            sim._acr_blob_tmp = tempfile.TemporaryDirectory(prefix="deployctl-sim-blobs-")
+            d = Path(sim._acr_blob_tmp.name)
+        sim._acr_blob_dir = d
+    return Path(d)
+
+
+def write_blob(sim: Any, store: dict[str, Any], digest: str, data: bytes) -> None:
+    """Keep ``data`` under ``digest`` in a registry's ``store`` (the state records only its size)."""
+    path = _blob_dir(sim) / digest.replace(":", "-")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # content-addressed: concurrent writers write the same bytes
+    store["blobs"][digest] = len(data)
+
+
 def read_blob(sim: Any, login_server: str, digest: str) -> bytes | None:
     """A blob's bytes from a simulated registry, or None."""
     blob = (sim.state.get("acr", {}).get(login_server.lower()) or {}).get("blobs", {}).get(digest)
-    return base64.b64decode(blob) if blob is not None else None
+    if blob is None:
+        return None
+    if isinstance(blob, str):  # a state written before blobs moved to files
+        return base64.b64decode(blob)
+    try:
+        return (_blob_dir(sim) / digest.replace(":", "-")).read_bytes()
+    except OSError:
+        return None
 
 
 def credentials_work(sim: Any, login_server: str, username: str, password: str) -> bool:
@@ -308,10 +346,9 @@ class AcrDataPlane:
         if m := MANIFEST.match(req.path):
             return self._manifest(req, store, m.group(1), m.group(2))
         if m := BLOB.match(req.path):
-            blob = store["blobs"].get(m.group(2))
-            if blob is None:
+            data = read_blob(self.sim, req.host, m.group(2))
+            if data is None:
                 return Response(404, b'{"errors":[{"code":"BLOB_UNKNOWN"}]}')
-            data = base64.b64decode(blob)
             return Response(200, b"" if req.method == "HEAD" else data,
                             {"Docker-Content-Digest": m.group(2), "Content-Length": str(len(data))})
         if (m := UPLOADS.match(req.path)) and req.method == "POST":
@@ -323,7 +360,7 @@ class AcrDataPlane:
             digest = req.query.get("digest", "")
             if _digest(req.body) != digest:
                 return Response(400, b'{"errors":[{"code":"DIGEST_INVALID"}]}')
-            store["blobs"][digest] = base64.b64encode(req.body).decode()
+            write_blob(self.sim, store, digest, req.body)
             return Response(201, b"", {"Docker-Content-Digest": digest, "Location": f"/v2/{m.group(1)}/blobs/{digest}"})
         if (m := TAGS.match(req.path)) and req.method == "GET":
             repo = store["repos"].get(m.group(1))
