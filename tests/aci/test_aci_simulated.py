@@ -238,3 +238,33 @@ def test_promote_from_dev_registry_imports_by_digest_into_prod(project, cloud):
     assert any(r.operation == "Registries_ImportImage" for r in sim.requests)
     assert not [r for r in sim.requests if r.host == "prodacr.azurecr.io" and "/blobs/uploads" in r.path]
     assert engine(path, sim).invoke("prod", InvokeRequest(body={"data": [[1]]})).ok
+
+
+def test_an_interrupted_rollout_converges_on_the_next_apply(project, cloud):
+    """The states a kill leaves between the steps of a rollout (faults stop it there, for good):
+    a new group that was never promoted, and a promoted one whose predecessor was not deleted.
+    The next apply ends with one group, the current version, answering."""
+    sim, _ = cloud
+    path = project()
+    assert apply(path, sim)[1].ok
+    (project.dir / "src" / "score.py").write_text(SCORE.format(version=2))
+    sim.faults.on("ContainerGroups_Update", "503", times=100)  # promotion never happens
+    _, result = apply(path, sim)
+    assert not result.ok
+    assert len(groups(sim)) == 2  # the old live one and the unpromoted new one
+    sim.faults.by_operation.clear()
+    plan, result = apply(path, sim)
+    assert result.ok, result.model_dump_json(indent=2)
+    [g] = groups(sim)
+    assert engine(path, sim).invoke("prod", InvokeRequest(body={"data": [[1]]})).body["version"] == 2
+
+    (project.dir / "src" / "score.py").write_text(SCORE.format(version=3))
+    sim.faults.on("ContainerGroups_Delete", "503", times=100)  # the previous group is never deleted
+    _, result = apply(path, sim)
+    assert not result.ok and len(groups(sim)) == 2
+    assert engine(path, sim).invoke("prod", InvokeRequest(body={"data": [[1]]})).body["version"] == 3
+    sim.faults.by_operation.clear()
+    plan = engine(path, sim).plan()
+    assert [(c.action.value, c.name) for c in plan.targets[0].pending] == [("delete", g["name"])]
+    assert apply(path, sim)[1].ok
+    assert len(groups(sim)) == 1 and not apply(path, sim)[0].has_changes
