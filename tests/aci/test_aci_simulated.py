@@ -9,11 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.azure.session import OPTIONS_KEY
 from orchestrator.engine import Engine
-from orchestrator.manifest import load_manifest
-from orchestrator.retry import RetrySettings
-from orchestrator.target import InvokeRequest, RunOptions
+from orchestrator.target import InvokeRequest
+from tests.aci import scenarios
 from tests.images.conftest import push_base
 
 pytest.importorskip("azure.mgmt.containerinstance", reason="the Azure SDKs are not installed (pip install 'deployctl[azure]')")
@@ -48,9 +46,7 @@ targets:
     registry: {registry}
 {extra}"""
 
-SCORE = ("import json, os, logging\n\ndef init():\n    global W\n    W = open(os.path.join(os.environ['AZUREML_MODEL_DIR'], "
-         "'model', 'w.txt')).read().strip()\n\ndef run(raw):\n    logging.getLogger('score').info('scoring')\n"
-         "    return {{'weights': W, 'n': len(json.loads(raw)['data']), 'version': {version}}}\n")
+SCORE = scenarios.SCORE
 
 
 def _registry(sim, sub: str, name: str) -> None:
@@ -97,15 +93,11 @@ def project(tmp_path, cloud):
 
 
 def engine(path: Path, sim, **opts) -> Engine:
-    return Engine(load_manifest(path), state_dir=path.parent / ".state",
-                  options=RunOptions(extra={OPTIONS_KEY: sim.session()}, **opts),
-                  retry=RetrySettings(initial_wait=0.01, max_wait=0.05), sleep=sim.clock.sleep)
+    return scenarios.engine(path, sim.session(), sim.clock.sleep, **opts)
 
 
 def apply(path: Path, sim, destroy: bool = False, **opts):
-    e = engine(path, sim, **opts)
-    plan = e.plan(destroy=destroy)
-    return plan, e.apply(plan, check_fresh=False)
+    return scenarios.apply(path, sim.session(), sim.clock.sleep, destroy=destroy, **opts)
 
 
 def groups(sim) -> list[dict]:
@@ -115,18 +107,16 @@ def groups(sim) -> list[dict]:
 def test_create_score_noop_code_update_blue_green_and_destroy(project, cloud):
     sim, _ = cloud
     path = project()
-    plan, result = apply(path, sim)
-    assert not plan.blocked, plan.to_json()
-    assert result.ok, result.model_dump_json(indent=2)
+    plan = engine(path, sim).plan()
     findings = " ".join(f.message for f in plan.targets[0].findings)
     assert "1 vCPU" in findings and "scoring URI changes" in findings and "quota in westeurope" in findings
-    out = result.targets[0].outputs
-    assert out["scoring_uri"].startswith("http://iris-prod-") and out["scoring_uri"].endswith(".westeurope.azurecontainer.io:5001/score")
-    assert "@sha256:" in out["image"] and out["image"].startswith("devacr.azurecr.io/deployctl/iris@")
+    assert apply(path, sim)[1].ok
     [g] = groups(sim)
+    out = engine(path, sim).status()[0].outputs
+    assert out["scoring_uri"].startswith("http://iris-prod-") and out["scoring_uri"].endswith(".westeurope.azurecontainer.io:5001/score")
+    assert out["image"].startswith("devacr.azurecr.io/deployctl/iris@sha256:")
     # pulled with a scoped token, never admin credentials; the key is a secure value, never shown
-    creds = g["properties"]["imageRegistryCredentials"]
-    assert creds[0]["username"] == "deployctl-iris-prod"
+    assert g["properties"]["imageRegistryCredentials"][0]["username"] == "deployctl-iris-prod"
     key = next((path.parent / ".state").rglob("scoring-key")).read_text()
     shown = json.dumps([s.model_dump(mode="json") for s in engine(path, sim).status()])
     from azure.mgmt.containerinstance import ContainerInstanceManagementClient
@@ -134,32 +124,14 @@ def test_create_score_noop_code_update_blue_green_and_destroy(project, cloud):
     aci = ContainerInstanceManagementClient(sim.credential, SUB, transport=sim.transport)
     shown += json.dumps(aci.container_groups.get("rg", g["name"]).as_dict())
     assert key not in shown and "secureValue" not in shown
-
-    e = engine(path, sim)
-    answer = e.invoke("prod", InvokeRequest(body={"data": [[1, 2, 3, 4], [5, 6, 7, 8]]}))
-    assert answer.ok and answer.body == {"weights": "w1", "n": 2, "version": 1}, answer
-    # the runtime checks the key that went in as a secure value
     from orchestrator.azure.scoring import score
 
-    status, _, _ = score(sim.session(), out["scoring_uri"], "wrong-key", {"data": [[1]]})
-    assert status == 401
+    assert score(sim.session(), out["scoring_uri"], "wrong-key", {"data": [[1]]})[0] == 401
+    assert "ready" in engine(path, sim).logs("prod", tail=50).lower()
+    assert apply(path, sim, destroy=True)[1].ok
 
-    again, _ = apply(path, sim)
-    assert not again.has_changes, again.to_json()
-
-    (project.dir / "src" / "score.py").write_text(SCORE.format(version=2))
-    plan, result = apply(path, sim)
-    assert result.ok, result.model_dump_json(indent=2)
-    [g2] = groups(sim)  # the new version's group replaced the old one
-    assert g2["name"] != g["name"]
-    assert engine(path, sim).invoke("prod", InvokeRequest(body={"data": [[1]]})).body["version"] == 2
-    logs = engine(path, sim).logs("prod", tail=50)
-    assert "scoring" in logs or "ready" in logs.lower(), logs
-
-    plan, result = apply(path, sim, destroy=True)
-    assert result.ok and groups(sim) == []
-    assert not [r for r in sim.state["resources"] if "/tokens/" in r]
-    assert not apply(path, sim, destroy=True)[0].has_changes
+    scenarios.blue_green(path, sim.session(), sim.clock.sleep)
+    assert groups(sim) == [] and not [r for r in sim.state["resources"] if "/tokens/" in r]
 
 
 def test_a_failing_new_version_never_takes_over(project, cloud):
