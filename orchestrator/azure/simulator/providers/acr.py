@@ -23,15 +23,15 @@ its log lists the Dockerfile's steps.  No image is really built.
 from __future__ import annotations
 
 import base64
-import os
-import tempfile
 import gzip
 import hashlib
 import io
 import json
+import os
 import re
 import secrets
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs

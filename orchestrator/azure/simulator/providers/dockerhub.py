@@ -90,9 +90,9 @@ class DockerHub:
                              "Content-Length": str(len(data))})
         if m := BLOB.match(req.path):
             for version in VERSIONS:
-                data = python_image(version)[1].get(m.group(1))
-                if data is not None:
-                    return Response(200, b"" if req.method == "HEAD" else data,
-                                    {"Docker-Content-Digest": m.group(1), "Content-Length": str(len(data))})
+                blob = python_image(version)[1].get(m.group(1))
+                if blob is not None:
+                    return Response(200, b"" if req.method == "HEAD" else blob,
+                                    {"Docker-Content-Digest": m.group(1), "Content-Length": str(len(blob))})
             return Response(404, b'{"errors":[{"code":"BLOB_UNKNOWN"}]}', {"Content-Type": "application/json"})
         return Response(404, b'{"errors":[{"code":"UNSUPPORTED"}]}', {"Content-Type": "application/json"})
