@@ -240,3 +240,38 @@ def test_an_interrupted_rollout_converges_on_the_next_apply(project, cloud):
     assert [(c.action.value, c.name) for c in plan.targets[0].pending] == [("delete", g["name"])]
     assert apply(path, sim)[1].ok
     assert len(groups(sim)) == 1 and not apply(path, sim)[0].has_changes
+
+
+def test_a_region_without_aci_falls_back_or_says_so(project, cloud):
+    sim, _ = cloud
+    from orchestrator.azure.simulator.providers.aci import settings
+
+    settings(sim)["unavailable_regions"] = ["westeurope"]
+    _, result = apply(project(), sim)
+    assert not result.ok and "not available for resource type" in result.targets[0].error
+    assert "region_fallbacks" in result.targets[0].error and groups(sim) == []
+    _, result = apply(project(region_fallbacks="[swedencentral]"), sim)
+    assert result.ok and groups(sim)[0]["location"] == "swedencentral"
+
+
+def test_an_image_without_deployctls_runtime_starts_and_exits_with_a_reason(cloud):
+    """The simulator's side of 'an image without the runtime': the group runs, its container exits."""
+    from azure.mgmt.containerinstance import ContainerInstanceManagementClient
+    from azure.mgmt.containerinstance import models as m
+    from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+
+    sim, base = cloud
+    acr = ContainerRegistryManagementClient(sim.credential, SUB, transport=sim.transport)
+    registry = next(r for k, r in sim.state["resources"].items() if k.endswith("/registries/devacr"))
+    registry["properties"]["adminUserEnabled"] = True  # admin credentials: any pull credential will do here
+    creds = acr.registries.list_credentials("rg", "devacr")
+    aci = ContainerInstanceManagementClient(sim.credential, SUB, transport=sim.transport, polling_interval=0)
+    group = m.ContainerGroup(location="westeurope", os_type="Linux", containers=[m.Container(
+        name="c", image=base, resources=m.ResourceRequirements(requests=m.ResourceRequests(cpu=1, memory_in_gb=1)))],
+        image_registry_credentials=[m.ImageRegistryCredential(server="devacr.azurecr.io", username=creds.username,
+                                                              password=creds.passwords[0].value)])
+    aci.container_groups.begin_create_or_update("rg", "bare", group).result()
+    got = aci.container_groups.get("rg", "bare")
+    assert got.instance_view.state == "Failed"
+    assert got.containers[0].instance_view.current_state.state == "Terminated"
+    assert "runtime is not in this image" in aci.containers.list_logs("rg", "bare", "c").content
