@@ -18,10 +18,10 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from orchestrator import sizing
-from orchestrator.azure import quota
+from orchestrator.azure import budgets, quota
 from orchestrator.azure.base import AzureTarget
 from orchestrator.azure.errors import AzureForbidden, AzureNotFound, describe
-from orchestrator.plan import Change
+from orchestrator.plan import Action, Change
 from orchestrator.target import Finding, Observed, Resource, Severity
 from targets.azureml import assets, catalog
 from targets.azureml.client import ml_client
@@ -158,4 +158,6 @@ class AzureMLTarget(AzureTarget):
 
     # -- shared check ----------------------------------------------------------------------------
     def check(self, changes: list[Change]) -> list[Finding]:
-        return self.sizing_findings()
+        notes = [Finding(severity=Severity.info, message=budgets.notes())] \
+            if any(c.action is not Action.noop for c in changes) else []
+        return self.sizing_findings() + notes
