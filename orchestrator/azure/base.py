@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import Any, TypeVar
 
+from orchestrator.azure import quota
 from orchestrator.azure.budgets import READ, Budget
 from orchestrator.azure.ops import run_op, sleeper
 from orchestrator.azure.session import AzureSession, session_of
@@ -22,6 +23,9 @@ T = TypeVar("T")
 
 
 class AzureTarget(Target):
+    # quotas are per subscription, region and VM family, whichever target draws on them
+    fleet_check = staticmethod(quota.fleet_findings)
+
     @cached_property
     def session(self) -> AzureSession:
         return session_of(self.ctx.options)

@@ -153,8 +153,10 @@ class AzureMLTarget(AzureTarget):
                             message=f"quota: {sku.name} x {count} {short}{reserve}",
                             hint="request more quota for this VM family, pick a smaller instance_type or count, "
                                  "or pass --skip-quota-check")]
+        demand = quota.QuotaDemand(self.cfg.subscription, self.location, sku.family, required, already,
+                                   row.current, row.limit)
         return [Finding(severity=Severity.info, message=f"quota: {required} {sku.family} cores needed, "
-                                                         f"{row.free} free of {row.limit}")]
+                                                         f"{row.free} free of {row.limit}", data=demand.as_data())]
 
     # -- shared check ----------------------------------------------------------------------------
     def check(self, changes: list[Change]) -> list[Finding]:
