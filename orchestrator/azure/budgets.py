@@ -56,6 +56,10 @@ PROBE = Budget("smoke tests and health checks", RetrySettings(attempts=6, initia
                why="a scoring request answered 429/502/503/504 (or a 500 not raised by run()) is the endpoint's "
                    "front door being busy, not the model failing")
 
+ONCE = Budget("submissions", RetrySettings(), idempotent=False,
+              why="a POST that starts something (a batch job) is not sent again after a 5xx that may have "
+                  "started it; only 409 busy and canceled operations are retried")
+
 ALL = (READ, PROVISION, PROBE)
 
 

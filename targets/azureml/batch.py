@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from orchestrator.azure.budgets import PROVISION
+from orchestrator.azure.budgets import ONCE, PROVISION
 from orchestrator.azure.errors import AzureNotFound, describe, is_not_found
 from orchestrator.errors import TargetError
 from orchestrator.manifest.model import ScoringType
@@ -289,7 +289,7 @@ class BatchEndpointTarget(AzureMLTarget):
                 self.ctx.progress(f"submitting batch job {name}")
                 self.op("submit job", lambda: self.ml.batch_endpoints.invoke(
                     endpoint_name=self.d.endpoint, deployment_name=deployment, inputs=inputs, outputs=outputs,
-                    job_name=name))
+                    job_name=name), budget=ONCE)
             else:
                 self.ctx.progress(f"batch job {name} already submitted: following it")
         if request.run_async:
