@@ -61,3 +61,19 @@ def test_busy_scoring_answers_are_retried_and_model_failures_are_not():
 def test_budgets_say_what_they_allow():
     text = budgets.notes()
     assert text.startswith("retries: ") and "30 min" in text and "3 min" in text and "Updating" in text
+
+
+def test_provider_usages_reads_any_providers_quota_rows_through_arm():
+    from orchestrator.azure.arm import provider_usages
+    from orchestrator.azure.simulator import AzureSimulator
+
+    sim = AzureSimulator(strict=False)
+    try:
+        sim.set_quota("sub1", "eastus", "standardDSv2Family", 36)
+        session = sim.session()
+        rows = provider_usages(session, session.get_credential("sub1"), "sub1", "Microsoft.MachineLearningServices",
+                               "East US", "2024-04-01")
+        row = quota.usage_of(rows, "STANDARDDSV2FAMILY")
+        assert row is not None and (row.current, row.limit, row.free) == (0, 36, 36)
+    finally:
+        sim.close()
