@@ -324,6 +324,8 @@ def plan(
         run.ci.plan(p)
         if any(t.error for t in p.targets):
             return EXIT_INVALID if all(t.error_kind == "input" for t in p.targets if t.error) else EXIT_FAILED
+        if p.blocked:  # error findings (quota, ownership): apply would refuse, so the plan fails too
+            return EXIT_FAILED
         return EXIT_PENDING if detailed_exitcode and p.has_changes else EXIT_OK
 
     _guard(run, body)
