@@ -101,3 +101,21 @@ def test_reset_stops_the_clouds_scorers(online, tmp_path):
         for r in records(state):
             if r.get("pid") and pid_alive(r["pid"]):
                 os.kill(r["pid"], 9)
+
+
+def test_scorer_stops_by_itself_when_the_state_file_is_deleted(online, tmp_path):
+    state_dir = tmp_path / "state"
+    state = state_dir / "simulated-azure.json"
+    try:
+        applied = run("apply", str(online), "--yes", "--simulate", "--state-dir", str(state_dir))
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        [rec] = records(state)
+        state.unlink()  # e.g. rm -rf .deployctl: nothing is left to reap it
+        deadline = time.monotonic() + 30
+        while pid_alive(rec["pid"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not pid_alive(rec["pid"])
+    finally:
+        for r in records(state):
+            if r.get("pid") and pid_alive(r["pid"]):
+                os.kill(r["pid"], 9)
