@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -63,15 +62,16 @@ def run_ok(*args: str, latency: str | None = None) -> tuple[float, int, float]:
     if latency:
         env["DEPLOYCTL_SIMULATE_LATENCY"] = latency
     t0 = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.Popen([*DEPLOYCTL, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = proc.communicate()
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(args)}\n{out[-3000:]}\n{err[-3000:]}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return seconds, max(before.ru_maxrss, after.ru_maxrss) // 1024, cpu
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([*DEPLOYCTL, *args], env=env, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)  # this process's own peak memory and CPU
+        seconds = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            out.seek(0)
+            err.seek(0)
+            raise SystemExit(f"failed ({proc.returncode}): {' '.join(args)}\n{out.read()[-3000:]}\n{err.read()[-3000:]}")
+    return seconds, usage.ru_maxrss // 1024, usage.ru_utime + usage.ru_stime
 
 
 def reset(state_file: Path) -> None:

@@ -48,7 +48,7 @@ class Scorer:
     def port(self) -> int | None:
         return self._port
 
-    def start(self, workdir: Path | None = None, *, exit_with_parent: bool = True,
+    def start(self, workdir: Path | None = None, *, exit_with_parent: bool = True, exit_without: Path | None = None,
               on_spawn: Any = None) -> Scorer:
         """Start the server; raises TargetError with init()'s traceback tail if it cannot start.
 
@@ -64,6 +64,8 @@ class Scorer:
                "--status-file", str(status_file), "--workers", "1"]
         if exit_with_parent:
             cmd.append("--exit-with-parent")  # never outlive the caller, even if it forgets stop()
+        if exit_without is not None:
+            cmd += ["--exit-without", str(exit_without)]
         self._pid = processes.start_detached(cmd, self._runtime_env(), tmp / "server.log", cwd=self.code_dir)
         if on_spawn is not None:
             on_spawn(self._pid)

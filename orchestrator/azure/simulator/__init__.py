@@ -94,7 +94,7 @@ def simulated_session(state_path: Path, *, faults: str | None = None, latency: s
     finally:
         try:
             if not read_only:  # what reads changed (finished operations, the clock), unless others wrote
-                with sim.store.locked():
+                with sim.store.locked(), sim._lock:
                     sim.refresh()
                     sim.persist()
         finally:

@@ -6,7 +6,7 @@ Here a scorer is a detached process recorded beside the cloud's state file, keye
 digest of what it serves (code, model, environment, entry script, variables: see
 ``providers.scoring.served_digest``), reused by the next run whose deployment has that digest, and
 stopped once no deployment of the cloud serves it any more (deleted, updated to other content, the
-cloud reset).  Layout of ``<state file's stem>-scorers/``::
+cloud reset); a scorer also stops by itself when the state file is deleted.  Layout of ``<state file's stem>-scorers/``::
 
     <digest>.json   {"digest", "workdir", "pid", "start_time", "port", "state"}
     <digest>.lock   held while one process checks or starts that scorer
@@ -56,8 +56,11 @@ def _pids_running(marker: str) -> list[int]:
 
 
 class ScorerRegistry:
-    def __init__(self, home: Path) -> None:
+    """``watch``: the cloud's state file; a scorer stops by itself once it is deleted."""
+
+    def __init__(self, home: Path, watch: Path | None = None) -> None:
         self.home = Path(home)
+        self.watch = watch
 
     def _record(self, digest: str) -> Path:
         return self.home / f"{digest}.json"
@@ -132,7 +135,7 @@ class ScorerRegistry:
             try:
                 python, code_dir, entry, model_dir, env = prepare(workdir)
                 scorer = Scorer(python, code_dir, entry, model_dir, env=env).start(
-                    workdir, exit_with_parent=False, on_spawn=spawned)
+                    workdir, exit_with_parent=False, exit_without=self.watch, on_spawn=spawned)
             except BaseException:
                 self._stop(digest)
                 raise

@@ -144,11 +144,11 @@ class Runtime:
     stopped with the simulator.  For a persisted cloud (``--simulate``): warm processes that
     outlive the run, shared by content (:mod:`..scorers`)."""
 
-    def __init__(self, sim: Any, home: Path | None = None) -> None:
-        from orchestrator.azure.simulator.scorers import ScorerRegistry
+    def __init__(self, sim: Any, state_file: Path | None = None) -> None:
+        from orchestrator.azure.simulator.scorers import ScorerRegistry, home_of
 
         self.sim = sim
-        self.registry = ScorerRegistry(home) if home is not None else None
+        self.registry = ScorerRegistry(home_of(state_file), watch=state_file) if state_file is not None else None
         self.scorers: dict[str, tuple[str, Any]] = {}
         self.workdirs: dict[str, Path] = {}
         self.tmp = tempfile.TemporaryDirectory(prefix="deployctl-sim-")
@@ -272,10 +272,8 @@ class Scoring:
 
     def ensure_runtime(self) -> Runtime:
         if self.runtime is None:
-            from orchestrator.azure.simulator.scorers import home_of
-
             store = self.sim.store
-            self.runtime = Runtime(self.sim, home_of(store.path) if store is not None else None)
+            self.runtime = Runtime(self.sim, store.path.absolute() if store is not None else None)
         return self.runtime
 
     def handle(self, req: Request) -> Response | Deferred | None:
