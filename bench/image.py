@@ -85,10 +85,13 @@ def main() -> None:
             (code / "score.py").write_text((code / "score.py").read_text() + "\n# a code change\n")
             t_code, changed = timed(lambda: build_image(inputs, f"{host}/apps/bench", cache=cache))
             code_gz = targz_size(code, tmp / "code.tar.gz")
+            layer_bytes = sum(x.size for x in changed.layers if x.pushed)
             pushed = changed.pushed_bytes
             row("rebuild after a code change", f"{t_code:.2f} s", "<= 1 s", t_code <= 1.0)
-            row("  bytes pushed vs the code's tar.gz", f"{pushed} B vs {code_gz} B = {pushed / code_gz:.2f}x", "<= 2x",
-                pushed <= 2 * code_gz)
+            row("  layer bytes pushed vs the code's tar.gz", f"{layer_bytes} B vs {code_gz} B = {layer_bytes / code_gz:.2f}x",
+                "<= 2x", layer_bytes <= 2 * code_gz)
+            row("  all bytes pushed (+ config and manifest)", f"{pushed} B vs {code_gz} B = {pushed / code_gz:.2f}x",
+                "<= 2x", pushed <= 2 * code_gz)
 
             new_reqs = (*reqs, "six==1.17.0")
             dep_inputs = ImageInputs(**{**inputs.__dict__, "requirements": new_reqs})
@@ -104,7 +107,12 @@ def main() -> None:
             row("rebuild after a dependency change vs uv install", f"{t_dep:.1f} s vs {t_uv:.1f} s = {t_dep / t_uv:.2f}x",
                 "<= 1.2x", t_dep <= 1.2 * t_uv)
 
-            env_dir = max((p for p in (cache / "image-envs").iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+            # the same environment as one folder (uv, same platform), as a tar.gz of its own
+            lock = next(p for p in (cache / "locks").glob("*.txt") if "six==" in p.read_text())
+            env_dir = tmp / "envref"
+            subprocess.run([uv_bin(), "pip", "install", "-q", "--target", str(env_dir), "--python-platform",
+                            inputs.platform, "--python-version", "3.11", "--only-binary", ":all:", "--no-deps", "-r", str(lock)],
+                           check=True)
             parts = {"base": sum(x.size for x in dep.layers if x.name.startswith("base")),
                      "environment": targz_size(env_dir, tmp / "env.tar.gz"),
                      "model": targz_size(QUICKSTART / "model", tmp / "model.tar.gz"), "code": code_gz}
@@ -112,7 +120,8 @@ def main() -> None:
             reference = sum(parts.values())
             row("image size vs base + env + model + code", f"{image / 1e6:.1f} MB vs {reference / 1e6:.1f} MB = {image / reference:.3f}x",
                 "<= 1.05x", image <= 1.05 * reference)
-            print(f"(first image {first.image}; {len(first.layers)} layers)")
+            print(f"(first image {first.image}; {len(first.layers)} layers; after the dependency change "
+                  f"{len(dep.built)} layer(s) built: {', '.join(dep.built)})")
 
 
 if __name__ == "__main__":

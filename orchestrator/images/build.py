@@ -60,7 +60,7 @@ class ImageInputs:
         return cls(name=manifest.name, python=pinned or env.python, requirements=tuple(reqs),
                    code=Path(manifest.code.path), entry=manifest.code.entry,
                    model=Path(manifest.model.path) if manifest.model.path else None,
-                   base_image=env.image, variables=dict(env.variables), platform=platform)
+                   base_image=env.base_image, variables=dict(env.variables), platform=platform)
 
     @property
     def base(self) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,10 @@ class Reference:
 
     @property
     def plain_http(self) -> bool:
-        return self.host.rsplit(":", 1)[0] in LOOPBACK if not self.host.startswith("[") else self.host.split("]")[0] + "]" in LOOPBACK
+        """Loopback registries only (Docker's rule): the host without its port is 127.0.0.1,
+        localhost or [::1]."""
+        name = self.host[: self.host.index("]") + 1] if self.host.startswith("[") else self.host.rsplit(":", 1)[0]
+        return name in LOOPBACK
 
     @property
     def base_url(self) -> str:
@@ -306,6 +309,3 @@ class RegistryClient:
             doc = json.loads(data)
         return doc, digest
 
-
-def iter_layers(manifest: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-    yield from manifest.get("layers", [])

@@ -80,6 +80,7 @@ class EnvironmentSpec(Strict):
     requirements: LocalPath | None = Field(None, description="A pip requirements file.")
     conda_file: LocalPath | None = Field(None, description="An Azure ML style conda.yaml.")
     image: str | None = Field(None, description="Base image for container targets.")
+    base_image: str | None = Field(None, description="Base of the image `deployctl image build` assembles (default: python:<python>-slim); it must have that Python.")
     variables: dict[str, str] = Field(default_factory=dict, description="Environment variables for the scoring code.")
 
     @model_validator(mode="after")

@@ -25,7 +25,7 @@ def _manifest(tmp: Path, base: str) -> Path:
     (tmp / "requirements.txt").write_text("six==1.17.0\n")
     m = tmp / "deployctl.yaml"
     m.write_text(f"apiVersion: deployctl/v1\nname: img-cli\nmodel: {{path: ./model.bin}}\n"
-                 f"environment: {{python: '3.11', requirements: ./requirements.txt, image: '{base}'}}\n"
+                 f"environment: {{python: '3.11', requirements: ./requirements.txt, base_image: '{base}'}}\n"
                  "code: {path: ./src, entry: score.py}\nscoring: {type: real-time}\n"
                  "targets: [{name: dev, kind: local}]\n")
     return m
