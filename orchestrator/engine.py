@@ -7,7 +7,7 @@
   ``fail_fast``; the result is then failed as a whole.
 - Every write goes through :func:`orchestrator.retry.call_with_retries`; reads too.
 - Setting ``cancel`` (the CLI does on Ctrl-C) lets running operations finish and starts no new
-  one; the result says which change is in which state.
+  one; a wait between retries ends at once.  The result says which change is in which state.
 - A saved plan is applied only if what it observed and what it desired are unchanged.
 """
 
@@ -167,7 +167,7 @@ class Engine:
         options: RunOptions | None = None,
         reporter: Reporter | None = None,
         retry: RetrySettings = RetrySettings(),
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,  # None: real time, cut short by ``cancel``
     ) -> None:
         self.loaded = loaded
         self.manifest = loaded.manifest
@@ -212,7 +212,7 @@ class Engine:
 
     def _retry(self, cfg: TargetConfig, what: str, fn: Callable[[], Any]) -> Any:
         return call_with_retries(
-            fn, what=what, settings=self.retry, sleep=self.sleep,
+            fn, what=what, settings=self.retry, sleep=self.sleep, cancel=self.cancel,
             on_retry=lambda n, wait, reason: self.reporter.retrying(cfg.name, what, n, wait, reason),
         )
 

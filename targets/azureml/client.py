@@ -184,7 +184,7 @@ def _run_op(ctx: TargetContext, what: str, fn: Callable[[], T], *, resource: str
             raise
 
     try:
-        return call_with_retries(attempt, what=what, settings=settings, http_retried=True, on_retry=on_retry,
+        return call_with_retries(attempt, what=what, settings=settings, http_retried=True, on_retry=on_retry, cancel=ctx.cancel,
                                  sleep=sleep)
     except TransientError as e:  # retries spent: the engine must not retry it a second time over
         cause = e.__cause__ if isinstance(e.__cause__, BaseException) else e
