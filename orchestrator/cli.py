@@ -250,6 +250,16 @@ def _guard(run: _Run | None, body: Callable[[], int]) -> NoReturn:
         if run:
             run.ci.error(redact(str(e).splitlines()[0]))
         code, message = e.exit_code, redact(str(e).splitlines()[0])
+    except ModuleNotFoundError as e:  # deployctl's own optional module (the simulator's azure-core...)
+        from rich.markup import escape
+
+        from orchestrator.registry import missing_module_error
+
+        why = missing_module_error(e, needed_by="deployctl")
+        err.print(f"[bold red]error[/]: {escape(_safe(str(why)))}", markup=True)  # 'pkg[extra]' stays
+        if run:
+            run.ci.error(str(why))
+        code, message = why.exit_code, str(why)
     except KeyboardInterrupt:
         err.print("interrupted")
         code, message = EXIT_INTERRUPTED, "interrupted"

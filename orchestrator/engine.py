@@ -9,6 +9,8 @@
 - Setting ``cancel`` (the CLI does on Ctrl-C) lets running operations finish and starts no new
   one; a wait between retries ends at once.  The result says which change is in which state.
 - A saved plan is applied only if what it observed and what it desired are unchanged.
+- A module a target needs and does not find is that target's input error (exit 2): one line
+  naming the package and its install command (:meth:`TargetRegistry.missing_module`).
 """
 
 from __future__ import annotations
@@ -246,6 +248,9 @@ class Engine:
             return TargetPlan(target=cfg.name, kind=cfg.kind, changes=changes, findings=findings,
                               observed_digest=observed_digest(snap.observed),
                               desired_digest=desired_digest([] if destroy else snap.desired))
+        except ModuleNotFoundError as e:
+            return TargetPlan(target=cfg.name, kind=cfg.kind, error=str(self.registry.missing_module(cfg.kind, e)),
+                              error_kind="input")
         except DeployctlError as e:
             return TargetPlan(target=cfg.name, kind=cfg.kind, error=redact(str(e)),
                               error_kind="input" if isinstance(e, UserError) else "target")
@@ -312,7 +317,10 @@ class Engine:
             msg = "; ".join(f.message + (f" (to fix: {f.hint})" if f.hint else "") for f in blocking)
             self.reporter.target_finished(tp.target, False)
             return TargetOutcome(ok=False, error=f"blocked before any write: {msg}", error_kind="target", **base)
-        t = self.target(cfg)
+        try:
+            t = self.target(cfg)
+        except ModuleNotFoundError as e:
+            return TargetOutcome(ok=False, error=str(self.registry.missing_module(cfg.kind, e)), error_kind="input", **base)
         lock = state.target_state_dir(self.state_dir, self.manifest.name, tp.target) / ".apply.lock"
         try:
             with state.exclusive(lock, f"target {tp.target!r} of {self.manifest.name!r}"):
@@ -340,6 +348,8 @@ class Engine:
                 status, err = ("interrupted" if self.cancel.is_set() else "done"), None
             except Interrupted as e:
                 status, err = "interrupted", str(e)
+            except ModuleNotFoundError as e:
+                status, err, error_kind = "failed", str(self.registry.missing_module(cfg.kind, e)), "input"
             except DeployctlError as e:
                 status, err = "failed", redact(str(e))
                 error_kind = "input" if isinstance(e, UserError) else "target"
@@ -399,6 +409,8 @@ class Engine:
             t = self.target(cfg)
             snap = self._snapshot(cfg)
             changes, findings = diff_target(snap.desired, snap.observed, self.manifest.name, cfg.name)
+        except ModuleNotFoundError as e:
+            return TargetStatus(error=str(self.registry.missing_module(cfg.kind, e)), **base)
         except Exception as e:
             return TargetStatus(error=redact(str(e)), **base)
         states = {Action.noop: "in-sync", Action.create: "missing", Action.delete: "orphaned"}
@@ -419,8 +431,14 @@ class Engine:
 
     def invoke(self, name: str, request: InvokeRequest) -> InvokeResult:
         cfg = self.select([name])[0]
-        return self.target(cfg).invoke(request)
+        try:
+            return self.target(cfg).invoke(request)
+        except ModuleNotFoundError as e:
+            raise self.registry.missing_module(cfg.kind, e) from None
 
     def logs(self, name: str, *, tail: int = 100, deployment: str | None = None) -> str:
         cfg = self.select([name])[0]
-        return redact(self.target(cfg).logs(tail=tail, deployment=deployment))
+        try:
+            return redact(self.target(cfg).logs(tail=tail, deployment=deployment))
+        except ModuleNotFoundError as e:
+            raise self.registry.missing_module(cfg.kind, e) from None

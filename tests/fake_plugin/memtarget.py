@@ -50,6 +50,7 @@ class MemoryConfig(TargetConfig):
     shared_key: str | None = Field(None, description="Lock key shared with other targets (same resource).")
     file: str | None = Field(None, description="Persist the cloud in this JSON file (for CLI tests).")
     quota: int | None = Field(None, description="Fail check() when size exceeds it.")
+    sdk: str | None = Field(None, description="A module read() imports lazily, as an SDK-backed target does.")
 
 
 class MemoryTarget(Target):
@@ -87,6 +88,10 @@ class MemoryTarget(Target):
         return out
 
     def read(self) -> list[Observed]:
+        if self.cfg.sdk:
+            import importlib
+
+            importlib.import_module(self.cfg.sdk)
         c = self._cloud()
         c.reads += 1
         wanted = {r.address for r in self.desired()}
