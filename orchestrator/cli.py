@@ -523,7 +523,7 @@ def invoke(
     target: OneTargetOpt = None,
     data: Annotated[str | None, typer.Option("--data", "-d", help="The request body (JSON or text).")] = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="Read the request body from a file.")] = None,
-    run_async: Annotated[bool, typer.Option("--async", help="Near-real-time: queue it and print the request id.")] = False,
+    run_async: Annotated[bool, typer.Option("--async", help="Near-real-time: queue it and print the request id (alone on stdout).")] = False,
     request_id: Annotated[str | None, typer.Option("--request-id", help="Fetch the result of an --async request.")] = None,
     idempotency_key: Annotated[str | None, typer.Option("--idempotency-key", help="Submissions with one key run once.")] = None,
     input_: Annotated[list[Path] | None, typer.Option("--input", "-i", help="Batch: input file or folder (repeatable).")] = None,
@@ -558,11 +558,14 @@ def invoke(
         if output is OutputFormat.json:
             _emit_json(result.model_dump_json(indent=2))
         else:
-            if result.body is not None:  # an --async submission has no body yet: only its id
+            submitted = run_async and request_id is None and result.request_id
+            if submitted:  # stdout is the id alone: ID=$(deployctl invoke M --async ...)
+                _print_lines([result.request_id])
+            elif result.body is not None:
                 _print_lines([result.body if isinstance(result.body, str)
                               else json.dumps(result.body, indent=2, default=str)])
             for k in ("request_id", "state", "output"):
-                if getattr(result, k):
+                if getattr(result, k) and not (submitted and k == "request_id"):
                     err.print(f"{k}: {getattr(result, k)}")
         return EXIT_OK if result.ok else EXIT_FAILED
 

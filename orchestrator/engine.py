@@ -58,6 +58,7 @@ from orchestrator.target import (
     Resource,
     RunOptions,
     Severity,
+    SmokeTest,
     Target,
     TargetContext,
 )
@@ -87,6 +88,7 @@ class TargetOutcome(BaseModel):
     error: str | None = None
     error_kind: str | None = None  # "input" (exit 2) or "target" (exit 1)
     outputs: dict[str, Any] = Field(default_factory=dict)
+    smoke_test: SmokeTest | None = None  # what the target's smoke test said, when this apply ran one
 
     @property
     def writes(self) -> int:
@@ -336,6 +338,7 @@ class Engine:
         failed: str | None = None
         error_kind: str | None = None
         pending = tp.pending
+        t.ctx.smoke_test = None  # this apply's, not a previous one's
         for i, change in enumerate(pending):
             if self.cancel.is_set() or stop.is_set() or failed:
                 results += [ChangeOutcome(address=c.address, action=c.action, status="not-started") for c in pending[i:]]
@@ -374,7 +377,8 @@ class Engine:
         self.reporter.target_finished(cfg.name, ok, outputs)
         error = failed or (None if ok else "interrupted before all changes ran")
         return TargetOutcome(target=cfg.name, kind=cfg.kind, ok=ok, changes=results, error=error,
-                             error_kind=error_kind if failed else None, outputs=outputs)
+                             error_kind=error_kind if failed else None, outputs=outputs,
+                             smoke_test=t.ctx.smoke_test)
 
     def _execute(self, t: Target, cfg: TargetConfig, change: Change, resource: Resource | None,
                  observed: Observed | None) -> None:

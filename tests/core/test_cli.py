@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -248,3 +249,25 @@ def test_simulate_without_the_azure_sdk_is_one_line_and_exit_2(tmp_path, command
     assert "Traceback" not in r.stderr
     errors = [line for line in r.stderr.splitlines() if "needs the Python module 'azure" in line]
     assert len(errors) == 1 and f"{sys.executable} -m pip install 'azure-core>=1.30'" in errors[0], r.stderr
+
+
+def test_invoke_async_prints_the_request_id_alone_on_stdout(project, memory_clouds):
+    """Issue 10 item 12: `ID=$(deployctl invoke M --async)` captured nothing (the id went to stderr)."""
+    m = project(targets=file_targets(project.dir))
+    r = cli("invoke", str(m), "--target", "dev", "--data", "{}", "--async")
+    assert r.exit_code == 0 and r.stdout == "req-0001\n" and "state: queued" in r.stderr
+    r = cli("invoke", str(m), "--target", "dev", "--data", "{}", "--async", "-o", "json")
+    assert json.loads(r.stdout)["request_id"] == "req-0001"
+
+
+def test_apply_report_shows_each_targets_smoke_test(project, memory_clouds):
+    """Issue 10 item 12: the apply report shows every target's smoke test the same way."""
+    m = project(targets=file_targets(project.dir))
+    r = cli("apply", str(m), "--yes")
+    assert r.exit_code == 0
+    lines = [line.strip() for line in r.stdout.splitlines() if "smoke test:" in line]
+    assert len(lines) == 2 and all(re.fullmatch(r"smoke test: passed \(HTTP 200, \d+ ms\)", x) for x in lines), r.stdout
+    doc = json.loads(cli("apply", str(m), "--yes", "-o", "json").stdout)
+    assert [t["smoke_test"] for t in doc["targets"]] == [None, None]  # a no-op deploys nothing, tests nothing
+    r = cli("destroy", str(m), "--yes")
+    assert "smoke test" not in r.stdout
