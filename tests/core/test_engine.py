@@ -271,7 +271,8 @@ def test_interrupt_cuts_a_retry_backoff_short(project, memory_clouds):
     cancelled = time.monotonic()
     e.cancel.set()
     worker.join(5)
-    assert not worker.is_alive() and time.monotonic() - cancelled < 0.5
+    took = time.monotonic() - cancelled
+    assert not worker.is_alive() and took < 0.5
     result = box["r"]
     assert result.interrupted and result.exit_code == 130
     statuses = [(c.address.rsplit("-", 1)[-1], c.status) for c in result.targets[0].changes]
