@@ -54,11 +54,15 @@ class Deployment:
         skip_quota_check: bool = False,
         registry: TargetRegistry | None = None,
     ) -> None:
-        from orchestrator.azure.session import OPTIONS_KEY, AzureSession  # a dataclass: no Azure SDK import
+        # One session for every Azure target of the run; its clients are built on first use.
+        # Without a credential or a session to pass, the first Azure target makes it
+        # (orchestrator.azure.session.session_of): a local-only run never imports the Azure layer.
+        extra: dict[str, Any] = {}
+        if azure is not None or credential is not None:
+            from orchestrator.azure.session import OPTIONS_KEY, AzureSession  # a dataclass: no Azure SDK import
 
-        # one session for every Azure target of the run; its clients are built on first use
-        options = RunOptions(skip_quota_check=skip_quota_check,
-                             extra={OPTIONS_KEY: azure if azure is not None else AzureSession(credential=credential)})
+            extra[OPTIONS_KEY] = azure if azure is not None else AzureSession(credential=credential)
+        options = RunOptions(skip_quota_check=skip_quota_check, extra=extra)
         self.loaded = loaded
         self.engine = Engine(loaded, registry=registry, state_dir=state_dir, options=options, reporter=reporter)
         # The plans this object made, by identity of live objects (weak: a notebook's discarded
