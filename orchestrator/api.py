@@ -59,7 +59,7 @@ class Deployment:
         # (orchestrator.azure.session.session_of): a local-only run never imports the Azure layer.
         extra: dict[str, Any] = {}
         if azure is not None or credential is not None:
-            from orchestrator.azure.session import OPTIONS_KEY, AzureSession  # a dataclass: no Azure SDK import
+            from orchestrator.azure.session import OPTIONS_KEY, AzureSession  # no Azure SDK import
 
             extra[OPTIONS_KEY] = azure if azure is not None else AzureSession(credential=credential)
         options = RunOptions(skip_quota_check=skip_quota_check, extra=extra)
