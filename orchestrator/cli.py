@@ -251,6 +251,16 @@ def _guard(run: _Run | None, body: Callable[[], int]) -> NoReturn:
         if run:
             run.ci.error(redact(str(e).splitlines()[0]))
         code, message = e.exit_code, redact(str(e).splitlines()[0])
+    except ModuleNotFoundError as e:  # deployctl's own optional module (the simulator's azure-core...)
+        from rich.markup import escape
+
+        from orchestrator.registry import missing_module_error
+
+        why = missing_module_error(e, needed_by="deployctl")
+        err.print(f"[bold red]error[/]: {escape(_safe(str(why)))}", markup=True)  # 'pkg[extra]' stays
+        if run:
+            run.ci.error(str(why))
+        code, message = why.exit_code, str(why)
     except KeyboardInterrupt:
         err.print("interrupted")
         code, message = EXIT_INTERRUPTED, "interrupted"
@@ -516,7 +526,7 @@ def invoke(
     target: OneTargetOpt = None,
     data: Annotated[str | None, typer.Option("--data", "-d", help="The request body (JSON or text).")] = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="Read the request body from a file.")] = None,
-    run_async: Annotated[bool, typer.Option("--async", help="Near-real-time: queue it and print the request id.")] = False,
+    run_async: Annotated[bool, typer.Option("--async", help="Near-real-time: queue it and print the request id (alone on stdout).")] = False,
     request_id: Annotated[str | None, typer.Option("--request-id", help="Fetch the result of an --async request.")] = None,
     idempotency_key: Annotated[str | None, typer.Option("--idempotency-key", help="Submissions with one key run once.")] = None,
     input_: Annotated[list[Path] | None, typer.Option("--input", "-i", help="Batch: input file or folder (repeatable).")] = None,
@@ -551,11 +561,14 @@ def invoke(
         if output is OutputFormat.json:
             _emit_json(result.model_dump_json(indent=2))
         else:
-            if result.body is not None:  # an --async submission has no body yet: only its id
+            submitted = run_async and request_id is None and result.request_id
+            if submitted:  # stdout is the id alone: ID=$(deployctl invoke M --async ...)
+                _print_lines([result.request_id])
+            elif result.body is not None:
                 _print_lines([result.body if isinstance(result.body, str)
                               else json.dumps(result.body, indent=2, default=str)])
             for k in ("request_id", "state", "output"):
-                if getattr(result, k):
+                if getattr(result, k) and not (submitted and k == "request_id"):
                     err.print(f"{k}: {getattr(result, k)}")
         return EXIT_OK if result.ok else EXIT_FAILED
 

@@ -412,14 +412,19 @@ class LocalTarget(Target):
         if sample is None:
             return
         body = sample.read_bytes()
+        started = time.monotonic()
         status, payload = _post(record["private_port"], "/score", body, key, timeout=60)
         if record["type"] == "local.queue" and status == 202:
             rid = json.loads(payload)["request_id"]
             doc = self._wait_result(record["private_port"], rid, key, timeout=60)
+            self.ctx.smoke_tested(doc.get("state") == "done", status=doc.get("state"), detail=str(doc.get("error") or ""),
+                                  latency_ms=1000 * (time.monotonic() - started))
             if doc.get("state") == "done":
                 return
             raise TargetError(f"smoke test failed: the sample request ended {doc.get('state')}: {doc.get('error')}",
                               target=self.config.name, operation="smoke test")
+        self.ctx.smoke_tested(status == 200, status=status, latency_ms=1000 * (time.monotonic() - started),
+                              detail="" if status == 200 else payload[:200].decode(errors="replace"))
         if status != 200:
             raise TargetError(
                 f"smoke test failed: POST /score with {sample.name} answered {status}: {payload[:500].decode(errors='replace')}",
@@ -430,8 +435,11 @@ class LocalTarget(Target):
     def _smoke_batch(self, record: Mapping[str, Any]) -> None:
         sample = self.manifest.scoring.sample_request
         assert sample is not None
+        started = time.monotonic()
         with tempfile.TemporaryDirectory() as tmp:
             result = self._run_batch(record, [sample], Path(tmp) / "out.csv", Path(tmp) / "work")
+        self.ctx.smoke_tested(result.ok, status=result.state or ("succeeded" if result.ok else "failed"),
+                              latency_ms=1000 * (time.monotonic() - started), detail=str(result.details.get("error") or ""))
         if not result.ok:
             raise TargetError(f"smoke test failed: batch over {sample.name}: {result.details.get('error')}",
                               target=self.config.name, operation="smoke test")
