@@ -20,6 +20,9 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
+
+from orchestrator.errors import UserError
 
 IGNORED_DIRS = frozenset({"__pycache__", ".git", ".deployctl", ".pytest_cache", ".mypy_cache", ".ruff_cache",
                           ".ipynb_checkpoints", ".venv", "node_modules"})
@@ -27,28 +30,114 @@ IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp", "~")
 _CHUNK = 1 << 20
 
 
+# Where a model or code tree may never lead: reading these blocks, never ends or is not content.
+SPECIAL_ROOTS = ("/proc", "/sys", "/dev")
+
+
+class UnsupportedFileError(UserError):
+    """A model or code tree holds something that is not a regular file or folder (a FIFO, a
+    device, a socket, a broken symlink): reading it could block forever or never end."""
+
+
+def _special(path: str) -> bool:
+    real = os.path.realpath(path)
+    return any(real == r or real.startswith(r + "/") for r in SPECIAL_ROOTS)
+
+
+def _refuse(path: str, what: str) -> UnsupportedFileError:
+    return UnsupportedFileError(
+        f"{path}: {what}; models and code may hold only regular files and folders",
+        hint="copy the real file in place of it, or move it out of the folder")
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
 def iter_files(root: Path) -> Iterator[tuple[str, Path]]:
-    """(relative posix path, absolute path) of every file below ``root``, sorted, ignoring the
-    usual junk.  A single file yields itself under its own name."""
+    """(relative posix path, absolute path) of every file below ``root``, sorted (each folder's
+    files, then its sub-folders), ignoring the usual junk.  A single file yields itself under its
+    own name.
+
+    Entries are classified with lstat, never opened: a FIFO, socket or device (or a symlink to
+    one, or into /proc, /sys or /dev) raises :class:`UnsupportedFileError` instead of hanging
+    whoever reads it.  A symlink to a regular file counts as that file; a symlinked folder is not
+    descended into (no loops)."""
     root = Path(root)
-    if root.is_file():
+    base = str(root)
+    try:
+        st = os.stat(base)
+    except OSError as e:
+        raise UnsupportedFileError(f"{base}: {e.strerror or e}") from None
+    if _special(base):
+        raise _refuse(base, "is on a special filesystem (/proc, /sys or /dev)")
+    if stat.S_ISREG(st.st_mode):
         yield root.name, root
         return
-    base = str(root)
-    cut = len(base) + 1
-    for dirpath, dirnames, filenames in os.walk(base):
-        dirnames[:] = sorted(d for d in dirnames if d not in IGNORED_DIRS)
-        prefix = dirpath[cut:].replace(os.sep, "/")
-        for name in sorted(filenames):
+    if not stat.S_ISDIR(st.st_mode):
+        raise _refuse(base, f"is {_kind(st.st_mode)}")
+    stack = [(base, "")]
+    while stack:
+        dirpath, prefix = stack.pop()
+        try:
+            entries = sorted(os.scandir(dirpath), key=lambda e: e.name)
+        except OSError as e:
+            raise UnsupportedFileError(f"{dirpath}: cannot read the folder: {e.strerror or e}") from None
+        subdirs: list[tuple[str, str]] = []
+        for entry in entries:
+            name = entry.name
+            rel = f"{prefix}/{name}" if prefix else name  # string joins: this runs for every file of a venv
+            if entry.is_dir(follow_symlinks=False):
+                if name not in IGNORED_DIRS:
+                    subdirs.append((entry.path, rel))
+                continue
             if name.endswith(IGNORED_SUFFIXES) or name == ".DS_Store":
                 continue
-            # string joins, not Path.relative_to: this runs for every file of a venv
-            yield (f"{prefix}/{name}" if prefix else name), Path(dirpath, name)
+            if entry.is_file(follow_symlinks=False):
+                yield rel, Path(entry.path)
+                continue
+            if not entry.is_symlink():
+                raise _refuse(entry.path, f"is {_kind(entry.stat(follow_symlinks=False).st_mode)}")
+            try:
+                target = os.stat(entry.path)
+            except OSError:
+                raise _refuse(entry.path, "is a broken symlink") from None
+            if stat.S_ISDIR(target.st_mode):
+                continue  # as os.walk does: a symlinked folder is not followed
+            if not stat.S_ISREG(target.st_mode):
+                raise _refuse(entry.path, f"is a symlink to {_kind(target.st_mode)}")
+            if _special(entry.path):
+                raise _refuse(entry.path, "is a symlink into /proc, /sys or /dev")
+            yield rel, Path(entry.path)
+        stack.extend(reversed(subdirs))
+
+
+def check_tree(root: Path) -> int:
+    """Walk ``root`` as :func:`iter_files` does without reading a byte; the number of files.
+    Raises :class:`UnsupportedFileError` for anything that is not a regular file or folder."""
+    return sum(1 for _ in iter_files(root))
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading without ever blocking on a FIFO swapped in after the walk."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _refuse(str(path), f"is {_kind(mode)}")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def file_digest(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with _open_regular(path) as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -58,9 +147,9 @@ def tree_digest(root: Path) -> str:
     """sha256 of a file or folder's content (paths, executable bits and bytes; not mtimes)."""
     h = hashlib.sha256()
     for rel, path in iter_files(root):
-        executable = bool(path.stat().st_mode & stat.S_IXUSR)
-        h.update(f"{rel}\0{int(executable)}\0".encode())
-        with open(path, "rb") as f:
+        with _open_regular(path) as f:
+            executable = bool(os.fstat(f.fileno()).st_mode & stat.S_IXUSR)
+            h.update(f"{rel}\0{int(executable)}\0".encode())
             for chunk in iter(lambda: f.read(_CHUNK), b""):
                 h.update(chunk)
         h.update(b"\0")
@@ -102,7 +191,7 @@ def archive_tree(root: Path, dest: Path, *, level: int = 3, threads: int = -1, d
     try:
         with open(tmp, "wb") as out, cctx.stream_writer(out, closefd=False, write_size=_CHUNK) as z:
             for rel, path in iter_files(root):
-                with open(path, "rb") as f:
+                with _open_regular(path) as f:
                     st = os.fstat(f.fileno())
                     executable = bool(st.st_mode & stat.S_IXUSR)
                     info = tarfile.TarInfo(rel)
