@@ -44,12 +44,13 @@ def conda_python(conda_file: Path) -> tuple[str, int] | None:
 def choose_python(env: EnvironmentSpec, manifest_where: str = "environment.python") -> PythonChoice:
     """The version the environment runs and where it came from.  Raises UserError when the conda
     file pins one version and ``environment.python`` explicitly asks for another."""
-    pinned = conda_python(env.conda_file) if env.conda_file is not None else None
-    if pinned is None:
+    conda = env.conda_file
+    pinned = conda_python(conda) if conda is not None else None
+    if conda is None or pinned is None:
         default = "" if "python" in env.model_fields_set else " (the default)"
         return PythonChoice(env.python, f"{manifest_where}{default}")
     version, line = pinned
-    where = f"{display_path(env.conda_file)}:{line}" if line else display_path(env.conda_file)
+    where = f"{display_path(conda)}:{line}" if line else display_path(conda)
     if "python" in env.model_fields_set and env.python != version:
         raise UserError(f"{manifest_where} asks for Python {env.python} but {where} pins python {version}",
                         hint="remove one of them, or make them agree")

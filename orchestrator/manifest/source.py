@@ -61,7 +61,8 @@ class SourceDocument:
 
 
 def _loc(file: str, node: yaml.Node | yaml.Event) -> Location:
-    return Location(file, node.start_mark.line + 1, node.start_mark.column + 1)
+    mark = node.start_mark
+    return Location(file, mark.line + 1, mark.column + 1) if mark is not None else Location(file)
 
 
 def substitute(text: str, variables: Mapping[str, str]) -> tuple[str, list[str], list[str]]:

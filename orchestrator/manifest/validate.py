@@ -81,8 +81,8 @@ def load_manifest(
     doc = load_source(text, display, env)
     issues = list(doc.issues)
     reported = {i.field for i in doc.issues if i.field}  # pydantic would report them again
-    if doc.data is None:
-        raise ManifestError(issues=issues)
+    if doc.data is None:  # nothing, or a lone null ("null", "~", "---")
+        raise ManifestError(issues=issues or [ManifestIssue(Location(display, 1, 1), "", "the manifest is empty")])
     if not isinstance(doc.data, dict):
         raise ManifestError(issues=issues + [ManifestIssue(Location(display, 1, 1), "", "the manifest must be a mapping of fields")])
 
@@ -284,6 +284,10 @@ def _describe(err: Mapping[str, Any], variables: list[str] | None = None) -> tup
         return f"invalid value {value}", f"allowed values: {ctx.get('expected', '')}"
     if t == "string_pattern_mismatch":
         return f"invalid value {value}", f"must match {ctx.get('pattern')}"
+    if t == "finite_number":
+        return "expected a finite number", None
+    if t == "too_short" and ctx.get("min_length") == 1:
+        return "must not be empty", None
     if t in ("value_error", "assertion_error"):
         return str(ctx.get("error", err["msg"])), None
     for suffix in ("_type", "_parsing"):
