@@ -186,6 +186,13 @@ def _safe(text: str) -> str:
     return _neutralize(redact(text))
 
 
+def _markup_safe(text: str) -> str:
+    """User text inside rich markup: escaped, so a pattern's ``[a-z]`` is printed, not eaten."""
+    from orchestrator.events import escape
+
+    return escape(_safe(text))
+
+
 class _Run:
     """Everything one command needs: CI integration, reporter, deployment factory."""
 
@@ -240,14 +247,14 @@ def _guard(run: _Run | None, body: Callable[[], int]) -> NoReturn:
         code = body()
     except ManifestError as e:
         for issue in e.issues:
-            err.print(f"[bold red]error[/]: {_safe(str(issue))}", markup=True, highlight=False)
+            err.print(f"[bold red]error[/]: {_markup_safe(str(issue))}", markup=True, highlight=False)
         n = len(e.issues)
         err.print(f"{n} problem{'s' if n != 1 else ''} in the manifest; nothing was changed.")
         if run:
             run.ci.manifest_error(e)
         code, message = EXIT_INVALID, "invalid manifest"
     except DeployctlError as e:
-        err.print(f"[bold red]error[/]: {_safe(str(e))}", markup=True)
+        err.print(f"[bold red]error[/]: {_markup_safe(str(e))}", markup=True)
         if run:
             run.ci.error(redact(str(e).splitlines()[0]))
         code, message = e.exit_code, redact(str(e).splitlines()[0])
@@ -290,8 +297,11 @@ def validate(manifest: ManifestArg, var: VarOpt = None, output: OutputOpt = Outp
 
     def body() -> int:
         from orchestrator.manifest import load_manifest
+        from orchestrator.manifest.validate import check_interpreter
 
         loaded = load_manifest(manifest, variables=_parse_vars(var))
+        if problems := check_interpreter(loaded):
+            raise ManifestError(issues=problems)
         m = loaded.manifest
         if output is OutputFormat.json:
             _emit_json({"valid": True, "manifest": str(manifest), "name": m.name,

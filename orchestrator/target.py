@@ -217,6 +217,9 @@ class Target(ABC):
     scoring_types: ClassVar[frozenset[ScoringType]]
     config_model: ClassVar[type[TargetConfig]]
     description: ClassVar[str] = ""
+    # True when the target builds its Python environment on this machine: `deployctl validate`
+    # then checks the interpreter the manifest asks for is installed where uv finds it.
+    local_python: ClassVar[bool] = False
 
     def __init__(self, ctx: TargetContext) -> None:
         self.ctx = ctx

@@ -40,6 +40,7 @@ from orchestrator.errors import TargetError, UserError
 from orchestrator.manifest.model import ScoringType, TargetConfig, dns_name
 from orchestrator.packaging import iter_files, tree_digest
 from orchestrator.plan import digest
+from orchestrator.pythons import PythonChoice, choose_python
 from orchestrator.requirements import parse_requirements
 from orchestrator.state import read_json, write_atomic, write_json
 from orchestrator.target import InvokeRequest, InvokeResult, Observed, Resource, Target
@@ -65,6 +66,7 @@ class LocalTarget(Target):
     kind = "local"
     scoring_types = frozenset({ScoringType.real_time, ScoringType.near_real_time, ScoringType.batch})
     config_model = LocalConfig
+    local_python = True  # builds its environment here: `validate` checks the interpreter is installed
     description = "this machine: a real server, queue or batch runner; no Azure, no Docker"
 
     # -- helpers ---------------------------------------------------------------------------
@@ -86,12 +88,10 @@ class LocalTarget(Target):
         return {ScoringType.real_time: "local.server", ScoringType.near_real_time: "local.queue",
                 ScoringType.batch: "local.batch"}[self.manifest.scoring.type]
 
-    def _requirements(self) -> tuple[list[str], str]:
+    def _requirements(self) -> tuple[list[str], PythonChoice]:
         env = self.manifest.environment
-        reqs, pinned = parse_requirements(env.requirements, env.conda_file)
-        if pinned and pinned != env.python and "python" in env.model_fields_set:
-            raise UserError(f"environment.python is {env.python} but {env.conda_file} pins python {pinned}")
-        return reqs, pinned or env.python
+        reqs, _ = parse_requirements(env.requirements, env.conda_file)
+        return reqs, choose_python(env)  # a contradiction was reported when the manifest loaded
 
     def _model_path(self) -> Path:
         path = self.manifest.model.path
@@ -105,7 +105,8 @@ class LocalTarget(Target):
 
     # -- plan --------------------------------------------------------------------------------
     def desired(self) -> list[Resource]:
-        reqs, python = self._requirements()
+        reqs, choice = self._requirements()
+        python = choice.version
         env_spec = {"python": python, "requirements": envs.input_digest(reqs, python)}
         m = self.manifest
         spec: dict[str, Any] = {
@@ -178,7 +179,7 @@ class LocalTarget(Target):
 
     def _create_environment(self, resource: Resource, tags: Mapping[str, str]) -> None:
         reqs, python = self._requirements()
-        env = envs.ensure_environment(reqs, python, progress=self.ctx.progress)
+        env = envs.ensure_environment(reqs, python.version, progress=self.ctx.progress, python_source=python.source)
         self.ctx.progress(("reused" if env.reused else "built") + f" environment {env.lock_hash} ({len(reqs)} requirements)")
         write_json(self.state / "environment.json", {
             "name": resource.name, "spec": dict(resource.spec), "tags": dict(tags),
