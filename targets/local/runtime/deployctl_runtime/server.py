@@ -10,6 +10,13 @@ one generated from inference-schema's schemas, or open objects for an undecorate
 key file is given.  Near-real-time mode (``--queue DB``): ``POST /score`` queues the request and
 answers 202 with its id; ``GET /requests/<id>`` answers its state and result.
 
+Hostile or broken clients (see :class:`Handler`): the key is checked before a body is read; a
+body must be framed unambiguously (400 otherwise, unread) and fit ``--max-body-bytes`` (413);
+the request head has size limits (414, 431) and, with an idle keep-alive connection, one
+``--header-timeout``; a body or an answer one ``--body-timeout`` (408, or the connection is
+dropped); each worker holds at most ``--max-connections`` connections (503 beyond).  A client's
+doing never leaves a traceback in the log.
+
 Process model: the parent binds a private 127.0.0.1 port and takes the public listening socket,
 then forks the workers (each runs init() once, then serves; run() calls are serialised per worker
 like azmlinfsrv's sync workers) and supervises them.
@@ -300,19 +307,19 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if not self._read_head():
                 return
-            self.server.watchdog.disarm(self)
+            self.server.watchdog.disarm(self)  # run() may take its time: only the client's part is bounded
             method = getattr(self, "do_" + self.command, None)
             if method is None:
                 raise Reject(501, f"unsupported method ({self.command!r})")
             method()
         except Reject as e:
-            self.server.watchdog.disarm(self)
+            self.server.watchdog.disarm(self)  # (the answer is armed on its own)
             self.close_connection = True
             self._error(e.status, str(e))
         except (ConnectionError, TimeoutError):
             self.close_connection = True
         finally:
-            self.server.watchdog.disarm(self)
+            self.server.watchdog.disarm(self)  # whatever ended the request (dict.pop: cheap)
         if self.body_pending:
             self.close_connection = True
 
