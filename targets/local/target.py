@@ -279,7 +279,7 @@ class LocalTarget(Target):
         extra = {**self.manifest.environment.variables, "AZUREML_MODEL_DIR": str(model_dir),
                  "DEPLOYCTL_REPORT_MODULES": str(self.state / "modules.json")}
         log = self.state / "server.log"
-        self.ctx.progress(f"starting version {version} ({self.cfg.workers} worker(s))")
+        self.ctx.progress(f"starting version {version} ({_workers(self.cfg.workers, resource)})")
         # the log is the deployment's, across versions: a failed start shows only what it wrote
         log_start = log.stat().st_size if log.exists() else 0
         pid, status = self._start(cmd, extra, log, status_file)
@@ -401,11 +401,11 @@ class LocalTarget(Target):
         self._socket_path("zygote.sock").unlink(missing_ok=True)
 
     def _cleanup_versions(self, keep: set[str]) -> None:
-        root = self.state / "versions"
-        if root.exists():
-            for v in root.iterdir():
-                if v.name not in keep:
-                    shutil.rmtree(v, ignore_errors=True)
+        for root in (self.state / "versions", self.state / "batch"):  # batch/: finished mini-batches
+            if root.exists():
+                for v in root.iterdir():
+                    if v.name not in keep:
+                        shutil.rmtree(v, ignore_errors=True)
 
     # -- smoke tests -------------------------------------------------------------------------
     def _smoke(self, record: Mapping[str, Any], key: str | None) -> None:
@@ -481,7 +481,8 @@ class LocalTarget(Target):
         return {"key": path.read_text().strip()} if path.exists() else {}
 
     def logs(self, tail: int = 100, deployment: str | None = None) -> str:
-        log = self.state / "server.log"
+        dep = read_json(self.state / "deployment.json") or {}
+        log = self.state / ("batch.log" if dep.get("type") == "local.batch" else "server.log")
         if not log.exists():
             raise TargetError("no logs yet: nothing has been deployed to this target", target=self.config.name)
         return _tail(log, tail)
@@ -493,10 +494,10 @@ class LocalTarget(Target):
         if dep["type"] == "local.batch":
             if not request.inputs:
                 raise UserError("batch scoring needs --input FILE_OR_FOLDER (repeatable)")
-            output = request.output or Path.cwd() / self.manifest.scoring.batch.output_file
-            inputs_key = digest(sorted(str(p.resolve()) for p in request.inputs), 12)
-            work = self.state / "batch" / f"{dep['version']}-{inputs_key}"
-            return self._run_batch(dep, request.inputs, output, work)
+            # output_file is relative to the manifest, like every path in it (--output-path: to the cwd)
+            output = request.output or self.ctx.base_dir / self.manifest.scoring.batch.output_file
+            # finished mini-batches are kept by content (see deployctl_runtime.batch), never by path
+            return self._run_batch(dep, request.inputs, output, self.state / "batch" / dep["version"])
         if not self._healthy(dep):
             raise TargetError("the server is not running; run deployctl apply to start it", target=self.config.name)
         key = (self.state / "key").read_text().strip() if (self.state / "key").exists() else None
@@ -523,16 +524,25 @@ class LocalTarget(Target):
     def _run_batch(self, dep: Mapping[str, Any], inputs: list[Path], output: Path, work: Path) -> InvokeResult:
         b = self.manifest.scoring.batch
         work.mkdir(parents=True, exist_ok=True)
-        listing = work / "inputs.json"
+        listing = Path(tempfile.mkstemp(prefix="inputs-", suffix=".json", dir=work)[1])  # one per run
         listing.write_text(json.dumps([str(Path(p).resolve()) for p in inputs]))
+        # What the rows were made with: the deployed version (code, settings) and the model as it
+        # is now (the version links to the model folder, which can change after apply).
+        key = digest({"version": dep["version"], "model": tree_digest(Path(dep["model_dir"]))}, 16)
         cmd = [dep["python"], "-m", "deployctl_runtime.batch", "--code", dep["code"], "--entry", self.manifest.code.entry,
                "--inputs", str(listing), "--output", str(Path(output).resolve()), "--work", str(work / "done"),
+               "--key", key,
                "--mini-batch-size", str(b.mini_batch_size), "--max-concurrency", str(b.max_concurrency),
                "--error-threshold", str(b.error_threshold), "--max-retries", str(b.max_retries), "--timeout", str(b.timeout_s)]
         env = processes.runtime_env({**self.manifest.environment.variables, "AZUREML_MODEL_DIR": dep["model_dir"]})
-        proc = subprocess.Popen(cmd, env=env, cwd=dep["code"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # stderr (the script's logging and prints, failures) straight to the log: read through a
+        # pipe only after stdout ends, a chatty script would block on a full pipe
+        log = self.state / "batch.log"
+        log_start = log.stat().st_size if log.exists() else 0
+        with open(log, "ab") as err_out:
+            proc = subprocess.Popen(cmd, env=env, cwd=dep["code"], stdout=subprocess.PIPE, stderr=err_out, text=True)
         summary: dict[str, Any] = {}
-        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("progress "):
                 done, _, total = line.split()[1].partition("/")
@@ -541,15 +551,21 @@ class LocalTarget(Target):
                 self.ctx.advance("mini-batches", int(done), int(total))
             elif line.startswith("summary "):
                 summary = json.loads(line[8:])
-        err = proc.stderr.read()
         code = proc.wait()
-        with open(self.state / "batch.log", "a") as f:
-            f.write(err)
+        listing.unlink(missing_ok=True)
         if code != 0:
-            lines = [x for x in err.strip().splitlines() if x.strip()]
+            lines = [x for x in _tail(log, 200, start=log_start).splitlines() if x.strip()]
             message = "\n".join(lines[-12:]) or f"exit code {code}"
             return InvokeResult(ok=False, state="failed", details={"error": message, "exit_code": code})
         return InvokeResult(ok=True, state="done", output=str(output), body=summary, details=summary)
+
+
+def _workers(http_workers: int, resource: Resource) -> str:
+    """What a version runs, as the progress line says it."""
+    if resource.type == "local.queue":
+        queue_workers = resource.spec["queue"]["workers"]
+        return f"{queue_workers} queue worker(s), {http_workers} HTTP worker(s)"
+    return f"{http_workers} worker(s)"
 
 
 def _json(payload: bytes) -> Any:
