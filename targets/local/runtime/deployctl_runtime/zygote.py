@@ -94,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--socket", required=True)
     ap.add_argument("--modules", required=True)
+    ap.add_argument("--pid-file", help="this process's record (pid, start time), written first")
     args = ap.parse_args(argv)
+    if args.pid_file:
+        from deployctl_runtime.lifecycle import register
+
+        register(args.pid_file)
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the versions we start
     stop = False
