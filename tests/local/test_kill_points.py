@@ -178,6 +178,25 @@ def test_three_applies_killed_after_going_public_then_one_apply(project_factory)
     assert_destroyed(p, rec["public_port"])
 
 
+def test_apply_killed_at_arbitrary_moments_converges(project_factory):
+    """kill -9 as a user does it: at whatever moment, without the hook.  Code-only updates, each
+    killed after a different delay (wherever it lands: imports, start, smoke test, handoff...),
+    each followed by one apply that must converge."""
+    p = project_factory()
+    assert p.apply()[1].ok
+    env = dict(os.environ, CI="1")
+    for version, delay in enumerate((0.5, 0.7, 0.9, 1.1, 1.3, 1.6), start=2):
+        p.write_score(SCORE.replace("VERSION = 1", f"VERSION = {version}"))
+        child = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "apply", str(p.manifest), "--yes"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
+        time.sleep(delay)
+        child.kill()
+        child.wait()
+        assert_truthful(p)
+        rec = assert_converged(p, version=version)
+    assert_destroyed(p, rec["public_port"])
+
+
 def test_a_killed_supervisor_takes_its_workers_and_the_next_apply_starts_cleanly(project_factory):
     p = project_factory(target_extra="workers: 2\n")
     assert p.apply()[1].ok

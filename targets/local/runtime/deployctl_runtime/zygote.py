@@ -19,7 +19,8 @@ Protocol (one JSON line each way on the unix socket)::
 The child leaves the zygote's session (it outlives the zygote, like a cold start), takes the
 given environment, working directory and log, and runs :func:`deployctl_runtime.server.main`.
 A package that fails to import is skipped (the version imports it itself).  SIGTERM stops the
-zygote only; the versions it started keep serving.
+zygote only; the versions it started keep serving.  It records itself (``--pid-file``: pid and
+start time) before anything else, so one whose starter was killed is still found and stopped.
 """
 
 from __future__ import annotations
