@@ -65,6 +65,8 @@ def alive(pid: int | None, marker: str = "deployctl_runtime") -> bool:
         while True:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             if fields[0] == "Z":
+                if len(os.listdir(f"/proc/{pid}/task")) > 1:
+                    return True  # its main thread is done, but the others still hold its files (a port)
                 with contextlib.suppress(ChildProcessError):
                     reaped, status = os.waitpid(pid, os.WNOHANG)
                     if reaped:
@@ -195,6 +197,17 @@ def stop_all(pids: list[int], timeout: float = 10.0) -> None:
             os.killpg(pid, signal.SIGKILL)  # a server leads its session: its workers go too
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)  # (a worker found on its own does not)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10  # (a thread stuck in the kernel, "D", delays even SIGKILL)
     while any(alive(pid) for pid in running) and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+def describe(pids: list[int]) -> str:
+    """``pid (state)`` for each: what to say about processes that would not stop."""
+    def state(pid: int) -> str:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return "gone"
+
+    return ", ".join(f"{pid} (state {state(pid)})" for pid in pids)

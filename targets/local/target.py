@@ -205,7 +205,7 @@ class LocalTarget(Target):
         processes.stop_all(pids)
         left = [pid for pid in pids if processes.alive(pid)]
         if left:
-            raise TargetError(f"process(es) {', '.join(map(str, left))} did not stop", target=self.config.name)
+            raise TargetError(f"process(es) did not stop: {processes.describe(left)}", target=self.config.name)
 
     def _stop_everything(self) -> None:
         """Stop every process of this target: the recorded server, every version that runs, the
@@ -220,7 +220,7 @@ class LocalTarget(Target):
         processes.stop_all(processes.find(marker), timeout=2)
         left = processes.find(marker)
         if left:
-            raise TargetError(f"process(es) {', '.join(map(str, left))} of this deployment did not stop",
+            raise TargetError(f"process(es) of this deployment did not stop: {processes.describe(left)}",
                               target=self.config.name)
         ports = {dep.get("public_port"), *(v.get("public_port") for v in known[1:-2])} - {None}
         for port in ports:
