@@ -50,7 +50,9 @@ def resolve(template: str, settings: Mapping[str, str], data: Mapping[str, Any] 
         raise BindingError(f"app setting {SETTING.search(out).group(1)!r} is not set")  # type: ignore[union-attr]
 
     def prop(m: re.Match[str]) -> str:
-        if not data or m.group(1) not in data:
+        if data is None:
+            raise BindingError(f"the message is not a JSON object: binding expression {{{m.group(1)}}} has no value")
+        if m.group(1) not in data:
             raise BindingError(f"binding expression {{{m.group(1)}}} has no value in the trigger data")
         return str(data[m.group(1)])
 
@@ -219,7 +221,7 @@ class FunctionHost:
             data = json.loads(body)
         except ValueError:
             data = None
-        data = data if isinstance(data, dict) else {}
+        data = data if isinstance(data, dict) else None
         kwargs: dict[str, Any] = {}
         outs: list[tuple[dict[str, Any], Out]] = []
         try:
