@@ -430,8 +430,18 @@ class FunctionsTarget(Target):
             return {}
         return {"function_key": self.function_key}
 
+    def _warm(self, timeout_s: float) -> None:
+        """GET /api/health (anonymous): starts a scaled-to-zero app before a queued request, and says
+        plainly when the package did not load."""
+        status, resp, _ = webapps.call_app(self.session, f"{self.base_url}/api/health", key=None, method="GET",
+                                           timeout_s=timeout_s)
+        if status != 200:
+            detail = resp.get("error") if isinstance(resp, dict) else resp
+            raise self.fail(f"the function app is not ready (HTTP {status}): {str(detail)[:500]}")
+
     def _score(self, body: bytes | str, timeout_s: float) -> InvokeResult:
         if self.queued:
+            self._warm(timeout_s)
             return self._submit_and_wait(body, None, timeout_s)
         status, resp, headers = webapps.call_app(self.session, f"{self.base_url}/api/score", key=self.function_key,
                                                  body=body, timeout_s=timeout_s)
@@ -442,16 +452,18 @@ class FunctionsTarget(Target):
         if request.request_id:
             if not self.queued:
                 raise self.fail("--request-id is for near-real-time scoring (scoring.type: near-real-time)")
-            return self._result(request.request_id)
+            self._warm(request.timeout_s)
+            return self._wait(request.request_id, min(request.timeout_s, 5.0))  # briefly, for one in flight
         body = request.body if request.body is not None else (
             self.manifest.scoring.sample_request.read_bytes() if self.manifest.scoring.sample_request else None)
         if body is None:
             raise self.fail("nothing to send: give a request body or scoring.sample_request")
         raw = body if isinstance(body, (bytes, str)) else json.dumps(body)
         if self.queued:
-            if request.run_async:
+            if request.run_async:  # the queue trigger wakes the app: nothing to wait for
                 rid = self._submit(raw, request.idempotency_key)
                 return InvokeResult(ok=True, status_code=202, request_id=rid, state="queued")
+            self._warm(request.timeout_s)
             return self._submit_and_wait(raw, request.idempotency_key, request.timeout_s)
         if request.run_async:
             raise self.fail("--async is for near-real-time scoring (scoring.type: near-real-time)")
@@ -490,7 +502,9 @@ class FunctionsTarget(Target):
                             state=doc.get("state"), details={"error": doc["error"]} if doc.get("error") else {})
 
     def _submit_and_wait(self, raw: bytes | str, idempotency_key: str | None, timeout_s: float) -> InvokeResult:
-        rid = self._submit(raw, idempotency_key)
+        return self._wait(self._submit(raw, idempotency_key), timeout_s)
+
+    def _wait(self, rid: str, timeout_s: float) -> InvokeResult:
         deadline = time.monotonic() + timeout_s
         while True:
             res = self._result(rid)

@@ -219,6 +219,16 @@ class FunctionSites:
         except urllib.error.HTTPError as e:
             return Response(e.code, e.read(), dict(e.headers.items()))
 
+    def local_storage(self, conn: str) -> str:
+        """The connection string rewritten to this simulator's 127.0.0.1 endpoint (served on demand),
+        so the app's process reaches the simulated queues and blobs (the host rides in the path)."""
+        parts = dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
+        if self.sim._server is None:
+            self.sim.serve()
+        base, account = self.sim._server.url, parts.get("AccountName", "")
+        return (f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={parts.get('AccountKey', '')};"
+                f"BlobEndpoint={base}/{account}.blob.core.windows.net;QueueEndpoint={base}/{account}.queue.core.windows.net;")
+
     def host_for(self, site: dict[str, Any], dep: dict[str, Any]) -> int:
         held = self.hosts.get(site["name"])
         if held and held[0] == dep["id"] and held[1].poll() is None:
@@ -230,6 +240,8 @@ class FunctionSites:
             zipfile.ZipFile(io.BytesIO(base64.b64decode(dep["zip"]))).extractall(work / "pkg")
         keys = site_keys(self.sim, site)
         settings = {**site.get("_appsettings", {}), "WEBSITE_SITE_NAME": site["name"]}
+        if "AccountKey=" in settings.get("AzureWebJobsStorage", ""):
+            settings["AzureWebJobsStorage"] = self.local_storage(settings["AzureWebJobsStorage"])
         (work / "config.json").write_text(json.dumps({"settings": settings, "keys": [keys["default"], keys["master"]]}))
         ready = work / "ready.json"
         ready.unlink(missing_ok=True)
