@@ -53,11 +53,11 @@ class Deployment:
         skip_quota_check: bool = False,
         registry: TargetRegistry | None = None,
     ) -> None:
-        options = RunOptions(
-            skip_quota_check=skip_quota_check,
-            credential=credential,
-            azure=azure,  # None: the first Azure target makes one session for all (targets.azureml.client)
-        )
+        from orchestrator.azure.session import OPTIONS_KEY, AzureSession  # a dataclass: no Azure SDK import
+
+        # one session for every Azure target of the run; its clients are built on first use
+        options = RunOptions(skip_quota_check=skip_quota_check,
+                             extra={OPTIONS_KEY: azure if azure is not None else AzureSession(credential=credential)})
         self.loaded = loaded
         self.engine = Engine(loaded, registry=registry, state_dir=state_dir, options=options, reporter=reporter)
         self._own_plans: set[int] = set()

@@ -117,6 +117,8 @@ class Finding(BaseModel):
     severity: Severity
     message: str
     hint: str | None = None
+    # plain data for checks across targets (e.g. a quota demand: orchestrator.azure.quota)
+    data: dict[str, Any] | None = None
 
 
 class InvokeRequest(BaseModel):
@@ -147,8 +149,8 @@ class RunOptions:
     """Switches that change how targets talk to the world (never whether they write)."""
 
     skip_quota_check: bool = False
-    credential: Any = None  # an azure-core TokenCredential; None: DefaultAzureCredential
-    azure: Any = None  # an orchestrator.azure session (transport / simulator), set by --simulate
+    # Provider-owned settings, each under its provider's key, so the contract names no cloud:
+    # "azure" holds the run's orchestrator.azure.AzureSession (credential, transport, simulator).
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from orchestrator.azure.errors import AzureNotFound, describe, is_not_found
 from orchestrator.errors import TargetError
 from orchestrator.manifest.model import ScoringType
 from orchestrator.packaging import tree_digest
@@ -34,7 +35,6 @@ from orchestrator.target import (
 )
 from targets.azureml import assets
 from targets.azureml.base import AzureMLTarget
-from targets.azureml.client import describe, is_not_found
 from targets.azureml.config import BatchEndpointConfig
 from targets.azureml.online import asset_ref
 from targets.azureml.spec import T_COMPUTE, T_DEFAULT, T_DEPLOYMENT, T_ENDPOINT, T_ENV, T_MODEL
@@ -71,10 +71,8 @@ class BatchEndpointTarget(AzureMLTarget):
     def _maybe(self, what: str, fn: Any) -> Any:
         try:
             return self.op(what, fn)
-        except TargetError as e:
-            if isinstance(e.__cause__, BaseException) and is_not_found(e.__cause__):
-                return None
-            raise
+        except AzureNotFound:
+            return None
 
     def read(self) -> list[Observed]:
         desired = self.desired()
@@ -210,13 +208,12 @@ class BatchEndpointTarget(AzureMLTarget):
             self.op(f"put deployment {name}",
                     lambda: self.ml.batch_deployments.begin_create_or_update(dep).result(), r.address)
         except TargetError as e:
-            cause = e.__cause__ if isinstance(e.__cause__, BaseException) else e
             try:  # nothing half-made: a failed deployment is not the default, remove it
                 self.ml.batch_deployments.begin_delete(name, self.d.endpoint).result()
             except Exception as de:
                 if not is_not_found(de):
                     self.ctx.warn(f"could not remove failed deployment {name}: {describe(de)}")
-            raise TargetError(f"batch deployment {name} failed to provision: {describe(cause)}",
+            raise TargetError(f"batch deployment {name} failed to provision: {describe(e)}",
                               target=self.config.name, resource=r.address, operation="create") from e
 
     def delete(self, observed: Observed) -> None:
@@ -240,9 +237,8 @@ class BatchEndpointTarget(AzureMLTarget):
         }
         try:
             self.op(f"delete {o.address}", ops[o.type], o.address)
-        except TargetError as e:
-            if not (isinstance(e.__cause__, BaseException) and is_not_found(e.__cause__)):
-                raise
+        except AzureNotFound:
+            pass  # already gone
 
     # -- using ----------------------------------------------------------------------------------
     def outputs(self, observed: list[Observed]) -> dict[str, Any]:
@@ -279,11 +275,11 @@ class BatchEndpointTarget(AzureMLTarget):
                             dest.write_bytes(f.read_bytes())
                 sha = tree_digest(staged)
                 prefix = f"deployctl/batch-inputs/{sha}"
-                self.op("upload inputs", lambda: assets.upload_tree(self.container, staged, prefix, sha, self.ctx.progress))
+                self.op("upload inputs", lambda: assets.upload_tree(self.store.container, staged, prefix, sha, self.ctx.progress))
             name = job_name(self.d.endpoint, deployment, sha, request.idempotency_key)
             existing = self._maybe("get job", lambda: self.ml.jobs.get(name))
             if existing is None:
-                ds = self.datastore.name
+                ds = self.store.datastore.name
                 inputs = {"input_data": Input(type="uri_folder", path=assets.datastore_uri(ds, prefix))}
                 outputs = {"score": Output(type="uri_folder",
                                            path=assets.datastore_uri(ds, f"deployctl/batch-outputs/{name}"))}
@@ -299,9 +295,8 @@ class BatchEndpointTarget(AzureMLTarget):
 
     def _follow(self, name: str, request: InvokeRequest) -> InvokeResult:
         from orchestrator.retry import RetrySettings
-        from targets.azureml.client import _sleeper
 
-        sleep, waited, delay = _sleeper(self.ctx), 0.0, 5.0
+        sleep, waited, delay = self.sleep, 0.0, 5.0
         limit = max(request.timeout_s, float(self.bcfg.job_timeout_s))
         while True:
             job = self.op("get job", lambda: self.ml.jobs.get(name))
@@ -320,7 +315,7 @@ class BatchEndpointTarget(AzureMLTarget):
             dest = Path(request.output)
             dest.mkdir(parents=True, exist_ok=True)
             n = self.op("download outputs", lambda: assets.download_tree(
-                self.container, f"deployctl/batch-outputs/{name}", dest))
+                self.store.container, f"deployctl/batch-outputs/{name}", dest))
             out = str(dest)
             self.ctx.progress(f"downloaded {n} output file(s) to {dest}")
         err = getattr(getattr(job, "error", None), "message", None)

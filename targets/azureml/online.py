@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, ClassVar
 
+from orchestrator.azure import quota, rollout
+from orchestrator.azure.errors import AzureNotFound, describe, error_code, is_not_found
 from orchestrator.errors import TargetError
 from orchestrator.manifest.model import ScoringType, TargetConfig
 from orchestrator.plan import Action, Change
@@ -33,9 +35,7 @@ from orchestrator.target import (
     Resource,
     Severity,
 )
-from targets.azureml import rollout
 from targets.azureml.base import AzureMLTarget
-from targets.azureml.client import describe, error_code, is_not_found
 from targets.azureml.config import OnlineEndpointConfig
 from targets.azureml.scoring import score
 from targets.azureml.spec import T_DEPLOYMENT, T_ENDPOINT, T_ENV, T_MODEL, T_TRAFFIC
@@ -103,10 +103,8 @@ class OnlineEndpointTarget(AzureMLTarget):
         try:
             return self.op("get endpoint", lambda: self.ml.online_endpoints.get(self.d.endpoint),
                            f"{T_ENDPOINT}/{self.d.endpoint}")
-        except TargetError as e:
-            if isinstance(e.__cause__, BaseException) and is_not_found(e.__cause__):
-                return None
-            raise
+        except AzureNotFound:
+            return None
 
     def deployment_spec(self, dep: Any) -> dict[str, Any]:
         rs = getattr(dep, "request_settings", None)
@@ -170,9 +168,7 @@ class OnlineEndpointTarget(AzureMLTarget):
             before = next((d.before for d in dep.diff if d.path == "instance_count"), None)
             held = 0
             if dep.action is Action.update:
-                from orchestrator.sizing import cores_required
-
-                held = cores_required(int(before if before is not None else count), sku.vcpus,
+                held = quota.cores_required(int(before if before is not None else count), sku.vcpus,
                                       reserve_fraction=self.reserve_fraction)
             findings += self.quota_findings(count, sku, already=held)
         if self.manifest.scoring.sample_request is None:
@@ -218,7 +214,6 @@ class OnlineEndpointTarget(AzureMLTarget):
     def _provisioning_failed(self, name: str, r: Resource, e: TargetError) -> TargetError:
         """The service's error plus the container's last log lines; the failed deployment (at 0%
         traffic) is removed so nothing half-made stays behind."""
-        cause = e.__cause__ if isinstance(e.__cause__, BaseException) else e
         logs = ""
         try:
             logs = self.ml.online_deployments.get_logs(name, self.d.endpoint, LOG_LINES)
@@ -229,11 +224,11 @@ class OnlineEndpointTarget(AzureMLTarget):
         except Exception as de:
             if not is_not_found(de):
                 self.ctx.warn(f"could not remove failed deployment {name}: {describe(de)}")
-        code = error_code(cause) or ""
+        code = error_code(e) or ""
         hint = ("check init() and the model path in the logs below (AZUREML_MODEL_DIR)"
                 if code in ("ResourceNotReady", "") else None)
         tail = "\n".join(str(logs).splitlines()[-LOG_LINES:])
-        return TargetError(f"deployment {name} failed to provision: {describe(cause)}\n--- last log lines ---\n{tail}",
+        return TargetError(f"deployment {name} failed to provision: {describe(e)}\n--- last log lines ---\n{tail}",
                            target=self.config.name, resource=r.address, operation="create", hint=hint)
 
     def _set_traffic(self, split: dict[str, int], mirror: dict[str, int], extra_tags: dict[str, str] | None = None) -> None:
@@ -325,9 +320,8 @@ class OnlineEndpointTarget(AzureMLTarget):
             # destroy: take all traffic off so the deployments can be deleted before the endpoint
             try:
                 self._set_traffic({}, {})
-            except TargetError as e:
-                if not (isinstance(e.__cause__, BaseException) and is_not_found(e.__cause__)):
-                    raise
+            except AzureNotFound:
+                pass  # already gone
             return
         try:
             if observed.type == T_DEPLOYMENT:
@@ -337,9 +331,8 @@ class OnlineEndpointTarget(AzureMLTarget):
             elif observed.type == T_ENDPOINT:
                 self.op(f"delete endpoint {self.d.endpoint}",
                         lambda: self.ml.online_endpoints.begin_delete(self.d.endpoint).result(), observed.address)
-        except TargetError as e:
-            if not (isinstance(e.__cause__, BaseException) and is_not_found(e.__cause__)):
-                raise
+        except AzureNotFound:
+            pass  # already gone
 
     # -- using ----------------------------------------------------------------------------------
     def outputs(self, observed: list[Observed]) -> dict[str, Any]:

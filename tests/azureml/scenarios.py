@@ -23,7 +23,7 @@ from typing import Any
 
 from azure.core.pipeline.transport import HttpTransport
 
-from orchestrator.azure.session import AzureSession
+from orchestrator.azure.session import OPTIONS_KEY, AzureSession
 from orchestrator.engine import Engine
 from orchestrator.manifest import load_manifest
 from orchestrator.plan import Action
@@ -150,7 +150,7 @@ targets:
         if self.sleep is not None:
             kw = {"retry": RetrySettings(initial_wait=0.01, max_wait=0.05), "sleep": self.sleep}
         return Engine(load_manifest(path), state_dir=path.parent / ".state",
-                      options=RunOptions(azure=self.session, **opts), **kw)
+                      options=RunOptions(extra={OPTIONS_KEY: self.session}, **opts), **kw)
 
     def apply(self, path: Path, *, destroy: bool = False, **opts: Any) -> tuple[Any, Any]:
         e = self.engine(path, **opts)
