@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import sizing
+from orchestrator.azure.base import AzureTarget
 from orchestrator.manifest.model import ScoringType, dns_name
 from orchestrator.packaging import tree_size
 from orchestrator.plan import Change
@@ -37,9 +38,7 @@ from orchestrator.target import (
     Observed,
     Resource,
     Severity,
-    Target,
 )
-from targets.azureml.client import _sleeper, run_op, session_of
 from targets.web import package, webapps
 from targets.web.config import FunctionsConfig, Hosting, choose_hosting
 
@@ -52,7 +51,7 @@ RECORD = "DEPLOYCTL_PACKAGE"
 SECRET_SETTINGS = ("AzureWebJobsStorage", "DEPLOYMENT_STORAGE_CONNECTION_STRING")
 
 
-class FunctionsTarget(Target):
+class FunctionsTarget(AzureTarget):
     kind = "functions"
     scoring_types = frozenset({ScoringType.real_time, ScoringType.near_real_time})
     config_model = FunctionsConfig
@@ -160,19 +159,12 @@ class FunctionsTarget(Target):
         return out
 
     @cached_property
-    def session(self) -> Any:
-        return session_of(self.ctx)
-
-    @cached_property
     def web(self) -> Any:
         return webapps.web_client(self.session, self.cfg.subscription)
 
     @cached_property
     def storage(self) -> Any:
         return webapps.storage_client(self.session, self.cfg.subscription)
-
-    def op(self, what: str, fn: Any, resource: str | None = None) -> Any:
-        return run_op(self.ctx, what, fn, resource=resource)
 
     def read(self) -> list[Observed]:
         rg, out = self.cfg.resource_group, []
@@ -223,7 +215,7 @@ class FunctionsTarget(Target):
 
     # -- writing ----------------------------------------------------------------------------------
     def create(self, resource: Resource, tags: Mapping[str, str]) -> None:
-        all_tags = {**self.cfg.tags, **tags}
+        all_tags = self.azure_tags(tags)
         {T_STORAGE: self._create_storage, T_PLAN: self._create_plan, T_APP: self._create_app,
          T_PACKAGE: self._deploy_package}[resource.type](resource, all_tags)
 
@@ -362,7 +354,7 @@ class FunctionsTarget(Target):
     def _publish(self, uri: str, address: str) -> None:
         cred = self.session.get_credential(self.cfg.subscription)
         scm = f"{self.app_name}.scm.azurewebsites.net"
-        self.op("publish package", lambda: webapps.publish(self.session, cred, scm, uri, sleep=_sleeper(self.ctx)),
+        self.op("publish package", lambda: webapps.publish(self.session, cred, scm, uri, sleep=self.sleep),
                 resource=address)
 
     def _smoke(self) -> tuple[float | None, str | None]:
