@@ -290,9 +290,11 @@ def serve(host: FunctionHost, port: int, storage: Storage | None, ready_file: Pa
                     time.sleep(1)
 
         threading.Thread(target=poll, daemon=True).start()
-    if ready_file:
-        ready_file.write_text(json.dumps({"port": httpd.server_address[1], "pid": os.getpid(),
-                                          "load_seconds": host.load_seconds}))
+    if ready_file:  # atomically: the starter polls for the file and reads it at once
+        tmp = ready_file.with_name(ready_file.name + ".tmp")
+        tmp.write_text(json.dumps({"port": httpd.server_address[1], "pid": os.getpid(),
+                                   "load_seconds": host.load_seconds}))
+        os.replace(tmp, ready_file)
     httpd.serve_forever()
 
 
