@@ -99,7 +99,7 @@ def bench_build(tmp: Path, requirements: list[str], rounds: int) -> None:
         best = float("inf")
         for r in range(rounds):
             req = tmp / f"req-{installer}.txt"
-            req.write_text("\n".join([*package.HOST_REQUIREMENTS, *requirements]) + "\n")
+            req.write_text("\n".join([*package.host_requirements("queue"), *requirements]) + "\n")
             target = tmp / f"sp-{installer}-{r}"
             t = time.perf_counter()
             subprocess.run(package.install_command(target, req, "3.11", installer), check=True,

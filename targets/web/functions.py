@@ -87,6 +87,15 @@ class FunctionsTarget(AzureTarget):
         env = self.manifest.environment
         return parse_requirements(env.requirements, env.conda_file)[0]
 
+    @property
+    def mode(self) -> str:
+        return self.manifest.scoring.queue.mode if self.queued else "http"
+
+    @cached_property
+    def package_requirements(self) -> list[str]:
+        """What the package installs: the app's own imports, then the user's requirements."""
+        return [*package.host_requirements(self.mode), *self.requirements]
+
     @cached_property
     def requirement(self) -> sizing.Requirement:
         model = self.manifest.model.path
@@ -109,12 +118,12 @@ class FunctionsTarget(AzureTarget):
     @cached_property
     def app_config(self) -> dict[str, Any]:
         return package.app_config(self.manifest.code.entry, self.manifest.scoring.queue.max_attempts,
-                                  self.manifest.environment.variables)
+                                  self.manifest.environment.variables, self.mode)
 
     @cached_property
     def package_digest(self) -> str:
         return package.input_digest(code_dir=self.manifest.code.path, model_path=self.manifest.model.path,
-                                    requirements=self.requirements, python=self.manifest.environment.python,
+                                    requirements=self.package_requirements, python=self.manifest.environment.python,
                                     config=self.app_config)
 
     def managed_settings(self) -> dict[str, str]:
@@ -153,6 +162,10 @@ class FunctionsTarget(AzureTarget):
 
     def check(self, changes: list[Change]) -> list[Finding]:
         out = [Finding(severity=Severity.info, message=f"hosting: {self.hosting.why}")]
+        if self.mode == "durable" and self.session.simulator is not None:
+            out.append(Finding(severity=Severity.error, message="scoring.queue.mode: durable needs the real Functions "
+                               "host (the Durable Task extension); the Azure simulator does not run orchestrations",
+                               hint="use mode: queue to rehearse with --simulate, or deploy to Azure"))
         if self.manifest.scoring.sample_request is None:
             out.append(Finding(severity=Severity.warning, message="no scoring.sample_request: a new package is "
                                "published without a smoke test, and cannot be rolled back on failure"))
@@ -301,7 +314,7 @@ class FunctionsTarget(AzureTarget):
 
         rg = self.cfg.resource_group
         with tempfile.TemporaryDirectory(prefix="deployctl-functions-") as tmp:
-            sp = package.site_packages(self.requirements, self.manifest.environment.python, cache_root(),
+            sp = package.site_packages(self.package_requirements, self.manifest.environment.python, cache_root(),
                                        progress=self.ctx.progress)
             staged = package.stage(Path(tmp) / "pkg", code_dir=self.manifest.code.path,
                                    model_path=self.manifest.model.path, config=self.app_config, site_packages_dir=sp)
@@ -432,6 +445,8 @@ class FunctionsTarget(AzureTarget):
             raise self.fail(f"the function app is not ready (HTTP {status}): {str(detail)[:500]}")
 
     def _score(self, body: bytes | str, timeout_s: float) -> InvokeResult:
+        if self.mode == "durable":
+            return self._durable_wait(self._durable_start(body, None), timeout_s)
         if self.queued:
             self._warm(timeout_s)
             return self._submit_and_wait(body, None, timeout_s)
@@ -444,6 +459,8 @@ class FunctionsTarget(AzureTarget):
         if request.request_id:
             if not self.queued:
                 raise self.fail("--request-id is for near-real-time scoring (scoring.type: near-real-time)")
+            if self.mode == "durable":
+                return self._durable_status(request.request_id)
             self._warm(request.timeout_s)
             return self._wait(request.request_id, min(request.timeout_s, 5.0))  # briefly, for one in flight
         body = request.body if request.body is not None else (
@@ -451,6 +468,11 @@ class FunctionsTarget(AzureTarget):
         if body is None:
             raise self.fail("nothing to send: give a request body or scoring.sample_request")
         raw = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        if self.mode == "durable":
+            rid = self._durable_start(raw, request.idempotency_key)
+            if request.run_async:
+                return InvokeResult(ok=True, status_code=202, request_id=rid, state="queued")
+            return self._durable_wait(rid, request.timeout_s)
         if self.queued:
             if request.run_async:  # the queue trigger wakes the app: nothing to wait for
                 rid = self._submit(raw, request.idempotency_key)
@@ -503,6 +525,43 @@ class FunctionsTarget(AzureTarget):
             if res.state != "queued" or time.monotonic() > deadline:
                 return res
             time.sleep(0.2)
+
+
+    # -- near-real-time, mode: durable (the async HTTP pattern) -------------------------------------
+    def _durable_start(self, raw: bytes | str, idempotency_key: str | None) -> str:
+        rid = (str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.app_name}/{idempotency_key}")) if idempotency_key
+               else str(uuid.uuid4()))
+        key = self.op("list function keys", lambda: webapps.function_key(
+            self.web, self.cfg.resource_group, self.app_name, "submit"))
+        self.ctx.secret(key)
+        status, resp, _ = webapps.call_app(self.session, f"{self.base_url}/api/requests?id={rid}", key=key, body=raw)
+        if status != 202:
+            raise self.fail(f"starting the request answered HTTP {status}: {str(resp)[:300]}")
+        return rid
+
+    def _durable_status(self, rid: str) -> InvokeResult:
+        """The orchestration's status through the Durable Task extension's webhook (system key)."""
+        keys = self.op("list host keys", lambda: webapps.as_dict(
+            self.web.web_apps.list_host_keys(self.cfg.resource_group, self.app_name)))
+        system = str((keys.get("systemKeys") or keys.get("system_keys") or {}).get("durabletask_extension", ""))
+        self.ctx.secret(system)
+        url = f"{self.base_url}/runtime/webhooks/durabletask/instances/{rid}?code={system}"
+        status, doc, _ = webapps.call_app(self.session, url, key=None, method="GET")
+        if status == 404:
+            return InvokeResult(ok=False, status_code=404, request_id=rid, state="unknown")
+        state = {"Completed": "done", "Failed": "dead", "Terminated": "dead"}.get(
+            (doc or {}).get("runtimeStatus"), "queued")
+        return InvokeResult(ok=state != "dead", status_code=200, request_id=rid, state=state,
+                            body=(doc or {}).get("output") if state == "done" else None,
+                            details={"error": (doc or {}).get("output")} if state == "dead" else {})
+
+    def _durable_wait(self, rid: str, timeout_s: float) -> InvokeResult:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            res = self._durable_status(rid)
+            if res.state in ("done", "dead") or time.monotonic() > deadline:
+                return res
+            time.sleep(1)
 
 
 def _queue_exists(queues: Any, name: str) -> bool:

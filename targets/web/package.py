@@ -36,6 +36,7 @@ RUNTIME_FILES = ("__init__.py", "contract.py")  # only what the app imports: zip
 SITE_PACKAGES = ".python_packages/lib/site-packages"
 PLATFORM = "x86_64-manylinux_2_28"
 HOST_REQUIREMENTS = ("azure-functions>=1.26",)  # what function_app.py imports itself
+DURABLE_REQUIREMENTS = ("azure-functions-durable>=1.7",)  # ... in mode: durable
 # Zip deploy and Flex packages are capped by the platform; larger packages fail late and
 # obscurely, so they are refused before the upload (a conservative figure: models this large
 # belong in a mounted share or a model registry, not in the code package).
@@ -51,9 +52,13 @@ class PackageInfo:
     files: int
 
 
-def app_config(entry: str, max_attempts: int, variables: Mapping[str, str]) -> dict[str, Any]:
+def app_config(entry: str, max_attempts: int, variables: Mapping[str, str], mode: str = "queue") -> dict[str, Any]:
     """What ``deployctl_function.json`` holds (read by function_app.py at load)."""
-    return {"entry": entry, "max_attempts": max_attempts, "variables": dict(sorted(variables.items()))}
+    return {"entry": entry, "max_attempts": max_attempts, "mode": mode, "variables": dict(sorted(variables.items()))}
+
+
+def host_requirements(mode: str) -> tuple[str, ...]:
+    return HOST_REQUIREMENTS + (DURABLE_REQUIREMENTS if mode == "durable" else ())
 
 
 def host_json(max_attempts: int) -> str:
@@ -99,7 +104,7 @@ def stage(dest: Path, *, code_dir: Path, model_path: Path | None, config: Mappin
 
 def site_packages_key(requirements: list[str], python: str, installer: str = "uv") -> str:
     text = "\n".join([f"python=={python}", f"platform={PLATFORM}", f"installer={installer}",
-                      *HOST_REQUIREMENTS, *sorted(r.strip() for r in requirements if r.strip())])
+                      *sorted(r.strip() for r in requirements if r.strip())])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -119,8 +124,9 @@ def install_command(target: Path, requirements_file: Path, python: str, installe
 
 def site_packages(requirements: list[str], python: str, cache: Path, *, installer: str = "uv",
                   progress: Callable[[str], None] = lambda _m: None) -> Path:
-    """The installed requirements (plus azure-functions) for the Functions platform; built once per
-    requirements list and Python version, then reused from ``cache``."""
+    """The installed requirements (the app's own, :func:`host_requirements`, included by the caller)
+    for the Functions platform; built once per requirements list and Python version, then reused
+    from ``cache``."""
     from targets.local.envs import _run
 
     key = site_packages_key(requirements, python, installer)
@@ -131,7 +137,7 @@ def site_packages(requirements: list[str], python: str, cache: Path, *, installe
     progress(f"installing {len(requirements)} requirement(s) for {PLATFORM} / Python {python} with {installer} --target")
     with tempfile.TemporaryDirectory(dir=done.parent, prefix=f".{key}.") as tmp:
         req = Path(tmp) / "requirements.txt"
-        req.write_text("\n".join([*HOST_REQUIREMENTS, *requirements]) + "\n")
+        req.write_text("\n".join(requirements) + "\n")
         target = Path(tmp) / "site-packages"
         _run(install_command(target, req, python, installer), f"installing the function app's packages ({installer})")
         (target / ".deployctl-complete").write_text(key)

@@ -14,13 +14,14 @@ from targets.web import package
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "functions-real-time"
 
 
-def stage(tmp: Path, score: str | None = None, *, max_attempts: int = 3, name: str = "pkg") -> Path:
+def stage(tmp: Path, score: str | None = None, *, max_attempts: int = 3, name: str = "pkg",
+          mode: str = "queue") -> Path:
     code = EXAMPLE / "src"
     if score is not None:
         code = tmp / f"{name}-src"
         code.mkdir()
         (code / "score.py").write_text(score)
-    cfg = package.app_config("score.py", max_attempts, {})
+    cfg = package.app_config("score.py", max_attempts, {}, mode)
     return package.stage(tmp / name, code_dir=code, model_path=EXAMPLE / "model", config=cfg, site_packages_dir=None)
 
 

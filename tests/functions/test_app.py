@@ -129,3 +129,43 @@ def test_queue_message_that_is_not_json_is_a_clear_error(tmp_path):
         queue_call(fn, b"not json")
     with pytest.raises(ValueError, match='JSON object {"id"'):
         queue_call(fn, b'[1, 2]')
+
+
+class OrchestrationContext:
+    """The two members of azure-durable-functions' DurableOrchestrationContext the orchestrator
+    uses (the real one needs the Functions host's replay history)."""
+
+    def __init__(self, payload: str) -> None:
+        self.payload = payload
+        self.calls: list[tuple[str, object, str]] = []
+
+    def get_input(self) -> str:
+        return self.payload
+
+    def call_activity_with_retry(self, name: str, retry, body: str) -> str:  # noqa: ANN001
+        self.calls.append((name, retry, body))
+        return f"task:{name}"
+
+
+def test_durable_mode_registers_starter_orchestrator_and_activity(tmp_path):
+    import azure.durable_functions as df
+
+    host = FunctionHost(stage(tmp_path, COUNTING, mode="durable", max_attempts=4), SETTINGS)
+    assert isinstance(host.module.app, df.DFApp)
+    triggers = {f.get_function_name(): host._trigger(f)["type"] for f in host.functions}
+    assert triggers == {"score_http": "httpTrigger", "health": "httpTrigger", "submit": "httpTrigger",
+                        "score_orchestration": "orchestrationTrigger", "score_activity": "activityTrigger"}
+    fns = functions_of(host)
+    # the orchestrator: one activity call with max_attempts attempts, its result is the output
+    ctx = OrchestrationContext('{"x": 1}')
+    gen = fns["score_orchestration"].orchestrator_function(ctx)
+    assert next(gen) == "task:score_activity"
+    name, retry, body = ctx.calls[0]
+    assert body == '{"x": 1}' and retry.max_number_of_attempts == 4
+    with pytest.raises(StopIteration) as done:
+        gen.send({"echo": {"x": 1}})
+    assert done.value.value == {"echo": {"x": 1}}
+    # the activity: run() on the request; a failure raises (the orchestrator's retry sees it)
+    assert fns["score_activity"]('{"x": 2}')["echo"] == {"x": 2}
+    with pytest.raises(ValueError, match="asked to fail"):
+        fns["score_activity"]('{"fail": true}')

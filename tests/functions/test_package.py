@@ -61,11 +61,11 @@ def test_uv_target_builds_manylinux_site_packages_once_and_the_app_runs_with_the
     .python_packages; a second build of the same requirements is the cached folder."""
     cache = tmp_path / "cache"
     try:
-        sp = package.site_packages([], "3.11", cache)
+        sp = package.site_packages(list(package.host_requirements("queue")), "3.11", cache)
     except TargetError as e:  # no package index reachable
         pytest.skip(f"uv could not install from the package index: {e}")
     assert (sp / "azure" / "functions" / "__init__.py").exists()
-    assert package.site_packages([], "3.11", cache) == sp
+    assert package.site_packages(list(package.host_requirements("queue")), "3.11", cache) == sp
     pkg = package.stage(tmp_path / "pkg", code_dir=EXAMPLE / "src", model_path=EXAMPLE / "model",
                         config=package.app_config("score.py", 3, {}), site_packages_dir=sp)
     # the package's own azure-functions, not the test venv's: the app imports from .python_packages

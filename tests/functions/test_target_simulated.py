@@ -119,3 +119,11 @@ def test_a_model_over_the_flex_memory_is_a_clear_error(project, sim, tmp_path):
 def test_linux_consumption_is_refused_with_the_reason(project):
     with pytest.raises(ManifestError, match="retiring on 2028-09-30"):
         deployctl.load(manifest(project, hosting="consumption"), base_dir=project)
+
+
+def test_durable_mode_is_refused_under_simulate_with_the_reason(project, sim, tmp_path):
+    doc = manifest(project)
+    doc["scoring"] = {"type": "near-real-time", "sample_request": "./sample-request.json", "queue": {"mode": "durable"}}
+    d = deployctl.load(doc, base_dir=project, state_dir=tmp_path / "state", azure=sim.session())
+    text = json.dumps(d.plan().to_json())
+    assert "needs the real Functions host" in text and "use mode: queue" in text

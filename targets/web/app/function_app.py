@@ -11,6 +11,10 @@ settings), ``deployctl_runtime/`` (the scoring contract, shared with the local t
   ``%DEPLOYCTL_RESULTS%/<id>.json``; a request whose result exists is not scored again
   (idempotent under at-least-once delivery).  A failing run() is retried by redelivery; on the
   ``max_attempts``-th delivery the message goes to ``%DEPLOYCTL_QUEUE%-poison`` with the error.
+- near-real-time, ``mode: durable`` (Durable Functions, the async HTTP pattern):
+  ``POST /api/requests`` (function key; ``?id=`` makes it idempotent) starts an orchestration and
+  answers 202 with the status URL in ``Location`` and ``Retry-After``; the orchestrator calls the
+  scoring activity with ``max_attempts`` attempts.
 - ``GET /api/health`` (anonymous): whether init() succeeded and how long loading took.
 """
 
@@ -31,6 +35,7 @@ os.environ.setdefault("AZUREML_MODEL_DIR", os.path.join(HERE, "model"))
 for _k, _v in CONFIG.get("variables", {}).items():
     os.environ.setdefault(_k, _v)
 MAX_ATTEMPTS = int(CONFIG.get("max_attempts", 5))
+MODE = CONFIG.get("mode", "queue")
 log = logging.getLogger("deployctl")
 
 
@@ -48,7 +53,12 @@ def _load() -> tuple[UserScript | None, str | None, float]:
 
 
 SCRIPT, LOAD_ERROR, LOAD_SECONDS = _load()
-app = func.FunctionApp()
+if MODE == "durable":
+    import azure.durable_functions as df
+
+    app = df.DFApp()
+else:
+    app = func.FunctionApp()
 
 
 class NotSerialisable(Exception):
@@ -98,31 +108,60 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
     return _json(200 if SCRIPT is not None else 503, doc)
 
 
-@app.queue_trigger(arg_name="msg", queue_name="%DEPLOYCTL_QUEUE%", connection="AzureWebJobsStorage")
-@app.blob_input(arg_name="existing", path="%DEPLOYCTL_RESULTS%/{id}.json", connection="AzureWebJobsStorage")
-@app.blob_output(arg_name="result", path="%DEPLOYCTL_RESULTS%/{id}.json", connection="AzureWebJobsStorage")
-@app.queue_output(arg_name="poison", queue_name="%DEPLOYCTL_QUEUE%-poison", connection="AzureWebJobsStorage")
-def score_queue(msg: func.QueueMessage, existing: str | None, result: func.Out[str],
-                poison: func.Out[str]) -> None:
-    request = parse_message(msg.get_body())  # not JSON: raises, the host keeps it on its poison queue
-    rid = request["id"]
-    if existing:
-        log.info("request %s already has a result: not scored again", rid)
-        return
-    attempts = int(msg.dequeue_count or 1)
-    try:
-        out = score(json.dumps(request.get("body")).encode())
-    except Exception as e:
-        error = f"{type(e).__name__}: {e}"
-        if attempts < MAX_ATTEMPTS:
-            log.warning("request %s attempt %d of %d failed: %s", rid, attempts, MAX_ATTEMPTS, error)
-            raise  # redelivered after the visibility timeout
-        log.error("request %s failed %d times, moved to the poison queue: %s", rid, attempts, error)
-        result.set(json.dumps({"request_id": rid, "state": "dead", "attempts": attempts, "error": error}))
-        poison.set(json.dumps({"id": rid, "body": request.get("body"), "error": error, "attempts": attempts}))
-        return
-    result.set(json.dumps({"request_id": rid, "state": "done", "attempts": attempts,
-                           "result": json.loads(out)}))
+if MODE == "durable":
+    @app.route(route="requests", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+    @app.durable_client_input(client_name="client")
+    async def submit(req: func.HttpRequest, client) -> func.HttpResponse:  # noqa: ANN001 - the library's client
+        """Start scoring one request; 202 + status URL.  The same ``?id=`` twice starts it once."""
+        try:
+            body = req.get_body().decode()
+            json.loads(body)
+        except ValueError as e:
+            return _json(400, {"message": f"the request is not JSON: {e}"})
+        rid = req.params.get("id")
+        if rid:
+            status = await client.get_status(rid)
+            if status and getattr(status, "runtime_status", None) is not None:
+                return client.create_check_status_response(req, rid)
+        instance_id = await client.start_new("score_orchestration", rid, body)
+        return client.create_check_status_response(req, instance_id)
+
+    @app.orchestration_trigger(context_name="context")
+    def score_orchestration(context):  # noqa: ANN001, ANN201 - the library's context; a generator
+        retry = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_number_of_attempts=MAX_ATTEMPTS)
+        result = yield context.call_activity_with_retry("score_activity", retry, context.get_input())
+        return result
+
+    @app.activity_trigger(input_name="body")
+    def score_activity(body: str) -> object:
+        """run() for one request; a failure raises, so the orchestrator retries then fails with it."""
+        return json.loads(score(body.encode()))
+else:
+    @app.queue_trigger(arg_name="msg", queue_name="%DEPLOYCTL_QUEUE%", connection="AzureWebJobsStorage")
+    @app.blob_input(arg_name="existing", path="%DEPLOYCTL_RESULTS%/{id}.json", connection="AzureWebJobsStorage")
+    @app.blob_output(arg_name="result", path="%DEPLOYCTL_RESULTS%/{id}.json", connection="AzureWebJobsStorage")
+    @app.queue_output(arg_name="poison", queue_name="%DEPLOYCTL_QUEUE%-poison", connection="AzureWebJobsStorage")
+    def score_queue(msg: func.QueueMessage, existing: str | None, result: func.Out[str],
+                    poison: func.Out[str]) -> None:
+        request = parse_message(msg.get_body())  # not JSON: raises, the host keeps it on its poison queue
+        rid = request["id"]
+        if existing:
+            log.info("request %s already has a result: not scored again", rid)
+            return
+        attempts = int(msg.dequeue_count or 1)
+        try:
+            out = score(json.dumps(request.get("body")).encode())
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+            if attempts < MAX_ATTEMPTS:
+                log.warning("request %s attempt %d of %d failed: %s", rid, attempts, MAX_ATTEMPTS, error)
+                raise  # redelivered after the visibility timeout
+            log.error("request %s failed %d times, moved to the poison queue: %s", rid, attempts, error)
+            result.set(json.dumps({"request_id": rid, "state": "dead", "attempts": attempts, "error": error}))
+            poison.set(json.dumps({"id": rid, "body": request.get("body"), "error": error, "attempts": attempts}))
+            return
+        result.set(json.dumps({"request_id": rid, "state": "done", "attempts": attempts,
+                               "result": json.loads(out)}))
 
 
 def parse_message(raw: bytes) -> dict:
