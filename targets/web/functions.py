@@ -6,10 +6,12 @@ model needs more memory or it is asked for), the function app with its app setti
 package (see :mod:`.package`: built here with uv for the platform, zipped, content-addressed).
 
 Deploying a package: upload ``packages/<sha256>.zip`` to the deployment container unless it is
-there already, publish it by URL (OneDeploy), then smoke-test ``/api/score`` with
-``scoring.sample_request``; a failing smoke test publishes the previous package again (Flex
-Consumption has no slots).  The package's record (input digest, sha256, first answer time) is kept
-in the app settings as ``DEPLOYCTL_PACKAGE``.
+there already, then publish it by URL (OneDeploy).  Premium, real-time: to the ``staging`` slot,
+smoke-test it there with ``scoring.sample_request``, then swap it into production (a failing
+package never takes traffic).  Flex Consumption (no slots) and queued apps (a staging slot would
+consume the live queue): publish in place, smoke-test, and publish the previous package again when
+the smoke test fails.  The package's record (input digest, sha256, first answer time) is kept in
+the production app settings as ``DEPLOYCTL_PACKAGE``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ DEPLOY_CONTAINER = "deployments"
 RESULTS_CONTAINER = "deployctl-results"
 REQUEST_QUEUE = "deployctl-requests"
 RECORD = "DEPLOYCTL_PACKAGE"
+SLOT = "staging"  # Premium: new packages start here, are smoke-tested, then swapped in
 # settings holding secrets (connection strings): never in a spec, a plan or an output
 SECRET_SETTINGS = ("AzureWebJobsStorage", "DEPLOYMENT_STORAGE_CONNECTION_STRING")
 
@@ -280,8 +283,7 @@ class FunctionsTarget(AzureTarget):
         self.op("create plan", lambda: self.web.app_service_plans.begin_create_or_update(
             self.cfg.resource_group, r.name, body).result(), resource=r.address)
 
-    def _create_app(self, r: Resource, tags: dict[str, str]) -> None:
-        rg, s = self.cfg.resource_group, r.spec
+    def _site_body(self, s: Mapping[str, Any], tags: Mapping[str, str]) -> dict[str, Any]:
         props: dict[str, Any] = {"serverFarmId": self._id(T_PLAN, s["plan"]), "reserved": True, "httpsOnly": True}
         if self.hosting.plan == "flex":
             props["functionAppConfig"] = {
@@ -297,7 +299,11 @@ class FunctionsTarget(AzureTarget):
         else:
             props["siteConfig"] = {"linuxFxVersion": f"Python|{s['python']}",
                                    "minimumElasticInstanceCount": s["always_ready"]}
-        body = {"location": s["location"], "kind": "functionapp,linux", "tags": tags, "properties": props}
+        return {"location": s["location"], "kind": "functionapp,linux", "tags": dict(tags), "properties": props}
+
+    def _create_app(self, r: Resource, tags: dict[str, str]) -> None:
+        rg, s = self.cfg.resource_group, r.spec
+        body = self._site_body(s, tags)
         self.op("create function app", lambda: self.web.web_apps.begin_create_or_update(rg, r.name, body).result(),
                 resource=r.address)
         current = self.op("list app settings", lambda: webapps.app_settings(self.web, rg, r.name))
@@ -322,6 +328,20 @@ class FunctionsTarget(AzureTarget):
             uri = self._upload(info)
         settings = self.op("list app settings", lambda: webapps.app_settings(self.web, rg, self.app_name))
         previous = json.loads(settings.get(RECORD) or "null")
+        if self.hosting.plan == "premium" and not self.queued:
+            first_ms = self._deploy_through_slot(uri, r, tags, settings)
+        else:
+            first_ms = self._deploy_in_place(uri, r, previous)
+        record = {"spec": dict(r.spec), "tags": tags, "sha256": info.sha256, "size": info.size,
+                  "first_answer_ms": first_ms, "previous_sha256": (previous or {}).get("sha256")}
+        settings = self.op("list app settings", lambda: webapps.app_settings(self.web, rg, self.app_name))
+        settings[RECORD] = json.dumps(record, sort_keys=True)
+        self.op("record package", lambda: webapps.put_app_settings(self.web, rg, self.app_name, settings),
+                resource=r.address)
+
+    def _deploy_in_place(self, uri: str, r: Resource, previous: Mapping[str, Any] | None) -> float | None:
+        """Flex (no slots), and queued apps (a staging slot would consume the live queue): publish,
+        smoke-test, and publish the previous package again when the smoke test fails."""
         self._publish(uri, r.address)
         first_ms, problem = self._smoke()
         if problem is not None:
@@ -330,11 +350,27 @@ class FunctionsTarget(AzureTarget):
                 self._publish(self._blob_uri(previous["sha256"]), r.address)
             raise self.fail(f"the new package failed its smoke test: {problem}"
                             + ("; the previous package is live again" if previous else ""), resource=r.address)
-        record = {"spec": dict(r.spec), "tags": tags, "sha256": info.sha256, "size": info.size,
-                  "first_answer_ms": first_ms, "previous_sha256": (previous or {}).get("sha256")}
-        settings[RECORD] = json.dumps(record, sort_keys=True)
-        self.op("record package", lambda: webapps.put_app_settings(self.web, rg, self.app_name, settings),
-                resource=r.address)
+        return first_ms
+
+    def _deploy_through_slot(self, uri: str, r: Resource, tags: dict[str, str], settings: Mapping[str, str]) -> float | None:
+        """Premium blue/green: the package goes to the staging slot, is smoke-tested there, then the
+        slot is swapped into production.  A failing package never takes traffic."""
+        rg = self.cfg.resource_group
+        app = next(x for x in self.desired() if x.type == T_APP)
+        body = self._site_body(app.spec, tags)
+        self.op("create staging slot", lambda: self.web.web_apps.begin_create_or_update_slot(
+            rg, self.app_name, SLOT, body).result(), resource=r.address)
+        slot_settings = {k: v for k, v in settings.items() if k != RECORD}
+        self.op("set slot app settings", lambda: webapps.put_app_settings(self.web, rg, self.app_name, slot_settings,
+                                                                          slot=SLOT), resource=r.address)
+        self._publish(uri, r.address, slot=SLOT)
+        first_ms, problem = self._smoke(slot=SLOT)
+        if problem is not None:
+            raise self.fail(f"the new package failed its smoke test on the {SLOT} slot: {problem}; production was "
+                            "not swapped and still runs the previous package", resource=r.address)
+        self.ctx.progress(f"smoke test passed on the {SLOT} slot: swapping it into production")
+        self.op("swap slot", lambda: webapps.swap_into_production(self.web, rg, self.app_name, SLOT), resource=r.address)
+        return first_ms
 
     def _blob_uri(self, sha: str, with_sas: bool = True) -> str:
         url = f"https://{self.storage_name}.blob.core.windows.net/{DEPLOY_CONTAINER}/packages/{sha}.zip"
@@ -364,20 +400,23 @@ class FunctionsTarget(AzureTarget):
             self.op("upload package", lambda: blob.upload_blob(data, overwrite=True))
         return self._blob_uri(info.sha256)
 
-    def _publish(self, uri: str, address: str) -> None:
+    def _host_label(self, slot: str | None) -> str:
+        return f"{self.app_name}-{slot}" if slot else self.app_name
+
+    def _publish(self, uri: str, address: str, slot: str | None = None) -> None:
         cred = self.session.get_credential(self.cfg.subscription)
-        scm = f"{self.app_name}.scm.azurewebsites.net"
+        scm = f"{self._host_label(slot)}.scm.azurewebsites.net"
         self.op("publish package", lambda: webapps.publish(self.session, cred, scm, uri, sleep=self.sleep),
                 resource=address)
 
-    def _smoke(self) -> tuple[float | None, str | None]:
-        """(first answer in ms, problem): the sample request through the app after a deploy."""
+    def _smoke(self, slot: str | None = None) -> tuple[float | None, str | None]:
+        """(first answer in ms, problem): the sample request through the app (or a slot) after a deploy."""
         sample = self.manifest.scoring.sample_request
         if sample is None:
             return None, None
         t0 = time.perf_counter()
         try:
-            result = self._score(sample.read_bytes(), timeout_s=300)
+            result = self._score(sample.read_bytes(), timeout_s=300, slot=slot)
         except Exception as e:  # noqa: BLE001 - any failure of the new package is a failed smoke test
             return None, str(e)
         ms = round((time.perf_counter() - t0) * 1000, 1)
@@ -444,7 +483,14 @@ class FunctionsTarget(AzureTarget):
             detail = resp.get("error") if isinstance(resp, dict) else resp
             raise self.fail(f"the function app is not ready (HTTP {status}): {str(detail)[:500]}")
 
-    def _score(self, body: bytes | str, timeout_s: float) -> InvokeResult:
+    def _score(self, body: bytes | str, timeout_s: float, slot: str | None = None) -> InvokeResult:
+        if slot:
+            key = self.op("list slot function keys", lambda: webapps.function_key(
+                self.web, self.cfg.resource_group, self.app_name, "score_http", slot))
+            self.ctx.secret(key)
+            status, resp, _ = webapps.call_app(self.session, f"https://{self._host_label(slot)}.azurewebsites.net"
+                                               "/api/score", key=key, body=body, timeout_s=timeout_s)
+            return InvokeResult(ok=200 <= status < 300, status_code=status, body=resp)
         if self.mode == "durable":
             return self._durable_wait(self._durable_start(body, None), timeout_s)
         if self.queued:

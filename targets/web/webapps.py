@@ -73,12 +73,21 @@ def app_settings(web: Any, rg: str, name: str) -> dict[str, str]:
     return dict(as_dict(web.web_apps.list_application_settings(rg, name)).get("properties") or {})
 
 
-def put_app_settings(web: Any, rg: str, name: str, settings: Mapping[str, str]) -> None:
-    web.web_apps.update_application_settings(rg, name, {"properties": dict(settings)})
+def put_app_settings(web: Any, rg: str, name: str, settings: Mapping[str, str], slot: str | None = None) -> None:
+    if slot:
+        web.web_apps.update_application_settings_slot(rg, name, slot, {"properties": dict(settings)})
+    else:
+        web.web_apps.update_application_settings(rg, name, {"properties": dict(settings)})
 
 
-def function_key(web: Any, rg: str, name: str, function: str) -> str:
-    doc = as_dict(web.web_apps.list_function_keys(rg, name, function))
+def swap_into_production(web: Any, rg: str, name: str, slot: str) -> None:
+    """Swap ``slot`` with production (its package and settings become production's)."""
+    web.web_apps.begin_swap_slot_with_production(rg, name, {"targetSlot": slot, "preserveVnet": True}).result()
+
+
+def function_key(web: Any, rg: str, name: str, function: str, slot: str | None = None) -> str:
+    doc = as_dict(web.web_apps.list_function_keys_slot(rg, name, function, slot) if slot
+                  else web.web_apps.list_function_keys(rg, name, function))
     keys = doc.get("properties") or doc  # a StringDictionary; some api-versions answer the bare mapping
     if "default" not in keys:
         raise TargetError(f"function {function} of {name} has no default key")

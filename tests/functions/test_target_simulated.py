@@ -127,3 +127,41 @@ def test_durable_mode_is_refused_under_simulate_with_the_reason(project, sim, tm
     d = deployctl.load(doc, base_dir=project, state_dir=tmp_path / "state", azure=sim.session())
     text = json.dumps(d.plan().to_json())
     assert "needs the real Functions host" in text and "use mode: queue" in text
+
+
+def swaps(sim) -> int:
+    return sum(1 for r in sim.requests if r.method == "POST" and r.path.endswith("/slotsswap"))
+
+
+def test_premium_blue_green_through_the_staging_slot(project, sim, tmp_path):
+    d = load(project, sim, tmp_path / "state", hosting="premium")
+    result = d.apply(d.plan())
+    assert result.ok, result
+    assert result.targets[0].outputs["plan_sku"] == "EP1" and swaps(sim) == 1
+    assert d.invoke(body={"data": [[5.1, 3.5, 1.4, 0.2]]}).body == ["setosa"]
+    # a broken package is smoke-tested on the slot and never swapped in
+    (project / "src" / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    raise RuntimeError('broken')\n")
+    d = load(project, sim, tmp_path / "state", hosting="premium")
+    result = d.apply(d.plan())
+    assert not result.ok and "failed its smoke test on the staging slot" in str(result)
+    assert swaps(sim) == 1
+    r = d.invoke(body={"data": [[5.1, 3.5, 1.4, 0.2]]})
+    assert r.ok and r.body == ["setosa"]  # production never saw the broken package
+
+
+def test_flex_apps_have_no_slots(sim):
+    """The simulator answers as App Service does: no slot on a Flex Consumption plan."""
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.web import WebSiteManagementClient
+
+    web = WebSiteManagementClient(sim.credential, SUB, transport=sim.transport)
+    plan = web.app_service_plans.begin_create_or_update(RG, "p", {"location": "eastus", "sku": {"name": "FC1",
+                                                                                             "tier": "FlexConsumption"}}).result()
+    storage = {"type": "blobContainer", "value": "https://a.blob.core.windows.net/deployments",
+               "authentication": {"type": "StorageAccountConnectionString",
+                                  "storageAccountConnectionStringName": "DEPLOYMENT_STORAGE_CONNECTION_STRING"}}
+    web.web_apps.begin_create_or_update(RG, "app", {"location": "eastus", "properties": {
+        "serverFarmId": plan.id, "functionAppConfig": {"deployment": {"storage": storage}}}}).result()
+    with pytest.raises(HttpResponseError, match="do not support deployment slots"):
+        web.web_apps.begin_create_or_update_slot(RG, "app", "staging", {"location": "eastus", "properties": {
+            "serverFarmId": plan.id}}).result()

@@ -35,16 +35,18 @@ from typing import Any
 
 from orchestrator.azure.simulator.messages import Request, Response, json_response
 
-SITE = re.compile(r"/providers/Microsoft\.Web/sites/([^/]+)", re.IGNORECASE)
+SITE = re.compile(r"/providers/Microsoft\.Web/sites/([^/]+)(?:/slots/([^/]+))?", re.IGNORECASE)
 TEXT = {"Content-Type": "text/plain; charset=utf-8"}
 SCM_HOST = re.compile(r"^([a-z0-9-]+)\.scm\.azurewebsites\.net$")
 APP_HOST = re.compile(r"^([a-z0-9-]+)\.azurewebsites\.net$")
 BLOB_URL = re.compile(r"^https://([a-z0-9]+)\.blob\.core\.windows\.net/([^/]+)/([^?]+)")
 
 
-def find_site(sim: Any, name: str) -> dict[str, Any] | None:
+def find_site(sim: Any, label: str) -> dict[str, Any] | None:
+    """The site or slot whose host name is ``<label>.azurewebsites.net`` (a slot's is ``<app>-<slot>``)."""
     return next((r for r in sim.state["resources"].values()
-                 if r.get("type", "").lower() == "microsoft.web/sites" and r["name"].lower() == name), None)
+                 if r.get("type", "").lower() in ("microsoft.web/sites", "microsoft.web/sites/slots")
+                 and str((r.get("properties") or {}).get("defaultHostName", "")).split(".")[0].lower() == label), None)
 
 
 def site_keys(sim: Any, site: dict[str, Any]) -> dict[str, str]:
@@ -71,12 +73,18 @@ class WebApps:
         site_path = req.path[: m.end()]
         tail = req.path[m.end():].lower()
         site = self.sim.get(site_path)
+        slot = m.group(2)
+        if tail == "/slotsswap" and req.method == "POST" and site is not None and not slot:
+            return self.swap(site, str((req.json() or {}).get("targetSlot") or ""))
         if tail == "" and req.method == "PUT":
             body = req.json() or {}
             props = dict(body.get("properties") or {})
-            name = m.group(1)
+            name = f"{m.group(1)}-{slot}".lower() if slot else m.group(1)
             plan = self.sim.get(str(props.get("serverFarmId") or ""))
             sku = str(((plan or {}).get("sku") or {}).get("name") or "")
+            if sku.upper() == "FC1" and slot:
+                return json_response(400, {"error": {"code": "BadRequest", "message":
+                                     "Flex Consumption apps do not support deployment slots."}})
             if sku.upper() == "FC1":
                 storage = ((props.get("functionAppConfig") or {}).get("deployment") or {}).get("storage") or {}
                 if not storage.get("value"):
@@ -110,6 +118,18 @@ class WebApps:
         if tail == "" and req.method == "GET" and site is not None:
             return json_response(200, {k: v for k, v in site.items() if not k.startswith("_")})
         return None
+
+    def swap(self, site: dict[str, Any], slot_name: str) -> Response:
+        """Swap a slot with production: what each runs (its deployments) and its app settings."""
+        slot = self.sim.get(f"{site['id']}/slots/{slot_name}")
+        if slot is None:
+            return json_response(404, {"error": {"code": "ResourceNotFound", "message": f"Slot {slot_name} not found."}})
+        labels = [str(r["properties"]["defaultHostName"]).split(".")[0] for r in (site, slot)]
+        kudu = self.sim.state["kudu"]
+        a, b = kudu.get(labels[0], {"deployments": []}), kudu.get(labels[1], {"deployments": []})
+        kudu[labels[0]], kudu[labels[1]] = b, a
+        site["_appsettings"], slot["_appsettings"] = slot.get("_appsettings", {}), site.get("_appsettings", {})
+        return Response(200)
 
 
 class Kudu:
@@ -206,7 +226,7 @@ class FunctionSites:
         if dep is None:
             return Response(404, b"Function host is not running: no package has been deployed.", TEXT)
         try:
-            port = self.host_for(site, dep)
+            port = self.host_for(name, site, dep)
         except RuntimeError as e:
             return Response(503, f"Function host is not running: {e}".encode(), TEXT)
         url = f"http://127.0.0.1:{port}{req.path}" + (f"?{req.url.split('?', 1)[1]}" if "?" in req.url else "")
@@ -229,8 +249,8 @@ class FunctionSites:
         return (f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={parts.get('AccountKey', '')};"
                 f"BlobEndpoint={base}/{account}.blob.core.windows.net;QueueEndpoint={base}/{account}.queue.core.windows.net;")
 
-    def host_for(self, site: dict[str, Any], dep: dict[str, Any]) -> int:
-        held = self.hosts.get(site["name"])
+    def host_for(self, label: str, site: dict[str, Any], dep: dict[str, Any]) -> int:
+        held = self.hosts.get(label)
         if held and held[0] == dep["id"] and held[1].poll() is None:
             return held[2]
         if held:
@@ -239,7 +259,7 @@ class FunctionSites:
         if not work.exists():
             zipfile.ZipFile(io.BytesIO(base64.b64decode(dep["zip"]))).extractall(work / "pkg")
         keys = site_keys(self.sim, site)
-        settings = {**site.get("_appsettings", {}), "WEBSITE_SITE_NAME": site["name"]}
+        settings = {**site.get("_appsettings", {}), "WEBSITE_SITE_NAME": label}
         if "AccountKey=" in settings.get("AzureWebJobsStorage", ""):
             settings["AzureWebJobsStorage"] = self.local_storage(settings["AzureWebJobsStorage"])
         (work / "config.json").write_text(json.dumps({"settings": settings, "keys": [keys["default"], keys["master"]]}))
@@ -260,7 +280,7 @@ class FunctionSites:
                 raise RuntimeError("the worker did not start: " + " | ".join(tail))
             time.sleep(0.05)
         port = int(json.loads(ready.read_text())["port"])
-        self.hosts[site["name"]] = (dep["id"], proc, port)
+        self.hosts[label] = (dep["id"], proc, port)
         self.sim.state["logs"].setdefault(site["id"].lower(), []).append(f"host started for deployment {dep['id']}")
         return port
 
