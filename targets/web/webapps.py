@@ -140,18 +140,7 @@ def publish(session: Any, credential: Any, scm_host: str, package_uri: str, *,
 def call_app(session: Any, url: str, *, key: str | None, body: Any = None, method: str = "POST",
              timeout_s: float = 60) -> tuple[int, Any, dict[str, str]]:
     """A request to the deployed app (function key in ``x-functions-key``); (status, body, headers)."""
-    from azure.core.rest import HttpRequest
+    from orchestrator.azure.http import request_json
 
-    headers = {"Content-Type": "application/json"}
-    if key:
-        headers["x-functions-key"] = key
-    data = None if body is None else body if isinstance(body, (bytes, str)) else json.dumps(body)
-    with _pipeline(session, url) as client:
-        resp = client.send_request(HttpRequest(method, url, headers=headers, content=data),
-                                   connection_timeout=timeout_s, read_timeout=timeout_s)
-        text = resp.text()
-    try:
-        parsed: Any = json.loads(text) if text else None
-    except ValueError:
-        parsed = text
-    return resp.status_code, parsed, dict(resp.headers)
+    headers = {"x-functions-key": key} if key else {}
+    return request_json(session, method, url, headers=headers, body=body, timeout_s=timeout_s)

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from orchestrator.azure.simulator.providers.web import stop_process
 from targets.web.host import FunctionHost, Storage
 from tests.functions.conftest import stage
 from tests.functions.test_app import COUNTING
@@ -51,12 +52,7 @@ def azurite(tmp_path_factory):
             time.sleep(0.2)
     yield (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEV_KEY};"
            f"BlobEndpoint=http://127.0.0.1:{bport}/devstoreaccount1;QueueEndpoint=http://127.0.0.1:{qport}/devstoreaccount1;")
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    stop_process(proc)
 
 
 def run_until_idle(host: FunctionHost, storage: Storage, rounds: int = 20) -> None:

@@ -153,11 +153,11 @@ class Kudu:
             if last and last["end"] > self.sim.clock.now():
                 return Response(409, b"There is a deployment currently in progress. Please try again when it completes.",
                                 TEXT)
-            data = req.body
-            if req.path.lower() == "/api/publish" and data[:1] == b"{":  # OneDeploy from a URL
-                data = self.package_from_uri((json.loads(data) or {}).get("packageUri", ""))
-                if data is None:
-                    return Response(400, b"packageUri does not name a readable blob.", TEXT)
+            data: bytes | None = req.body
+            if req.path.lower() == "/api/publish" and req.body[:1] == b"{":  # OneDeploy from a URL
+                data = self.package_from_uri((json.loads(req.body) or {}).get("packageUri", ""))
+            if data is None:
+                return Response(400, b"packageUri does not name a readable blob.", TEXT)
             try:
                 files = sorted(zipfile.ZipFile(io.BytesIO(data)).namelist())
             except zipfile.BadZipFile:
@@ -254,7 +254,7 @@ class FunctionSites:
         if held and held[0] == dep["id"] and held[1].poll() is None:
             return held[2]
         if held:
-            _stop(held[1])
+            stop_process(held[1])
         work = Path(self.tmp.name) / dep["id"]
         if not work.exists():
             zipfile.ZipFile(io.BytesIO(base64.b64decode(dep["zip"]))).extractall(work / "pkg")
@@ -275,7 +275,7 @@ class FunctionSites:
         deadline = time.monotonic() + 120
         while not ready.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
-                _stop(proc)
+                stop_process(proc)
                 tail = (work / "host.log").read_text(errors="replace").strip().splitlines()[-8:]
                 raise RuntimeError("the worker did not start: " + " | ".join(tail))
             time.sleep(0.05)
@@ -285,7 +285,8 @@ class FunctionSites:
         return port
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 5 s."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -297,6 +298,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def _stop_hosts(hosts: dict[str, tuple[str, subprocess.Popen[bytes], int]], tmp: tempfile.TemporaryDirectory[str]) -> None:
     for _, proc, _ in hosts.values():
-        _stop(proc)
+        stop_process(proc)
     hosts.clear()
     tmp.cleanup()
