@@ -171,6 +171,9 @@ class QueueSettings(Strict):
     workers: int = Field(1, ge=1, le=64)
     visibility_timeout_s: int = Field(60, ge=1, description="Seconds before an unfinished message is redelivered.")
     max_attempts: int = Field(5, ge=1, description="Deliveries before a message is dead-lettered.")
+    mode: Literal["queue", "durable"] = Field(
+        "queue", description="queue: a durable queue and workers (the local target always uses its own); "
+        "durable: Durable Functions' async HTTP pattern (functions target).")
 
 
 class ScoringSpec(Strict):
