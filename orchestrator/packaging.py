@@ -4,7 +4,8 @@
   stable across machines and checkouts (mtime-free), so unchanged work is skipped everywhere
   (environments, uploads, registrations).
 - :func:`archive_tree` — stream a folder into a ``.tar.zst`` without a staging copy: zstd level 3
-  with all cores compresses many times faster than gzip at a similar ratio (see
+  on every core compresses many times faster than gzip at a similar ratio, and a repack copies
+  the top-level entries whose files did not change from the previous archive (see
   ``bench/packaging.py``).
 - :func:`extract_archive` — the reverse, refusing paths that escape the destination.
 
@@ -14,13 +15,15 @@ editor droppings) are skipped by both.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from orchestrator.errors import UserError
 
@@ -58,17 +61,17 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def iter_files(root: Path) -> Iterator[tuple[str, Path]]:
-    """(relative posix path, absolute path) of every file below ``root``, sorted (each folder's
-    files, then its sub-folders), ignoring the usual junk.  A single file yields itself under its
-    own name.
+def walk_files(root: Path) -> Iterator[tuple[str, str, os.stat_result]]:
+    """(relative posix path, absolute path, stat) of every file below ``root``, sorted (each
+    folder's files, then its sub-folders), ignoring the usual junk; one ``stat`` each and no
+    ``Path`` objects (this runs for every file of a venv, where pathlib's parsing costs more than
+    the system calls).  A single file yields itself under its own name.
 
-    Entries are classified with lstat, never opened: a FIFO, socket or device (or a symlink to
-    one, or into /proc, /sys or /dev) raises :class:`UnsupportedFileError` instead of hanging
-    whoever reads it.  A symlink to a regular file counts as that file; a symlinked folder is not
-    descended into (no loops)."""
-    root = Path(root)
-    base = str(root)
+    Entries are classified without being opened: a FIFO, socket or device (or a symlink to one,
+    or into /proc, /sys or /dev) raises :class:`UnsupportedFileError` instead of hanging whoever
+    reads it.  A symlink to a regular file counts as that file (its stat is the target's); a
+    symlinked folder is not descended into (no loops, as os.walk)."""
+    base = os.fspath(root)
     try:
         st = os.stat(base)
     except OSError as e:
@@ -76,7 +79,7 @@ def iter_files(root: Path) -> Iterator[tuple[str, Path]]:
     if _special(base):
         raise _refuse(base, "is on a special filesystem (/proc, /sys or /dev)")
     if stat.S_ISREG(st.st_mode):
-        yield root.name, root
+        yield os.path.basename(base), base, st
         return
     if not stat.S_ISDIR(st.st_mode):
         raise _refuse(base, f"is {_kind(st.st_mode)}")
@@ -84,7 +87,8 @@ def iter_files(root: Path) -> Iterator[tuple[str, Path]]:
     while stack:
         dirpath, prefix = stack.pop()
         try:
-            entries = sorted(os.scandir(dirpath), key=lambda e: e.name)
+            with os.scandir(dirpath) as it:
+                entries = sorted(it, key=lambda e: e.name)
         except OSError as e:
             raise UnsupportedFileError(f"{dirpath}: cannot read the folder: {e.strerror or e}") from None
         subdirs: list[tuple[str, str]] = []
@@ -98,7 +102,7 @@ def iter_files(root: Path) -> Iterator[tuple[str, Path]]:
             if name.endswith(IGNORED_SUFFIXES) or name == ".DS_Store":
                 continue
             if entry.is_file(follow_symlinks=False):
-                yield rel, Path(entry.path)
+                yield rel, entry.path, entry.stat()
                 continue
             if not entry.is_symlink():
                 raise _refuse(entry.path, f"is {_kind(entry.stat(follow_symlinks=False).st_mode)}")
@@ -112,8 +116,14 @@ def iter_files(root: Path) -> Iterator[tuple[str, Path]]:
                 raise _refuse(entry.path, f"is a symlink to {_kind(target.st_mode)}")
             if _special(entry.path):
                 raise _refuse(entry.path, "is a symlink into /proc, /sys or /dev")
-            yield rel, Path(entry.path)
+            yield rel, entry.path, target
         stack.extend(reversed(subdirs))
+
+
+def iter_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """(relative posix path, absolute path) of every file below ``root``: :func:`walk_files`."""
+    for rel, path, _ in walk_files(root):
+        yield rel, Path(path)
 
 
 def check_tree(root: Path) -> int:
@@ -158,7 +168,7 @@ def tree_digest(root: Path) -> str:
 
 def tree_size(root: Path) -> int:
     """Bytes of content below ``root`` (what a model needs in memory, at least)."""
-    return sum(p.stat().st_size for _, p in iter_files(root))
+    return sum(st.st_size for _, _, st in walk_files(root))
 
 
 @dataclass(frozen=True)
@@ -168,58 +178,228 @@ class ArchiveInfo:
     raw_bytes: int
     compressed_bytes: int
     digest: str | None  # tree_digest of what was archived, when asked for
+    segments: int = 0  # top-level entries, each stored as its own run of zstd frames
+    reused: int = 0  # segments copied from the previous archive at ``path`` without reading them
 
 
-def archive_tree(root: Path, dest: Path, *, level: int = 3, threads: int = -1, digest: bool = False) -> ArchiveInfo:
+# An archive is a run of independent zstd frames (concatenated frames are one valid zstd
+# stream: ``tar --zstd -x`` and :func:`extract_archive` read straight through).  Each top-level
+# entry of the tree (a package of a venv, a folder of code) is a *segment*: its tar blocks cut
+# into pieces of at most _PIECE bytes, each compressed on its own by a pool of threads (zstd
+# releases the GIL).  Pieces bound memory and keep both cores busy on small files; segments let a
+# repack copy what did not change.
+_PIECE = 4 << 20
+# A file modified within this long before the previous archive was started may have changed in
+# the same timestamp tick as its stat was taken ("racy git"): it is read again, never trusted.
+RACY_MARGIN_NS = 1_000_000_000
+_INDEX_VERSION = 1
+
+
+@dataclass(frozen=True)
+class _Entry:
+    rel: str
+    path: str
+    size: int
+    executable: bool
+    signature: tuple[int, int, int, int, int]  # size, mtime_ns, ctime_ns, inode, device
+
+    @property
+    def changed_ns(self) -> int:
+        return max(self.signature[1], self.signature[2])
+
+
+def _segments(root: Path) -> list[tuple[str, list[_Entry]]]:
+    """The tree's files grouped by their first path component, in archive order."""
+    out: list[tuple[str, list[_Entry]]] = []
+    for rel, path, st in walk_files(root):
+        e = _Entry(rel, path, st.st_size, bool(st.st_mode & stat.S_IXUSR),
+                   (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
+        top = rel.split("/", 1)[0]
+        if out and out[-1][0] == top:
+            out[-1][1].append(e)
+        else:
+            out.append((top, [e]))
+    return out
+
+
+def _index_path(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.index.json")
+
+
+def _reusable(dest: Path, root: Path, level: int) -> dict[str, Any] | None:
+    """The previous archive's index when it describes the archive now at ``dest`` (same size,
+    inode and mtime), made from the same folder at the same level; else None."""
+    import json
+
+    try:
+        index = json.loads(_index_path(dest).read_text())
+        st = dest.stat()
+    except (OSError, ValueError):
+        return None
+    if (index.get("version") != _INDEX_VERSION or index.get("root") != str(root.resolve())
+            or index.get("level") != level
+            or index.get("archive") != [st.st_size, st.st_mtime_ns, st.st_ino]):
+        return None
+    return index
+
+
+def _unchanged(seg: list[_Entry], old: dict[str, Any] | None, started_ns: int) -> bool:
+    if old is None or len(old["files"]) != len(seg):
+        return False
+    for e, (rel, executable, sig) in zip(seg, old["files"], strict=True):
+        if e.rel != rel or e.executable != executable or list(e.signature) != sig:
+            return False
+        if e.changed_ns >= started_ns - RACY_MARGIN_NS:
+            return False
+    return True
+
+
+def _tar_stream(seg: list[_Entry], h: Any) -> Iterator[bytes]:
+    """The tar blocks of ``seg`` (normalised headers: no owners, mtime 0), in pieces of at most
+    _PIECE bytes; ``h`` (a sha256 or None) is fed what :func:`tree_digest` reads."""
+    import tarfile
+
+    buf = bytearray()
+    for e in seg:
+        with _open_regular(Path(e.path)) as f:
+            info = tarfile.TarInfo(e.rel)
+            info.size, info.mtime, info.mode = e.size, 0, 0o755 if e.executable else 0o644
+            buf += info.tobuf(tarfile.GNU_FORMAT)
+            if h:
+                h.update(f"{e.rel}\0{int(e.executable)}\0".encode())
+            left = e.size
+            while left > 0:
+                chunk = f.read(min(left, _PIECE))
+                if not chunk:
+                    raise OSError(f"{e.path} shrank while being archived")
+                if h:
+                    h.update(chunk)
+                buf += chunk
+                left -= len(chunk)
+                while len(buf) >= _PIECE:
+                    yield bytes(buf[:_PIECE])
+                    del buf[:_PIECE]
+            if h:
+                h.update(b"\0")
+        if e.size % tarfile.BLOCKSIZE:
+            buf += b"\0" * (tarfile.BLOCKSIZE - e.size % tarfile.BLOCKSIZE)
+    if buf:
+        yield bytes(buf)
+
+
+def archive_tree(root: Path, dest: Path, *, level: int = 3, threads: int = -1, digest: bool = False,
+                 incremental: bool = True) -> ArchiveInfo:
     """Write ``root`` as a zstd-compressed tar at ``dest`` (atomically).
 
-    Entries are normalised (no owners, mtime 0) so equal content gives equal archives.  Tar
-    headers are written directly rather than through ``tarfile``'s stream layer, whose small
-    Python-level reads cost more than the compression itself on a venv's ten thousand files.
-    With ``digest=True`` the :func:`tree_digest` is computed from the same reads (no second pass).
+    Entries are normalised (no owners, mtime 0) and pieces are compressed independently, so equal
+    content gives byte-equal archives, whether made in one go or incrementally.  Tar headers are
+    written directly rather than through ``tarfile``'s stream layer, whose small Python-level
+    reads cost more than the compression itself on a venv's ten thousand files.
+
+    ``incremental``: when ``dest`` holds this function's previous archive of the same folder, a
+    segment whose files all have the stat signature they had then (size, mtime, ctime, inode,
+    device: ctime cannot be set back by a user, so an overwrite under the same path is seen) is
+    copied from it unread and uncompressed.  The index beside the archive is checked against the
+    archive itself, so a stale or foreign index only costs a full repack.
+    With ``digest=True`` the :func:`tree_digest` is computed from the same reads (no second
+    pass); an incremental repack reads reused segments only to hash them, and a fully unchanged
+    tree takes the digest recorded with the archive.
+    ``threads``: compression threads (-1: one per core; 0: none, compress inline).
     """
-    import tarfile  # archive-only imports: digests (every plan) do not need them
+    import json
+    import time
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
 
     import zstandard
 
     root = Path(root)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    started_ns = time.time_ns()
+    segments = _segments(root)
+    previous = _reusable(dest, root, level) if incremental else None
+    reuse: set[str] = set()
+    old_segments: dict[str, Any] = {}
+    if previous is not None:
+        old_segments = {s["name"]: s for s in previous["segments"]}
+        reuse = {name for name, seg in segments if _unchanged(seg, old_segments.get(name), previous["started_ns"])}
+        if len(reuse) == len(segments) == len(old_segments) and (not digest or previous.get("digest")):
+            return ArchiveInfo(dest, previous["files"], previous["raw_bytes"], dest.stat().st_size,
+                               previous["digest"] if digest else None, len(segments), len(segments))
+
+    workers = (os.cpu_count() or 1) if threads < 0 else threads
+    local = threading.local()
+
+    def compress(piece: bytes) -> bytes:
+        if not hasattr(local, "cctx"):
+            local.cctx = zstandard.ZstdCompressor(level=level)
+        return bytes(local.cctx.compress(piece))
+
     tmp = dest.with_name(f".{dest.name}.tmp")
-    files = raw = 0
     h = hashlib.sha256() if digest else None
-    cctx = zstandard.ZstdCompressor(level=level, threads=threads)
+    files = raw = 0
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 else None
     try:
-        with open(tmp, "wb") as out, cctx.stream_writer(out, closefd=False, write_size=_CHUNK) as z:
-            for rel, path in iter_files(root):
-                with _open_regular(path) as f:
-                    st = os.fstat(f.fileno())
-                    executable = bool(st.st_mode & stat.S_IXUSR)
-                    info = tarfile.TarInfo(rel)
-                    info.size, info.mtime, info.mode = st.st_size, 0, 0o755 if executable else 0o644
-                    z.write(info.tobuf(tarfile.GNU_FORMAT))
-                    if h:
-                        h.update(f"{rel}\0{int(executable)}\0".encode())
-                    left = st.st_size
+        with open(tmp, "wb") as out, (open(dest, "rb") if reuse else contextlib.nullcontext()) as old:
+            # Pieces are written in order as they finish; a segment's bounds are where its first
+            # piece starts and its last one ends, so compression runs across segment boundaries.
+            bounds: list[list[int]] = []
+            pending: deque[tuple[int, Any]] = deque()
+
+            def write(i: int, data: bytes) -> None:
+                if len(bounds) <= i:
+                    bounds.append([out.tell(), out.tell()])
+                out.write(data)
+                bounds[i][1] = out.tell()
+
+            def drain(keep: int) -> None:
+                while len(pending) > keep:
+                    i, item = pending.popleft()
+                    write(i, item.result() if pool else item)
+
+            for i, (name, seg) in enumerate(segments):
+                if name in reuse and old is not None:
+                    drain(0)
+                    src = old_segments[name]
+                    old.seek(src["offset"])
+                    left = src["length"]
+                    bounds.append([out.tell(), out.tell()])
                     while left > 0:
-                        chunk = f.read(min(left, 8 * _CHUNK))
+                        chunk = old.read(min(left, _PIECE))
                         if not chunk:
-                            raise OSError(f"{path} shrank while being archived")
-                        z.write(chunk)
-                        if h:
-                            h.update(chunk)
+                            raise OSError(f"{dest} shrank while being repacked")
+                        write(i, chunk)
                         left -= len(chunk)
-                    if st.st_size % tarfile.BLOCKSIZE:
-                        z.write(b"\0" * (tarfile.BLOCKSIZE - st.st_size % tarfile.BLOCKSIZE))
                     if h:
-                        h.update(b"\0")
-                files += 1
-                raw += st.st_size
-            z.write(b"\0" * (2 * tarfile.BLOCKSIZE))  # end-of-archive marker
+                        for _ in _tar_stream(seg, h):  # hashed, not compressed
+                            pass
+                else:
+                    for piece in _tar_stream(seg, h):
+                        pending.append((i, pool.submit(compress, piece) if pool else compress(piece)))
+                        drain(2 * max(workers, 1))
+                files += len(seg)
+                raw += sum(e.size for e in seg)
+            drain(0)
+            index_segments = [{"name": name, "offset": start, "length": end - start,
+                               "files": [[e.rel, e.executable, list(e.signature)] for e in seg]}
+                              for (name, seg), (start, end) in zip(segments, bounds, strict=True)]
+            out.write(compress(b"\0" * 1024))  # tar's end-of-archive marker, a frame of its own
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return ArchiveInfo(dest, files, raw, dest.stat().st_size, h.hexdigest() if h else None)
+    finally:
+        if pool:
+            pool.shutdown(wait=True, cancel_futures=True)
+    st = dest.stat()
+    tree_sha = h.hexdigest() if h else None
+    index = {"version": _INDEX_VERSION, "root": str(root.resolve()), "level": level, "started_ns": started_ns,
+             "archive": [st.st_size, st.st_mtime_ns, st.st_ino], "files": files, "raw_bytes": raw,
+             "digest": tree_sha, "segments": index_segments}
+    from orchestrator.state import write_atomic
+
+    write_atomic(_index_path(dest), json.dumps(index, separators=(",", ":")))
+    return ArchiveInfo(dest, files, raw, st.st_size, tree_sha, len(segments), len(reuse))
 
 
 def extract_archive(archive: Path, dest: Path) -> int:
@@ -230,7 +410,7 @@ def extract_archive(archive: Path, dest: Path) -> int:
 
     dest.mkdir(parents=True, exist_ok=True)
     n = 0
-    with open(archive, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as zin:
+    with open(archive, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True) as zin:
         with tarfile.open(fileobj=zin, mode="r|") as tar:
             for member in tar:
                 if not member.isfile():

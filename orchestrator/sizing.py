@@ -9,25 +9,18 @@ disk and the environment's requirement lines.
 - :func:`requirement` — from the manifest's ``resources`` (numbers, or ``auto``) and the model
   size: memory = runtime overhead (more for deep-learning frameworks) + the model loaded in
   memory (``LOAD_FACTOR`` x its size on disk), per worker.
-- :func:`choose` — cheapest fitting SKU among the candidates allowed for a compute kind
-  (``managed-online`` honours the managed online SKU list and minimum; ``amlcompute`` for batch).
-- :func:`cores_required` / :func:`quota_shortfall` — the quota preflight arithmetic (managed
-  online reserves 20%: ``ceil(1.2 x instance_count) x vCPUs``).
+- :func:`choose` — cheapest fitting SKU among the candidates a target passes (its own catalog,
+  e.g. ``targets/azureml/catalog.py``, says which SKUs a compute kind allows and its minimum).
+- :func:`fits` — what a SKU lacks for a requirement.
 
-The SKU catalog is committed as ``orchestrator/data/azureml_skus.json``.
+Catalogs stay with the targets that own them; quota arithmetic is the provider's
+(:mod:`orchestrator.azure.quota`).
 """
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
-from typing import Any
-
-CATALOG_PATH = Path(__file__).parent / "data" / "azureml_skus.json"
 
 GIB = 1024**3
 # A pickled/ONNX model typically takes 2-3x its file size once deserialised (buffers, copies
@@ -40,8 +33,6 @@ HEAVY_FRAMEWORKS = {"torch": 1.5, "tensorflow": 1.5, "tensorflow-cpu": 1.5, "jax
                     "onnxruntime-gpu": 0.5, "xgboost": 0.25, "lightgbm": 0.25}
 DEFAULT_CPU = 1.0
 
-COMPUTE_KINDS = ("managed-online", "amlcompute", "any")
-
 
 @dataclass(frozen=True)
 class Sku:
@@ -50,10 +41,8 @@ class Sku:
     memory_gib: float
     gpus: int = 0
     relative_cost: float = 0.0
-    family: str = ""
+    family: str = ""  # the quota family it counts against (provider-specific name)
     gpu_model: str | None = None
-    managed_online: bool = False
-    amlcompute: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,39 +66,6 @@ class Choice:
 
 class SizingError(ValueError):
     """No candidate fits, or a named instance type is unknown or too small."""
-
-
-@dataclass(frozen=True)
-class Catalog:
-    skus: tuple[Sku, ...]
-    reserve_fraction: float
-    min_vcpus: int
-    min_memory_gib: float
-
-    def get(self, name: str) -> Sku | None:
-        low = name.lower()
-        return next((s for s in self.skus if s.name.lower() == low), None)
-
-    def candidates(self, compute_kind: str) -> list[Sku]:
-        if compute_kind == "managed-online":
-            return [s for s in self.skus if s.managed_online]
-        if compute_kind == "amlcompute":
-            return [s for s in self.skus if s.amlcompute]
-        return list(self.skus)
-
-
-def parse_catalog(data: Mapping[str, Any]) -> Catalog:
-    mo = data.get("managed_online", {})
-    fields = set(Sku.__dataclass_fields__)
-    skus = tuple(Sku(**{k: v for k, v in row.items() if k in fields}) for row in data["skus"])
-    return Catalog(skus=skus, reserve_fraction=float(mo.get("core_reserve_fraction", 0.2)),
-                   min_vcpus=int(mo.get("minimum", {}).get("vcpus", 2)),
-                   min_memory_gib=float(mo.get("minimum", {}).get("memory_gib", 4)))
-
-
-@lru_cache(maxsize=1)
-def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
-    return parse_catalog(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def framework_overhead(requirement_lines: Iterable[str]) -> tuple[float, list[str]]:
@@ -194,59 +150,3 @@ def choose(req: Requirement, candidates: Sequence[Sku], *, min_vcpus: int = 0, m
         why += f" (raised to the minimum of {min_vcpus} vCPU, {min_memory_gib:g} GiB)"
     rejected = tuple(f"{s.name}: {fits(s, floor)}" for s in pool if s not in fitting and s.relative_cost < best.relative_cost)
     return Choice(sku=best, requirement=floor, why=why, rejected=rejected)
-
-
-def check_named(name: str, req: Requirement, catalog: Catalog, compute_kind: str) -> tuple[Sku, list[str]]:
-    """Validate an explicit instance type: known, allowed for the compute kind, big enough.
-    Returns the SKU and warnings (below the managed online minimum, short of the requirement)."""
-    sku = catalog.get(name)
-    if sku is None:
-        import difflib
-
-        close = difflib.get_close_matches(name, [s.name for s in catalog.skus], n=1)
-        raise SizingError(f"unknown instance type {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
-    if compute_kind == "managed-online" and not sku.managed_online:
-        raise SizingError(f"{sku.name} is not offered for managed online endpoints")
-    if compute_kind == "amlcompute" and not sku.amlcompute:
-        raise SizingError(f"{sku.name} is not offered for AmlCompute clusters")
-    warnings = []
-    lack = fits(sku, req)
-    if lack:
-        warnings.append(f"{sku.name} may be too small for {req.describe()} ({lack})")
-    if compute_kind == "managed-online" and (sku.vcpus < catalog.min_vcpus or sku.memory_gib < catalog.min_memory_gib):
-        warnings.append(f"{sku.name} is below the managed online minimum ({catalog.min_vcpus} vCPU, "
-                        f"{catalog.min_memory_gib:g} GiB): the inference server may not have room")
-    return sku, warnings
-
-
-def cores_required(instance_count: int, vcpus: int, *, reserve_fraction: float = 0.0) -> int:
-    """Cores a deployment takes from quota.  Managed online reserves ``reserve_fraction`` (20%)
-    extra instances for upgrades: ``ceil((1 + reserve) x count) x vcpus``."""
-    # round() first so 1.2 * 5 == 6.000000000000001 does not become 7
-    return math.ceil(round((1 + reserve_fraction) * instance_count, 9)) * vcpus
-
-
-@dataclass(frozen=True)
-class Usage:
-    """One quota row from the usages API: ``current`` of ``limit`` in use."""
-
-    family: str
-    current: int
-    limit: int
-
-    @property
-    def free(self) -> int:
-        return max(0, self.limit - self.current)
-
-
-def quota_shortfall(required: int, usage: Usage | None, *, already_held: int = 0) -> str | None:
-    """None when ``required`` cores fit into what is free (plus what this deployment already
-    holds and will give back); otherwise the message with the numbers."""
-    if usage is None:
-        return None
-    available = usage.free + already_held
-    if required <= available:
-        return None
-    return (f"needs {required} {usage.family} cores but only {available} are available "
-            f"(quota {usage.limit}, in use {usage.current}"
-            + (f", {already_held} held by the current deployment" if already_held else "") + ")")

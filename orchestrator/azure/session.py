@@ -12,8 +12,15 @@ HTTP-level retries stay with azure-core's ``RetryPolicy`` (configured here, logg
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestrator.target import RunOptions
+
+# Where the run's session lives in the generic RunOptions (``options.extra[OPTIONS_KEY]``).
+OPTIONS_KEY = "azure"
 
 
 @dataclass
@@ -45,6 +52,22 @@ class AzureSession:
             self.credential = DefaultAzureCredential()
         return self.credential
 
+    def credential_for(self, subscription: str | None, source: Any = None) -> Any:
+        """The credential for ``subscription``: one the session was given for it, else the one a
+        manifest's ``model_source.credential`` names (``type``: azure-cli, managed-identity,
+        environment), else the session's own.  The simulator takes only the session's."""
+        if subscription and subscription in self.credentials_by_subscription:
+            return self.credentials_by_subscription[subscription]
+        if source is not None and source.type != "default" and self.simulator is None:
+            from azure import identity
+
+            if source.type == "azure-cli":
+                return identity.AzureCliCredential(tenant_id=source.tenant_id)
+            if source.type == "managed-identity":
+                return identity.ManagedIdentityCredential(client_id=source.client_id)
+            return identity.EnvironmentCredential()
+        return self.get_credential(subscription)
+
     def storage_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for azure-storage clients.  They keep their own retry policy (it knows
         ranged downloads and secondary endpoints; an azure-core RetryPolicy in its place breaks
@@ -65,3 +88,18 @@ class AzureSession:
         if self.polling_interval is not None:
             kw["polling_interval"] = self.polling_interval
         return kw
+
+
+_session_lock = threading.Lock()
+
+
+def session_of(options: RunOptions) -> AzureSession:
+    """The run's Azure session (``options.extra["azure"]``), made on first use and shared by every
+    target of the run (one credential, one token cache); a run with only local targets never
+    imports the Azure SDK."""
+    with _session_lock:
+        session = options.extra.get(OPTIONS_KEY)
+        if session is None:
+            session = options.extra[OPTIONS_KEY] = AzureSession()
+        assert isinstance(session, AzureSession)
+        return session

@@ -127,6 +127,7 @@ class EnvironmentSpec(Strict):
     requirements: LocalFile | None = Field(None, description="A pip requirements file.")
     conda_file: LocalFile | None = Field(None, description="An Azure ML style conda.yaml.")
     image: str | None = Field(None, description="Base image for container targets.")
+    base_image: str | None = Field(None, description="Base of the image `deployctl image build` assembles (default: python:<python>-slim); it must have that Python.")
     variables: dict[str, str] = Field(default_factory=dict, description="Environment variables for the scoring code.")
 
     @model_validator(mode="after")
@@ -170,6 +171,9 @@ class QueueSettings(Strict):
     workers: int = Field(1, ge=1, le=64)
     visibility_timeout_s: int = Field(60, ge=1, description="Seconds before an unfinished message is redelivered.")
     max_attempts: int = Field(5, ge=1, description="Deliveries before a message is dead-lettered.")
+    mode: Literal["queue", "durable"] = Field(
+        "queue", description="queue: a durable queue and workers (the local target always uses its own); "
+        "durable: Durable Functions' async HTTP pattern (functions target).")
 
 
 class ScoringSpec(Strict):

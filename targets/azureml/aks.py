@@ -28,13 +28,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import replace
+from functools import partial
 from typing import Any, ClassVar
 
+from orchestrator.azure.arm import arm_get
+from orchestrator.azure.errors import describe, is_not_found
 from orchestrator.errors import TargetError
 from orchestrator.plan import Action, Change
 from orchestrator.target import Finding, Severity
 from targets.azureml import capacity
-from targets.azureml.client import arm_get, describe, is_not_found
 from targets.azureml.config import AksConfig
 from targets.azureml.online import OnlineEndpointTarget
 from targets.azureml.spec import T_DEPLOYMENT
@@ -210,6 +212,9 @@ class AksTarget(OnlineEndpointTarget):
         mem = _gib(_field(requests, "memory") if requests else None) or _gib(_field(it_req, "memory")) or 0.0
         return capacity.Pods(label, count, cpu, mem)
 
+    def _deployments_of(self, endpoint: str) -> list[Any]:
+        return list(self.ml.online_deployments.list(endpoint_name=endpoint))
+
     def _running_pods(self, types: Mapping[str, Any], exclude: str) -> tuple[list[capacity.Pods], list[str]]:
         """Pods of the deployments already on this compute (this workspace), but ``exclude``."""
         name = self.acfg.compute.lower()
@@ -220,8 +225,7 @@ class AksTarget(OnlineEndpointTarget):
                 compute = str(getattr(ep, "compute", None) or "").rstrip("/").rsplit("/", 1)[-1].lower()
                 if compute != name:
                     continue
-                deps = self.op(f"list deployments of {ep.name}",
-                               lambda ep=ep: list(self.ml.online_deployments.list(endpoint_name=ep.name)))
+                deps = self.op(f"list deployments of {ep.name}", partial(self._deployments_of, ep.name))
                 for d in deps:
                     if (ep.name == self.d.endpoint and d.name == exclude) or \
                             str(getattr(d, "provisioning_state", "")).lower() == "failed":
@@ -258,10 +262,9 @@ class AksTarget(OnlineEndpointTarget):
             cluster = self.op(f"read AKS cluster {cluster_name}", lambda: arm_get(
                 self.session, self.session.get_credential(sub), cluster_id, AKS_API_VERSION))
         except TargetError as e:
-            cause = e.__cause__ if isinstance(e.__cause__, BaseException) else e
             return [Finding(severity=Severity.warning,
                             message=f"cannot read AKS cluster {cluster_name} behind compute {self.acfg.compute} "
-                                    f"({describe(cause)}): cluster capacity not checked ({asked})",
+                                    f"({describe(e)}): cluster capacity not checked ({asked})",
                             hint="grant this identity Reader on the cluster to have its capacity checked")]
         others, notes = self._running_pods(types, exclude=dep_name)
         pool = capacity.pinned_pool(_field(it, "node_selector") or _field(it, "nodeSelector"))

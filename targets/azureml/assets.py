@@ -1,7 +1,7 @@
 """Content-addressed assets: upload files ourselves, register them by datastore URI.
 
 Files go to the workspace's default datastore under ``deployctl/<kind>/<sha256>/`` through a
-blob client built with the run's transport (:func:`targets.azureml.client.container_client`).
+blob client built with the run's transport (:func:`container_client`).
 A marker blob ``<prefix>.deployctl-complete`` (beside the tree, never inside what is mounted)
 is written last: when it is there, the upload is skipped (an interrupted upload has no marker
 and is redone).  Registrations carry the content hash in
@@ -13,30 +13,13 @@ registered without downloading anything.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from orchestrator.azure.session import AzureSession
 from orchestrator.packaging import iter_files
 
 MARKER = ".deployctl-complete"
-FIELD_TAG = "deployctl-f-"
-
-
-def spec_tags(spec: Mapping[str, Any]) -> dict[str, str]:
-    return {f"{FIELD_TAG}{k}": json.dumps(v, sort_keys=True) for k, v in spec.items()}
-
-
-def spec_from_tags(tags: Mapping[str, str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in (tags or {}).items():
-        if k.startswith(FIELD_TAG):
-            try:
-                out[k[len(FIELD_TAG):]] = json.loads(v)
-            except ValueError:
-                out[k[len(FIELD_TAG):]] = v
-    return out
 
 
 def datastore_uri(datastore: str, path: str, *, folder: bool = True) -> str:
@@ -91,3 +74,15 @@ def parse_datastore_path(uri: str) -> tuple[str, str] | None:
     rest = ("/" + uri[len("azureml://"):]).split(marker, 1)[1]
     ds, _, path = rest.partition("/paths/")
     return ds, path.strip("/")
+
+
+def container_client(session: AzureSession, datastore: Any, credential: Any) -> Any:
+    """A ContainerClient for an Azure ML blob datastore (``datastores.get(..., include_secrets=True)``)."""
+    from azure.storage.blob import ContainerClient
+
+    account_url = f"{datastore.protocol or 'https'}://{datastore.account_name}.blob.{datastore.endpoint}"
+    creds = getattr(datastore, "credentials", None)
+    key = getattr(creds, "account_key", None) or getattr(creds, "sas_token", None)
+    # Storage keeps its own StorageRetryPolicy (see AzureSession.storage_kwargs): same budget, same transport.
+    return ContainerClient(account_url, datastore.container_name, credential=key or credential,
+                           **session.storage_kwargs())

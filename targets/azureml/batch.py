@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from orchestrator.azure.budgets import ONCE, PROVISION
+from orchestrator.azure.errors import AzureNotFound, describe, is_not_found
 from orchestrator.errors import TargetError
 from orchestrator.manifest.model import ScoringType
 from orchestrator.packaging import tree_digest
@@ -34,7 +36,6 @@ from orchestrator.target import (
 )
 from targets.azureml import assets
 from targets.azureml.base import AzureMLTarget
-from targets.azureml.client import describe, is_not_found
 from targets.azureml.config import BatchEndpointConfig
 from targets.azureml.online import asset_ref
 from targets.azureml.spec import T_COMPUTE, T_DEFAULT, T_DEPLOYMENT, T_ENDPOINT, T_ENV, T_MODEL
@@ -71,10 +72,8 @@ class BatchEndpointTarget(AzureMLTarget):
     def _maybe(self, what: str, fn: Any) -> Any:
         try:
             return self.op(what, fn)
-        except TargetError as e:
-            if isinstance(e.__cause__, BaseException) and is_not_found(e.__cause__):
-                return None
-            raise
+        except AzureNotFound:
+            return None
 
     def read(self) -> list[Observed]:
         desired = self.desired()
@@ -147,7 +146,8 @@ class BatchEndpointTarget(AzureMLTarget):
                            idle_time_before_scale_down=r.spec["idle_time_before_scale_down"], tags=t)
             self.ctx.progress(f"cluster {r.name}: create or update ({r.spec['size']}, "
                               f"{r.spec['min_instances']}-{r.spec['max_instances']} nodes)")
-            self.op(f"put compute {r.name}", lambda: self.ml.compute.begin_create_or_update(c).result(), r.address)
+            self.op(f"put compute {r.name}", lambda: self.ml.compute.begin_create_or_update(c).result(), r.address,
+                    budget=PROVISION)
         elif r.type == T_ENDPOINT:
             self._put_endpoint(t)
         elif r.type == T_DEPLOYMENT:
@@ -177,7 +177,7 @@ class BatchEndpointTarget(AzureMLTarget):
             ep = BatchEndpoint(name=self.d.endpoint, tags=all_tags, defaults=defaults)
             return self.ml.batch_endpoints.begin_create_or_update(ep).result()
 
-        self.op(f"put endpoint {self.d.endpoint}", put, f"{T_ENDPOINT}/{self.d.endpoint}")
+        self.op(f"put endpoint {self.d.endpoint}", put, f"{T_ENDPOINT}/{self.d.endpoint}", budget=PROVISION)
 
     def _set_default(self, deployment: str, spec: str) -> None:
         self._put_endpoint({}, default=deployment, default_spec=spec)
@@ -208,15 +208,15 @@ class BatchEndpointTarget(AzureMLTarget):
         self.ctx.progress(f"batch deployment {name}: create or update")
         try:
             self.op(f"put deployment {name}",
-                    lambda: self.ml.batch_deployments.begin_create_or_update(dep).result(), r.address)
+                    lambda: self.ml.batch_deployments.begin_create_or_update(dep).result(), r.address,
+                    budget=PROVISION)
         except TargetError as e:
-            cause = e.__cause__ if isinstance(e.__cause__, BaseException) else e
             try:  # nothing half-made: a failed deployment is not the default, remove it
                 self.ml.batch_deployments.begin_delete(name, self.d.endpoint).result()
             except Exception as de:
                 if not is_not_found(de):
                     self.ctx.warn(f"could not remove failed deployment {name}: {describe(de)}")
-            raise TargetError(f"batch deployment {name} failed to provision: {describe(cause)}",
+            raise TargetError(f"batch deployment {name} failed to provision: {describe(e)}",
                               target=self.config.name, resource=r.address, operation="create") from e
 
     def delete(self, observed: Observed) -> None:
@@ -239,10 +239,9 @@ class BatchEndpointTarget(AzureMLTarget):
             T_COMPUTE: lambda: self.ml.compute.begin_delete(o.name).result(),
         }
         try:
-            self.op(f"delete {o.address}", ops[o.type], o.address)
-        except TargetError as e:
-            if not (isinstance(e.__cause__, BaseException) and is_not_found(e.__cause__)):
-                raise
+            self.op(f"delete {o.address}", ops[o.type], o.address, budget=PROVISION)
+        except AzureNotFound:
+            pass  # already gone
 
     # -- using ----------------------------------------------------------------------------------
     def outputs(self, observed: list[Observed]) -> dict[str, Any]:
@@ -279,18 +278,18 @@ class BatchEndpointTarget(AzureMLTarget):
                             dest.write_bytes(f.read_bytes())
                 sha = tree_digest(staged)
                 prefix = f"deployctl/batch-inputs/{sha}"
-                self.op("upload inputs", lambda: assets.upload_tree(self.container, staged, prefix, sha, self.ctx.progress))
+                self.op("upload inputs", lambda: assets.upload_tree(self.store.container, staged, prefix, sha, self.ctx.progress))
             name = job_name(self.d.endpoint, deployment, sha, request.idempotency_key)
             existing = self._maybe("get job", lambda: self.ml.jobs.get(name))
             if existing is None:
-                ds = self.datastore.name
+                ds = self.store.datastore.name
                 inputs = {"input_data": Input(type="uri_folder", path=assets.datastore_uri(ds, prefix))}
                 outputs = {"score": Output(type="uri_folder",
                                            path=assets.datastore_uri(ds, f"deployctl/batch-outputs/{name}"))}
                 self.ctx.progress(f"submitting batch job {name}")
                 self.op("submit job", lambda: self.ml.batch_endpoints.invoke(
                     endpoint_name=self.d.endpoint, deployment_name=deployment, inputs=inputs, outputs=outputs,
-                    job_name=name))
+                    job_name=name), budget=ONCE)
             else:
                 self.ctx.progress(f"batch job {name} already submitted: following it")
         if request.run_async:
@@ -299,9 +298,8 @@ class BatchEndpointTarget(AzureMLTarget):
 
     def _follow(self, name: str, request: InvokeRequest) -> InvokeResult:
         from orchestrator.retry import RetrySettings
-        from targets.azureml.client import _sleeper
 
-        sleep, waited, delay = _sleeper(self.ctx), 0.0, 5.0
+        sleep, waited, delay = self.sleep, 0.0, 5.0
         limit = max(request.timeout_s, float(self.bcfg.job_timeout_s))
         while True:
             job = self.op("get job", lambda: self.ml.jobs.get(name))
@@ -320,7 +318,7 @@ class BatchEndpointTarget(AzureMLTarget):
             dest = Path(request.output)
             dest.mkdir(parents=True, exist_ok=True)
             n = self.op("download outputs", lambda: assets.download_tree(
-                self.container, f"deployctl/batch-outputs/{name}", dest))
+                self.store.container, f"deployctl/batch-outputs/{name}", dest))
             out = str(dest)
             self.ctx.progress(f"downloaded {n} output file(s) to {dest}")
         err = getattr(getattr(job, "error", None), "message", None)

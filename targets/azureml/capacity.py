@@ -4,7 +4,7 @@ Kubernetes online deployments have no regional core quota: their pods must fit t
 cluster.  :func:`node_pools` reads the cluster's ARM resource (``Microsoft.ContainerService/
 managedClusters``: ``agentPoolProfiles[]`` with ``vmSize``, ``count``, ``enableAutoScaling`` /
 ``maxCount``, ``maxPods``, ``osType``) and sizes each node from the committed VM-size tables
-(``orchestrator/data/vm_sizes.json``, then the Azure ML SKU catalog); :func:`allocatable` takes
+(``targets/azureml/data/vm_sizes.json``, then the Azure ML SKU catalog); :func:`allocatable` takes
 off what AKS reserves on every node (learn.microsoft.com/azure/aks/node-resource-reservations):
 
 - CPU (kube-reserved): 60m on 1 core, 100m on 2, 140m on 4, 180m on 8, 260m on 16, 420m on 32,
@@ -115,10 +115,10 @@ class Assessment:
 @lru_cache(maxsize=1)
 def vm_sizes() -> dict[str, tuple[float, float]]:
     """VM size (lower-case) -> (vCPUs, memory GiB): the AKS table, then the Azure ML catalog."""
-    from orchestrator.sizing import CATALOG_PATH, load_catalog
+    from targets.azureml.catalog import DATA_DIR, load_catalog
 
     out = {s.name.lower(): (float(s.vcpus), float(s.memory_gib)) for s in load_catalog().skus}
-    for row in json.loads((CATALOG_PATH.parent / "vm_sizes.json").read_text(encoding="utf-8"))["sizes"]:
+    for row in json.loads((DATA_DIR / "vm_sizes.json").read_text(encoding="utf-8"))["sizes"]:
         out[row["name"].lower()] = (float(row["vcpus"]), float(row["memory_gib"]))
     return out
 

@@ -15,10 +15,16 @@ OperationCanceled are retried by :func:`targets.azureml.client.run_op`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, ClassVar
 
+from orchestrator.azure import quota, rollout
+from orchestrator.azure.budgets import PROVISION
+from orchestrator.azure.errors import AzureNotFound, describe, error_code, is_not_found
+from orchestrator.azure.ops import probe
+from orchestrator.azure.scoring import score
 from orchestrator.errors import TargetError
 from orchestrator.manifest.model import ScoringType, TargetConfig
 from orchestrator.plan import Action, Change
@@ -33,11 +39,8 @@ from orchestrator.target import (
     Resource,
     Severity,
 )
-from targets.azureml import rollout
 from targets.azureml.base import AzureMLTarget
-from targets.azureml.client import describe, error_code, is_not_found
 from targets.azureml.config import OnlineEndpointConfig
-from targets.azureml.scoring import score
 from targets.azureml.spec import T_DEPLOYMENT, T_ENDPOINT, T_ENV, T_MODEL, T_TRAFFIC
 
 TAG_TRAFFIC_SPEC = "deployctl-traffic-spec"
@@ -103,10 +106,8 @@ class OnlineEndpointTarget(AzureMLTarget):
         try:
             return self.op("get endpoint", lambda: self.ml.online_endpoints.get(self.d.endpoint),
                            f"{T_ENDPOINT}/{self.d.endpoint}")
-        except TargetError as e:
-            if isinstance(e.__cause__, BaseException) and is_not_found(e.__cause__):
-                return None
-            raise
+        except AzureNotFound:
+            return None
 
     def deployment_spec(self, dep: Any) -> dict[str, Any]:
         rs = getattr(dep, "request_settings", None)
@@ -170,9 +171,7 @@ class OnlineEndpointTarget(AzureMLTarget):
             before = next((d.before for d in dep.diff if d.path == "instance_count"), None)
             held = 0
             if dep.action is Action.update:
-                from orchestrator.sizing import cores_required
-
-                held = cores_required(int(before if before is not None else count), sku.vcpus,
+                held = quota.cores_required(int(before if before is not None else count), sku.vcpus,
                                       reserve_fraction=self.reserve_fraction)
             findings += self.quota_findings(count, sku, already=held)
         if self.manifest.scoring.sample_request is None:
@@ -202,7 +201,8 @@ class OnlineEndpointTarget(AzureMLTarget):
             ep.mirror_traffic = getattr(existing, "mirror_traffic", None)
         self.ctx.progress(f"endpoint {self.d.endpoint}: create or update")
         self.op(f"put endpoint {self.d.endpoint}",
-                lambda: self.ml.online_endpoints.begin_create_or_update(ep).result(), r.address)
+                lambda: self.ml.online_endpoints.begin_create_or_update(ep).result(), r.address,
+                budget=PROVISION)
 
     def _put_deployment(self, r: Resource, tags: Mapping[str, str]) -> None:
         self.ensure_code()  # content-addressed: only a changed code folder is uploaded
@@ -211,14 +211,13 @@ class OnlineEndpointTarget(AzureMLTarget):
         self.ctx.progress(f"deployment {name}: create or update (this takes minutes on Azure)")
         try:
             self.op(f"put deployment {name}", lambda: self.ml.online_deployments.begin_create_or_update(
-                dep, skip_script_validation=True).result(), r.address)
+                dep, skip_script_validation=True).result(), r.address, budget=PROVISION)
         except TargetError as e:
             raise self._provisioning_failed(name, r, e) from e
 
     def _provisioning_failed(self, name: str, r: Resource, e: TargetError) -> TargetError:
         """The service's error plus the container's last log lines; the failed deployment (at 0%
         traffic) is removed so nothing half-made stays behind."""
-        cause = e.__cause__ if isinstance(e.__cause__, BaseException) else e
         logs = ""
         try:
             logs = self.ml.online_deployments.get_logs(name, self.d.endpoint, LOG_LINES)
@@ -229,11 +228,11 @@ class OnlineEndpointTarget(AzureMLTarget):
         except Exception as de:
             if not is_not_found(de):
                 self.ctx.warn(f"could not remove failed deployment {name}: {describe(de)}")
-        code = error_code(cause) or ""
+        code = error_code(e) or ""
         hint = ("check init() and the model path in the logs below (AZUREML_MODEL_DIR)"
                 if code in ("ResourceNotReady", "") else None)
         tail = "\n".join(str(logs).splitlines()[-LOG_LINES:])
-        return TargetError(f"deployment {name} failed to provision: {describe(cause)}\n--- last log lines ---\n{tail}",
+        return TargetError(f"deployment {name} failed to provision: {describe(e)}\n--- last log lines ---\n{tail}",
                            target=self.config.name, resource=r.address, operation="create", hint=hint)
 
     def _set_traffic(self, split: dict[str, int], mirror: dict[str, int], extra_tags: dict[str, str] | None = None) -> None:
@@ -245,7 +244,7 @@ class OnlineEndpointTarget(AzureMLTarget):
                 ep.tags = {**(ep.tags or {}), **extra_tags}
             return self.ml.online_endpoints.begin_create_or_update(ep).result()
 
-        self.op(f"set traffic {split}", put, f"{T_TRAFFIC}/{self.d.endpoint}")
+        self.op(f"set traffic {split}", put, f"{T_TRAFFIC}/{self.d.endpoint}", budget=PROVISION)
 
     @cached_property
     def _key(self) -> str | None:
@@ -267,22 +266,30 @@ class OnlineEndpointTarget(AzureMLTarget):
         p = self.manifest.scoring.sample_request
         return p.read_bytes() if p else None
 
-    def _probe(self, deployment: str | None) -> str | None:
+    def _probe(self, deployment: str | None, smoke: bool = False) -> str | None:
         body = self._sample()
         if body is None:
             return None
-        try:
+        started, seen = time.monotonic(), []
+
+        def request() -> tuple[int, Any]:
             status, resp, _ = score(self.session, self._scoring_uri(), self._key, body, deployment=deployment)
-        except Exception as e:
-            return describe(e)
-        return None if 200 <= status < 300 else f"HTTP {status}: {str(resp)[:300]}"
+            seen.append(status)
+            return status, resp
+
+        why = probe(self.ctx, f"smoke test of {deployment}" if deployment else "health check", request)
+        if smoke:  # the apply report shows it, as for every kind
+            self.ctx.smoke_tested(why is None, status=seen[-1] if seen else None,
+                                  latency_ms=1000 * (time.monotonic() - started), detail=why or "")
+        return why
 
     def _smoke(self, name: str) -> str | None:
         dep = self.op("get deployment", lambda: self.ml.online_deployments.get(name, self.d.endpoint))
         state = getattr(dep, "provisioning_state", None)
         if state and state != "Succeeded":
+            self.ctx.smoke_tested(False, status=state, detail=f"deployment {name} is {state}")
             return f"deployment {name} is {state}"
-        return self._probe(name)
+        return self._probe(name, smoke=True)
 
     def _rollout(self, r: Resource, tags: Mapping[str, str]) -> None:
         new = next(iter(r.spec["traffic"]))
@@ -325,21 +332,20 @@ class OnlineEndpointTarget(AzureMLTarget):
             # destroy: take all traffic off so the deployments can be deleted before the endpoint
             try:
                 self._set_traffic({}, {})
-            except TargetError as e:
-                if not (isinstance(e.__cause__, BaseException) and is_not_found(e.__cause__)):
-                    raise
+            except AzureNotFound:
+                pass  # already gone
             return
         try:
             if observed.type == T_DEPLOYMENT:
                 name = observed.name.split("/", 1)[1]
                 self.op(f"delete deployment {name}", lambda: self.ml.online_deployments.begin_delete(
-                    name, self.d.endpoint).result(), observed.address)
+                    name, self.d.endpoint).result(), observed.address, budget=PROVISION)
             elif observed.type == T_ENDPOINT:
                 self.op(f"delete endpoint {self.d.endpoint}",
-                        lambda: self.ml.online_endpoints.begin_delete(self.d.endpoint).result(), observed.address)
-        except TargetError as e:
-            if not (isinstance(e.__cause__, BaseException) and is_not_found(e.__cause__)):
-                raise
+                        lambda: self.ml.online_endpoints.begin_delete(self.d.endpoint).result(), observed.address,
+                        budget=PROVISION)
+        except AzureNotFound:
+            pass  # already gone
 
     # -- using ----------------------------------------------------------------------------------
     def outputs(self, observed: list[Observed]) -> dict[str, Any]:

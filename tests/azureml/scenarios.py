@@ -23,7 +23,7 @@ from typing import Any
 
 from azure.core.pipeline.transport import HttpTransport
 
-from orchestrator.azure.session import AzureSession
+from orchestrator.azure.session import OPTIONS_KEY, AzureSession
 from orchestrator.engine import Engine
 from orchestrator.manifest import load_manifest
 from orchestrator.plan import Action
@@ -150,7 +150,7 @@ targets:
         if self.sleep is not None:
             kw = {"retry": RetrySettings(initial_wait=0.01, max_wait=0.05), "sleep": self.sleep}
         return Engine(load_manifest(path), state_dir=path.parent / ".state",
-                      options=RunOptions(azure=self.session, **opts), **kw)
+                      options=RunOptions(extra={OPTIONS_KEY: self.session}, **opts), **kw)
 
     def apply(self, path: Path, *, destroy: bool = False, **opts: Any) -> tuple[Any, Any]:
         e = self.engine(path, **opts)
@@ -196,6 +196,8 @@ def blue_green_update(w: World) -> None:
         _new_version(root, 'data = json.loads(raw_data)["data"]\n    return [int(x) for x in model.predict(data)]')
         plan, result = w.apply(path)
         second = _ok(result)
+        smoke = result.targets[0].smoke_test  # the new deployment, scored directly at 0%
+        assert smoke is not None and smoke.passed and smoke.status == 200 and smoke.latency_ms is not None, smoke
         actions = {(c.action, c.type) for c in plan.targets[0].pending}
         assert (Action.create, "azureml.deployment") in actions and (Action.delete, "azureml.deployment") in actions
         assert second["deployment"] != first["deployment"] and second["traffic"] == {second["deployment"]: 100}
@@ -216,6 +218,8 @@ def failed_smoke_test_rolls_back(w: World) -> None:
         _new_version(root, "raise RuntimeError('broken release')")
         _, result = w.apply(path)
         assert not result.ok and "rollout" in (result.targets[0].error or ""), result.model_dump_json(indent=2)
+        smoke = result.targets[0].smoke_test
+        assert smoke is not None and not smoke.passed and smoke.status != 200, smoke
         out = w.engine(path).status()[0].outputs
         assert out["traffic"] == {live: 100}, out
         scored = w.engine(path).invoke("t", InvokeRequest(body=json.loads((root / "sample.json").read_text())))

@@ -1,10 +1,10 @@
-"""targets.azureml.rollout: traffic splits (pure) and the rollout loop with rollback."""
+"""orchestrator.azure.rollout: traffic splits (pure) and the rollout loop with rollback."""
 
 from __future__ import annotations
 
 import pytest
 
-from targets.azureml.rollout import RolloutFailed, run_rollout, traffic_steps
+from orchestrator.azure.rollout import RolloutFailed, run_rollout, traffic_steps
 
 
 def test_steps_from_one_live_deployment():

@@ -19,7 +19,7 @@ except ImportError as e:  # pragma: no cover - the simulator lands separately
 
 from azure.core.pipeline.transport import HttpTransport  # noqa: E402
 
-from orchestrator.azure.session import AzureSession  # noqa: E402
+from orchestrator.azure.session import OPTIONS_KEY, AzureSession  # noqa: E402
 from orchestrator.engine import Engine  # noqa: E402
 from orchestrator.manifest import load_manifest  # noqa: E402
 from orchestrator.plan import Action  # noqa: E402
@@ -77,7 +77,7 @@ def cloud():
 def engine(path: Path, session: AzureSession, **opts) -> Engine:
     sim = session.simulator
     return Engine(load_manifest(path), state_dir=path.parent / ".state",
-                  options=RunOptions(azure=session, **opts),
+                  options=RunOptions(extra={OPTIONS_KEY: session}, **opts),
                   retry=RetrySettings(initial_wait=0.01, max_wait=0.05), sleep=sim.clock.sleep)
 
 

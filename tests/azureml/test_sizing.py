@@ -1,16 +1,20 @@
-"""orchestrator.sizing: pure requirement/choice/quota arithmetic against the committed catalog."""
+"""orchestrator.sizing (requirement, choice), targets.azureml.catalog (the Azure ML catalog) and
+orchestrator.azure.quota (quota arithmetic): pure, against the committed catalog."""
 
 from __future__ import annotations
 
 import pytest
 
 from orchestrator import sizing
-from orchestrator.sizing import GIB, SizingError, Usage
+from orchestrator.azure import quota
+from orchestrator.azure.quota import Usage
+from orchestrator.sizing import GIB, SizingError
+from targets.azureml import catalog as aml_catalog
 
 
 @pytest.fixture(scope="module")
 def catalog():
-    return sizing.load_catalog()
+    return aml_catalog.load_catalog()
 
 
 def test_catalog_is_consistent(catalog):
@@ -59,21 +63,21 @@ def test_nothing_fits(catalog):
 def test_named_type_checks(catalog):
     req = sizing.requirement(model_bytes=0, cpu=1, memory_gib=10)
     with pytest.raises(SizingError, match="did you mean 'Standard_DS3_v2'"):
-        sizing.check_named("Standard_DS3v2", req, catalog, "managed-online")
+        aml_catalog.check_named("Standard_DS3v2", req, catalog, "managed-online")
     with pytest.raises(SizingError, match="not offered for managed online"):
-        sizing.check_named("Standard_D2_v3", req, catalog, "managed-online")
-    sku, warnings = sizing.check_named("Standard_DS1_v2", req, catalog, "managed-online")
+        aml_catalog.check_named("Standard_D2_v3", req, catalog, "managed-online")
+    sku, warnings = aml_catalog.check_named("Standard_DS1_v2", req, catalog, "managed-online")
     assert sku.vcpus == 1
     assert any("too small" in w for w in warnings) and any("minimum" in w for w in warnings)
 
 
 @pytest.mark.parametrize(("count", "vcpus", "expected"), [(1, 4, 8), (2, 4, 12), (3, 2, 8), (5, 4, 24), (10, 2, 24)])
 def test_managed_online_reserves_twenty_percent(count, vcpus, expected):
-    assert sizing.cores_required(count, vcpus, reserve_fraction=0.2) == expected
+    assert quota.cores_required(count, vcpus, reserve_fraction=0.2) == expected
 
 
 def test_quota_shortfall_message_has_the_numbers():
-    msg = sizing.quota_shortfall(12, Usage("standardDSv2Family", current=90, limit=100))
+    msg = quota.quota_shortfall(12, Usage("standardDSv2Family", current=90, limit=100))
     assert msg == "needs 12 standardDSv2Family cores but only 10 are available (quota 100, in use 90)"
-    assert sizing.quota_shortfall(10, Usage("f", 90, 100)) is None
-    assert sizing.quota_shortfall(10, None) is None
+    assert quota.quota_shortfall(10, Usage("f", 90, 100)) is None
+    assert quota.quota_shortfall(10, None) is None

@@ -13,16 +13,13 @@ def test_load_dict_plan_apply_invoke_status_destroy(project, memory_clouds):
     credential = object()
     rec = RecordingReporter()
     d = deployctl.load(doc, base_dir=project.dir, credential=credential, reporter=rec, state_dir=project.dir / ".s")
-    assert d.engine.options.credential is credential
-    # the Azure session is made on first use (a local-only run never imports the Azure SDK),
-    # from the same options, so every Azure client of the run gets the credential
-    assert d.engine.options.azure is None
-    from types import SimpleNamespace
+    # one Azure session for the run, kept in the options under the Azure layer's key (the generic
+    # contract names no cloud); every Azure client of the run gets the credential through it, and
+    # making it imports no Azure SDK (a local-only run never does)
+    from orchestrator.azure.session import session_of
 
-    from targets.azureml.client import session_of
-
-    session = session_of(SimpleNamespace(options=d.engine.options))
-    assert session.credential is credential and session_of(SimpleNamespace(options=d.engine.options)) is session
+    session = session_of(d.engine.options)
+    assert session.credential is credential and session_of(d.engine.options) is session
 
     plan = d.plan()
     assert plan.has_changes and "<table>" in plan._repr_html_() and "create" in plan._repr_html_()

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
-from orchestrator.packaging import archive_tree, extract_archive, file_digest, tree_digest, tree_size
+from orchestrator import packaging
+from orchestrator.packaging import (
+    archive_tree,
+    extract_archive,
+    file_digest,
+    iter_files,
+    tree_digest,
+    tree_size,
+)
 
 
 @pytest.fixture
@@ -51,3 +60,88 @@ def test_archive_round_trip_is_deterministic(tree, tmp_path):
     assert extract_archive(a.path, out) == 3
     assert tree_digest(out) == tree_digest(tree)
     assert os.access(out / "run.sh", os.X_OK)
+
+
+@pytest.fixture
+def venv_like(tmp_path):
+    """Several top-level packages (segments), one file bigger than a compression piece."""
+    root = tmp_path / "site-packages"
+    for pkg in ("alpha", "beta", "gamma"):
+        (root / pkg).mkdir(parents=True)
+        for i in range(20):
+            (root / pkg / f"m{i}.py").write_text(f"# {pkg} {i}\n" + "x = 1\n" * (i * 50))
+    (root / "beta" / "big.so").write_bytes(os.urandom(3 << 20) + b"\0" * (3 << 20))  # > one 4 MiB piece
+    (root / "top.pth").write_text("alpha\n")
+    past = time.time() - 10  # older than the racy margin, so a repack may trust the stat
+    for p in root.rglob("*"):
+        os.utime(p, (past, past))
+    time.sleep(packaging.RACY_MARGIN_NS / 1e9 + 0.05)  # ctime is now: wait it out once
+    return root
+
+
+def test_an_unchanged_tree_is_repacked_without_reading_and_equals_a_full_pack(venv_like, tmp_path):
+    dest = tmp_path / "venv.tar.zst"
+    first = archive_tree(venv_like, dest, digest=True)
+    assert first.segments == 4 and first.reused == 0
+    full_bytes = dest.read_bytes()
+    again = archive_tree(venv_like, dest, digest=True)
+    assert again.reused == again.segments == 4
+    assert again.digest == first.digest == tree_digest(venv_like)
+    assert dest.read_bytes() == full_bytes
+    out = tmp_path / "out"
+    assert extract_archive(dest, out) == first.files
+    assert tree_digest(out) == tree_digest(venv_like)
+
+
+def test_an_overwrite_under_the_same_path_size_and_mtime_is_seen(venv_like, tmp_path):
+    dest = tmp_path / "venv.tar.zst"
+    archive_tree(venv_like, dest)
+    f = venv_like / "beta" / "m3.py"
+    st = f.stat()
+    f.write_text(f.read_text().replace("x = 1", "x = 2"))  # same size
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime put back; ctime cannot be
+    repacked = archive_tree(venv_like, dest, digest=True)
+    assert repacked.reused == 3  # alpha, gamma, top.pth
+    assert repacked.digest == tree_digest(venv_like)
+    fresh = archive_tree(venv_like, tmp_path / "fresh.tar.zst")
+    assert dest.read_bytes() == fresh.path.read_bytes()  # incremental == full, byte for byte
+    out = tmp_path / "out"
+    extract_archive(dest, out)
+    assert (out / "beta" / "m3.py").read_text() == f.read_text()
+
+
+def test_racy_files_are_never_trusted(tree, tmp_path):
+    dest = tmp_path / "a.tar.zst"
+    archive_tree(tree, dest)
+    # written just now, within the racy margin of the first pack: they are read again
+    assert archive_tree(tree, dest).reused == 0
+
+
+def test_an_archive_replaced_behind_its_index_is_repacked_in_full(venv_like, tmp_path):
+    dest = tmp_path / "a.tar.zst"
+    archive_tree(venv_like, dest)
+    assert archive_tree(venv_like, dest).reused == 4
+    archive_tree(venv_like / "alpha", tmp_path / "other.tar.zst")
+    os.replace(tmp_path / "other.tar.zst", dest)
+    again = archive_tree(venv_like, dest)
+    assert again.reused == 0
+    out = tmp_path / "out"
+    extract_archive(dest, out)
+    assert tree_digest(out) == tree_digest(venv_like)
+
+
+def test_walk_matches_os_walk_order_and_skips_linked_folders(tree, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not part of the tree")
+    (tree / "linked").symlink_to(outside, target_is_directory=True)
+    (tree / "pkg" / "sub").mkdir()
+    (tree / "pkg" / "sub" / "z.py").write_text("")
+    (tree / "pkg" / "a.py").write_text("")
+    expected = []
+    for dirpath, dirnames, filenames in os.walk(tree):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        rel = os.path.relpath(dirpath, tree)
+        expected += [name if rel == "." else f"{rel}/{name}" for name in sorted(filenames)]
+    assert [rel for rel, _ in iter_files(tree)] == expected
+    assert not any("secret" in rel for rel in expected)

@@ -512,7 +512,8 @@ class MachineLearning:
     def _check_deployment(self, ws: dict[str, Any], ep: dict[str, Any], path: str, dep: dict[str, Any],
                           batch: bool) -> tuple[str | None, dict[str, str] | None]:
         """(400 message, or the error the operation will end with, e.g. OutOfQuota)."""
-        from orchestrator.sizing import cores_required, load_catalog
+        from orchestrator.azure.quota import cores_required
+        from targets.azureml.catalog import load_catalog
 
         props = dep["properties"]
         from orchestrator.azure.simulator.providers.scoring import model_ref
@@ -558,7 +559,8 @@ class MachineLearning:
         return None, None
 
     def used_cores(self, sub: str, location: str, family: str, *, exclude: str | None = None) -> int:
-        from orchestrator.sizing import cores_required, load_catalog
+        from orchestrator.azure.quota import cores_required
+        from targets.azureml.catalog import load_catalog
 
         catalog = load_catalog()
         total = 0
@@ -579,7 +581,7 @@ class MachineLearning:
         return total
 
     def usages(self, sub: str, location: str) -> Response:
-        from orchestrator.sizing import load_catalog
+        from targets.azureml.catalog import load_catalog
 
         families = sorted({s.family for s in load_catalog().skus if s.family})
         rows = []
@@ -609,7 +611,7 @@ class MachineLearning:
 
     # ---- computes, jobs, registries -------------------------------------------------------------------
     def computes(self, req: Request, ws: dict[str, Any], operation: str | None) -> Response | None:
-        from orchestrator.sizing import load_catalog
+        from targets.azureml.catalog import load_catalog
 
         sim, path = self.sim, req.path
         parts = req.path.rsplit("/computes/", 1)[1].split("/")
