@@ -119,6 +119,7 @@ BILLION_LAUGHS = "".join(
     (BILLION_LAUGHS, "expands to more than 10,000 values", 1),
     ("x: [" + ", ".join(["1"] * 20_000) + "]\n", "more than 10,000 values", 1),
     ("apiVersion: deployctl/v1\nname: " + "9" * 5000 + "\n", "invalid value '99999", 2),
+    ("apiVersion: deployctl/v1\n2001-02-30: x\n", "invalid value '2001-02-30'", 2),  # a key YAML cannot build
     ("apiVersion: deployctl/v1\nresources:\n  memory_gb: .inf\n", ".inf is not a number", 3),
     ("apiVersion: deployctl/v1\nresources:\n  cpu: .nan\n", ".nan is not a number", 3),
     ("apiVersion: deployctl/v1\nresources:\n  cpu: 1.0e+400\n", "1.0e+400 is not a number", 3),

@@ -44,7 +44,7 @@ VALUES = st.recursive(HOSTILE_SCALARS, lambda inner: st.one_of(
 SNIPPETS = [
     "a: &a [*a]\n", "x: " + "[" * 400 + "]" * 400 + "\n", "- *undefined\n", "\t\n", "name: a: b\n",
     "!!python/object:os.system x\n", "%YAML 1.1\n---\n", "---\n---\n", "model: {{M}}\n", "'unclosed\n",
-    "k: !!binary AAAA\n", "k: 2001-02-30\n", "k: " + "9" * 5000 + "\n", "? [complex, key]\n: v\n",
+    "k: !!binary AAAA\n", "k: 2001-02-30\n", "2001-02-30: k\n", "1.5: k\n", "null: k\n", "[a]: k\n", "k: " + "9" * 5000 + "\n", "? [complex, key]\n: v\n",
     "&anchor\n", "\ufeff\n", "targets: []\n", "targets:\n  - {name: Dev, kind: memory}\n",
 ]
 
