@@ -145,6 +145,7 @@ def test_a_float_setting_of_a_target_cannot_be_infinite(project):
 def test_a_huge_manifest_or_a_fifo_is_refused_before_it_is_read(project, tmp_path):
     big = project("name: " + "x" * (1 << 20) + "\n", name="big.yaml")
     assert "larger than 256 KiB" in only(issues_of(big)).message
+    assert "larger than 256 KiB" in only(issues_of(big.read_text())).message  # the Python API's YAML string
     fifo = tmp_path / "fifo.yaml"
     os.mkfifo(fifo)
     assert "not a regular file" in only(finishes(lambda: issues_of(fifo))).message
