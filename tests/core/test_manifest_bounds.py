@@ -106,6 +106,19 @@ def test_the_terminal_reporter_prints_brackets_verbatim():
     assert "endpoint/[x]: bad [red]value" in text
 
 
+def test_the_plan_table_prints_brackets_verbatim(project, memory_clouds, tmp_path):
+    from rich.console import Console
+
+    from orchestrator.api import load
+    from orchestrator.render import plan_table
+
+    path = project(targets='  - name: dev\n    kind: memory\n    things: ["ep[a-z]", "[bold]x"]\n')
+    plan = load(path, state_dir=tmp_path / "state").plan()
+    buf = io.StringIO()
+    Console(file=buf, width=200, force_terminal=False).print(plan_table(plan))
+    assert "ep[a-z]" in buf.getvalue() and "[bold]x" in buf.getvalue()
+
+
 # -- item 6: bounded in time, memory and what is read -------------------------------------------
 BILLION_LAUGHS = "".join(
     f"{k}: &{k} [{', '.join(['*' + prev] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
