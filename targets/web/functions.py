@@ -420,9 +420,12 @@ class FunctionsTarget(AzureTarget):
         try:
             result = self._score(sample.read_bytes(), timeout_s=300, slot=slot)
         except Exception as e:  # noqa: BLE001 - any failure of the new package is a failed smoke test
+            self.ctx.smoke_tested(False, detail=str(e)[:300])
             return None, str(e)
         ms = round((time.perf_counter() - t0) * 1000, 1)
-        return ms, None if result.ok else f"HTTP {result.status_code}: {str(result.body)[:300]}"
+        problem = None if result.ok else f"HTTP {result.status_code}: {str(result.body)[:300]}"
+        self.ctx.smoke_tested(result.ok, status=result.status_code, latency_ms=ms, detail=problem or "")
+        return ms, problem
 
     def update(self, resource: Resource, observed: Observed, tags: Mapping[str, str]) -> None:
         self.create(resource, tags)
