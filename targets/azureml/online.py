@@ -10,7 +10,7 @@ deployment is deleted afterwards (a delete change in the same plan) unless
 
 A deployment whose provisioning fails is deleted again (it had no traffic) and reported with the
 service's error and the last lines of its logs; it is not retried blindly.  409 "Updating" and
-OperationCanceled are retried by :func:`targets.azureml.client.run_op`.
+OperationCanceled are retried by :func:`orchestrator.azure.ops.run_op`.
 """
 
 from __future__ import annotations
