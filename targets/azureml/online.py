@@ -3,7 +3,7 @@
 Resources (see :mod:`.spec`): code, environment and model versions, the endpoint, one
 deployment per content version, and the traffic split.  Changing the model, code, environment
 or instance type makes a new deployment beside the live one; the traffic change then runs the
-safe rollout (:mod:`.rollout`): smoke test at 0% through the ``azureml-model-deployment``
+safe rollout (:mod:`orchestrator.azure.rollout`): smoke test at 0% through the ``azureml-model-deployment``
 header, optional mirroring, traffic steps with health checks, rollback on failure.  The old
 deployment is deleted afterwards (a delete change in the same plan) unless
 ``rollout.keep_previous``.
