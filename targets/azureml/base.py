@@ -22,9 +22,10 @@ from orchestrator.azure import budgets, quota
 from orchestrator.azure.arm import provider_usages
 from orchestrator.azure.base import AzureTarget
 from orchestrator.azure.errors import AzureForbidden, AzureNotFound, describe
+from orchestrator.azure.tags import spec_tags
 from orchestrator.plan import Action, Change
 from orchestrator.target import Finding, Observed, Resource, Severity
-from targets.azureml import assets, catalog
+from targets.azureml import catalog
 from targets.azureml.client import ml_client
 from targets.azureml.config import AzureMLConfig
 from targets.azureml.models import ModelSource
@@ -60,7 +61,7 @@ class AzureMLTarget(AzureTarget):
         return ModelSource(self)
 
     def tags(self, spec: Mapping[str, Any], tags: Mapping[str, str]) -> dict[str, str]:
-        return self.azure_tags(tags, assets.spec_tags(spec))
+        return self.azure_tags(tags, spec_tags(spec))
 
     @cached_property
     def location(self) -> str:

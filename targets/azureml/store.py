@@ -16,6 +16,7 @@ from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.azure.errors import AzureNotFound
+from orchestrator.azure.tags import spec_from_tags
 from orchestrator.plan import spec_hash
 from orchestrator.target import TAG_MANIFEST, TAG_SPEC, TAG_TARGET, Observed, Resource
 from targets.azureml import assets
@@ -41,7 +42,7 @@ class AssetStore:
         if obj is None:
             return None
         tags = dict(getattr(obj, "tags", None) or {})
-        spec = assets.spec_from_tags(tags)
+        spec = spec_from_tags(tags)
         source = r.spec.get("source")
         same_copy = bool(source) and (tags.get(TAG_SOURCE) == source or r.spec.get("copy") == "share")
         if same_copy:
