@@ -50,11 +50,16 @@ class _LazyConsole:
         self._stderr = stderr
         self._console: Any = None
 
+    @classmethod
+    def on_terminal(cls, stream: Any) -> bool:
+        """Might rich treat ``stream`` as a terminal (a tty, or forced by the environment)?
+        Answered without importing rich."""
+        isatty = getattr(stream, "isatty", None)
+        return bool(isatty and isatty()) or any(os.environ.get(v) for v in cls._FORCING)
+
     @property
     def is_terminal(self) -> bool:
-        stream = sys.stderr if self._stderr else sys.stdout
-        isatty = getattr(stream, "isatty", None)
-        if not (isatty and isatty()) and not any(os.environ.get(v) for v in self._FORCING):
+        if not self.on_terminal(sys.stderr if self._stderr else sys.stdout):
             return False
         return bool(self._get().is_terminal)
 
@@ -692,6 +697,9 @@ def main() -> None:
     handler.addFilter(RedactingFilter())
     logging.basicConfig(level=os.environ.get("DEPLOYCTL_LOG_LEVEL", "WARNING").upper(), handlers=[handler],
                         format="%(levelname)s %(name)s: %(message)s")
+    # Help and usage errors: rich panels on a terminal; off one (pipes, CI logs, `| less`),
+    # click's plain text, which spares importing rich (half of `--help`'s start-up).
+    app.rich_markup_mode = "rich" if _LazyConsole.on_terminal(sys.stdout) else None
     app()
 
 

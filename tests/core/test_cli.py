@@ -193,6 +193,37 @@ def test_a_plain_run_loads_only_what_it_uses(project):
         assert "LOADED 0 []" in r.stdout, r.stdout + r.stderr
 
 
+@pytest.mark.parametrize("args", [["--help"], ["apply", "--help"], ["image", "--help"]])
+def test_help_in_a_pipe_is_plain_and_loads_no_rich(args):
+    """Issue 15: `deployctl --help` off a terminal prints click's plain help, without importing
+    rich (half of its start-up) nor the engine and the manifest models.  (A command's own --help
+    still loads pydantic: typer coerces the group's unset --help flag through a TypeAdapter.)"""
+    code = (
+        "import sys\n"
+        f"sys.argv = ['deployctl', *{args!r}]\n"
+        "from orchestrator.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+        "heavy = ('rich', 'yaml', 'orchestrator.api', 'orchestrator.engine', 'orchestrator.manifest',"
+        " 'tenacity', 'azure', 'zstandard', *(['pydantic'] if len(sys.argv) == 2 else []))\n"
+        "print('LOADED', code, sorted(h for h in heavy if h in sys.modules))\n"
+    )
+    env = {k: v for k, v in subprocess_env().items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert "LOADED 0 []" in r.stdout, r.stdout + r.stderr
+    assert r.stdout.startswith("Usage: deployctl ") and "╭" not in r.stdout, r.stdout  # no rich panels
+    assert "--help" in r.stdout and "Show this message and exit." in r.stdout
+
+
+def test_help_on_a_terminal_keeps_rich_panels():
+    """On a terminal (here: forced the way rich reads it) --help keeps typer's rich panels."""
+    env = dict(subprocess_env(), TTY_COMPATIBLE="1", COLUMNS="100")
+    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--help"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    text = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout)  # rich's colours
+    assert "╭─ Commands" in text and "│ apply" in text, text
+
+
 MISSING_SDK = """\
   - name: dev
     kind: memory
