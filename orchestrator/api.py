@@ -53,11 +53,13 @@ class Deployment:
         skip_quota_check: bool = False,
         registry: TargetRegistry | None = None,
     ) -> None:
-        from orchestrator.azure.session import OPTIONS_KEY, AzureSession  # a dataclass: no Azure SDK import
+        options = RunOptions(skip_quota_check=skip_quota_check)
+        if azure is not None or credential is not None:
+            # one session for every Azure target of the run (without either, the first Azure
+            # target makes it: a local-only run never imports the Azure layer)
+            from orchestrator.azure.session import OPTIONS_KEY, AzureSession
 
-        # one session for every Azure target of the run; its clients are built on first use
-        options = RunOptions(skip_quota_check=skip_quota_check,
-                             extra={OPTIONS_KEY: azure if azure is not None else AzureSession(credential=credential)})
+            options.extra[OPTIONS_KEY] = azure if azure is not None else AzureSession(credential=credential)
         self.loaded = loaded
         self.engine = Engine(loaded, registry=registry, state_dir=state_dir, options=options, reporter=reporter)
         self._own_plans: set[int] = set()

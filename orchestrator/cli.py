@@ -99,7 +99,7 @@ CIOpt = Annotated[CIMode | None, typer.Option("--ci", help="Speak a CI system's 
 SimOpt = Annotated[bool, typer.Option("--simulate", help="Run Azure targets against the in-process Azure simulator.", envvar="DEPLOYCTL_SIMULATE")]
 SimStateOpt = Annotated[Path | None, typer.Option("--simulate-state", help="File holding the simulated cloud (default: <state-dir>/simulated-azure.json).")]
 SimFaultsOpt = Annotated[str | None, typer.Option("--simulate-faults", help="Inject faults into the simulated cloud, e.g. 'rate=0.2,seed=1'.", envvar="DEPLOYCTL_SIMULATE_FAULTS")]
-SimLatencyOpt = Annotated[str | None, typer.Option("--simulate-latency", help="Simulated latency, e.g. 'call=0.05,lro=2'.", envvar="DEPLOYCTL_SIMULATE_LATENCY")]
+SimLatencyOpt = Annotated[str | None, typer.Option("--simulate-latency", help="Simulated latency, e.g. 'call=0.1-0.3,lro=2,realtime=1' (seconds per request, per long-running operation; realtime: really wait).", envvar="DEPLOYCTL_SIMULATE_LATENCY")]
 ParallelOpt = Annotated[int, typer.Option("--parallel", min=1, max=64, help="Targets worked on at once.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Go ahead without asking.")]
 SkipQuotaOpt = Annotated[bool, typer.Option("--skip-quota-check", help="Do not block on a quota shortfall.")]
@@ -208,7 +208,7 @@ class _Run:
 
     @contextlib.contextmanager
     def deployment(self, manifest: Path, where: Where, *, skip_quota_check: bool = False,
-                   plan: Any = None) -> Iterator[Any]:
+                   plan: Any = None, read_only: bool = False) -> Iterator[Any]:
         from orchestrator import api
         from orchestrator.state import default_state_dir
 
@@ -221,7 +221,8 @@ class _Run:
                 path = Path(plan.manifest) if plan is not None else manifest
                 sim_file = where.simulate_state or (where.state_dir or default_state_dir(path.absolute())) / "simulated-azure.json"
                 kw["azure"] = stack.enter_context(simulated_session(sim_file, faults=where.simulate_faults,
-                                                                    latency=where.simulate_latency))
+                                                                    latency=where.simulate_latency,
+                                                                    read_only=read_only))
             if plan is not None:
                 yield api.load_for_plan(plan, vars=variables, **kw)
             else:
@@ -310,7 +311,7 @@ def plan(
     run = _Run(where.ci, output)
 
     def body() -> int:
-        with run.deployment(manifest, where, skip_quota_check=skip_quota_check) as d:
+        with run.deployment(manifest, where, skip_quota_check=skip_quota_check, read_only=True) as d:
             p = d.plan_destroy(target, parallel=parallel) if destroy_ else d.plan(target, parallel=parallel)
         if out_file:
             from orchestrator.state import write_atomic
@@ -323,6 +324,8 @@ def plan(
         run.ci.plan(p)
         if any(t.error for t in p.targets):
             return EXIT_INVALID if all(t.error_kind == "input" for t in p.targets if t.error) else EXIT_FAILED
+        if p.blocked:  # error findings (quota, ownership): apply would refuse, so the plan fails too
+            return EXIT_FAILED
         return EXIT_PENDING if detailed_exitcode and p.has_changes else EXIT_OK
 
     _guard(run, body)
@@ -485,7 +488,7 @@ def status(
     run = _Run(where.ci, output)
 
     def body() -> int:
-        with run.deployment(manifest, where) as d:
+        with run.deployment(manifest, where, read_only=True) as d:
             statuses = d.status(target)
         if output is OutputFormat.json:
             docs = []
@@ -572,7 +575,7 @@ def logs(
     run = _Run(where.ci)
 
     def body() -> int:
-        with run.deployment(manifest, where) as d:
+        with run.deployment(manifest, where, read_only=True) as d:
             sys.stdout.write(_safe(d.logs(target, tail=tail, deployment=deployment).rstrip("\n")) + "\n")
         return EXIT_OK
 

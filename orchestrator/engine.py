@@ -230,9 +230,28 @@ class Engine:
         cfgs = self.select(names)
         with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="plan") as pool:
             plans = list(pool.map(lambda c: self._plan_one(c, destroy), cfgs))
+        if not destroy:
+            plans = self._fleet_checks(cfgs, plans)
         return Plan(manifest=str(self.loaded.path), manifest_relative=_relative(self.loaded.path),
                     manifest_name=self.manifest.name,
                     manifest_digest=self.loaded.digest, destroy=destroy, targets=plans)
+
+    def _fleet_checks(self, cfgs: list[TargetConfig], plans: list[TargetPlan]) -> list[TargetPlan]:
+        """Each distinct ``Target.fleet_check`` of the planned kinds, once, over every plan."""
+        hooks: list[Any] = []
+        for cfg in cfgs:
+            try:
+                hook = self.registry.get(cfg.kind).fleet_check
+            except DeployctlError:  # an unknown or broken kind: its own plan already says so
+                continue
+            if hook not in hooks:
+                hooks.append(hook)
+        extra: dict[str, list[Finding]] = {}
+        for hook in hooks:
+            for name, found in hook(plans).items():
+                extra.setdefault(name, []).extend(found)
+        return [tp.model_copy(update={"findings": [*tp.findings, *extra[tp.target]]}) if tp.target in extra else tp
+                for tp in plans]
 
     def _plan_one(self, cfg: TargetConfig, destroy: bool) -> TargetPlan:
         try:

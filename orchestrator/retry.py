@@ -158,10 +158,12 @@ def call_with_retries(
     sleep: Callable[[float], None] = time.sleep,
     cancel: threading.Event | None = None,
     rng: random.Random | None = None,
+    now: Callable[[], float] = time.monotonic,
 ) -> T:
     """Run ``fn``; retry it while it fails transiently.  ``on_retry(attempt, wait, reason)`` is
     called before each wait, so every retry is logged with its reason.  The last error is raised
-    as it was (permanent errors on the first attempt, untouched)."""
+    as it was (permanent errors on the first attempt, untouched).  ``now`` is the clock the
+    elapsed budget is measured on (a simulator's virtual clock, with its ``sleep``)."""
 
     def transient(exc: BaseException) -> bool:
         c = classify(exc, http_retried=http_retried)
@@ -188,7 +190,7 @@ def call_with_retries(
 
     # The first attempt runs plainly: most calls succeed, and a run whose calls all succeed never
     # imports tenacity (a no-op apply's budget is a few hundred milliseconds, start-up included).
-    started = time.monotonic()
+    started = now()
     try:
         return fn()
     except BaseException as e:
@@ -209,10 +211,11 @@ def call_with_retries(
         exc = state.outcome.exception() if state.outcome else None
         return _backoff(settings, gen, state.attempt_number, exc)
 
-    spent = time.monotonic() - started
+    def stop(state: tenacity.RetryCallState) -> bool:
+        return state.attempt_number >= settings.attempts or now() - started >= settings.max_elapsed
+
     retryer = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(settings.attempts)
-        | tenacity.stop_after_delay(max(0.0, settings.max_elapsed - spent)),
+        stop=stop,
         wait=wait,
         retry=tenacity.retry_if_exception(transient),
         before_sleep=before_sleep,

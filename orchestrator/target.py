@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -41,7 +41,7 @@ from orchestrator.manifest.model import Manifest, ScoringType, TargetConfig
 
 if TYPE_CHECKING:
     from orchestrator.events import Reporter
-    from orchestrator.plan import Change
+    from orchestrator.plan import Change, TargetPlan
 
 # Ownership tags on every resource deployctl creates.  Azure tag names allow '-' but not '/'.
 TAG_MANIFEST = "deployctl-manifest"
@@ -219,6 +219,13 @@ class Target(ABC):
     def check(self, changes: list[Change]) -> list[Finding]:
         """Preflight before any write (quota, sizing, permissions). Read-only."""
         return []
+
+    @staticmethod
+    def fleet_check(plans: Sequence[TargetPlan]) -> Mapping[str, list[Finding]]:
+        """A check across the targets of a plan (a quota several targets draw from): pure, over
+        every target's plan, called once per distinct function after each target's ``check()``;
+        the findings to add, by target name.  It reads what ``check()`` put in ``Finding.data``."""
+        return {}
 
     # -- writing --------------------------------------------------------------------------
     @abstractmethod

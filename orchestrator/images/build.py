@@ -137,7 +137,7 @@ def build_image(inputs: ImageInputs, repository: str, *, auth: RegistryAuth | No
              "AZUREML_MODEL_DIR": f"/{APP}/model", "DEPLOYCTL_CODE_DIR": f"/{APP}/code",
              "DEPLOYCTL_ENTRY": inputs.entry, "PORT": str(PORT)},
         cmd=["python3", "-m", "deployctl_runtime.container"], workdir=f"/{APP}/code", port=PORT,
-        labels={"io.deployctl.name": inputs.name, "org.opencontainers.image.base.digest": base_digest}))
+        labels={"io.deployctl.name": inputs.name, "io.deployctl.python": inputs.python, "org.opencontainers.image.base.digest": base_digest}))
     manifest = oci.canonical(oci.image_manifest(config, base_manifest.get("layers", []), [x.descriptor() for x in layers],
                                                 annotations={"org.opencontainers.image.base.name": str(base_ref)}))
     digest = oci.digest_of(manifest)

@@ -30,6 +30,9 @@ from orchestrator.images.oci import ACCEPT, INDEX_TYPES, digest_of
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
 DOCKER_HUB = "registry-1.docker.io"
 ARM_SCOPE = "https://management.azure.com/.default"
+# the OCI distribution spec's repository name: path components separated by "/"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REPOSITORY = rf"{_COMPONENT}(?:/{_COMPONENT})*"
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class Reference:
         tag = None
         if ":" in path.rsplit("/", 1)[-1]:
             path, tag = path.rsplit(":", 1)
-        if not path or not re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+|/)*[a-z0-9]*", path):
+        if not path or not re.fullmatch(REPOSITORY, path):
             raise UserError(f"image reference {text!r}: {path!r} is not a valid repository name "
                             "(lower-case letters, digits, '.', '_', '-', '/')")
         return cls(host, path, tag, digest)

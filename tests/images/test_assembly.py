@@ -143,3 +143,16 @@ def test_lock_lines_split_into_packages_and_index_options():
     assert _lock_packages(lock) == (["Scikit_Learn==1.9.1", "zope.interface==7.0"], ["--extra-index-url https://example.invalid/simple"])
     assert [_dist_name(x) for x in ("Scikit_Learn==1.9.1", "zope.interface==7.0", "pkg @ file:///w/pkg.whl")] == [
         "scikit-learn", "zope-interface", "pkg"]
+
+
+def test_repository_names_follow_the_distribution_spec():
+    import pytest as _pytest
+
+    from orchestrator.errors import UserError
+    from orchestrator.images.registry import Reference
+
+    for good in ("devacr.azurecr.io/deployctl/iris-aci", "r.io/a/b_c/d__e/f--g", "python:3.11-slim"):
+        Reference.parse(good)
+    for bad in ("r.io/Upper", "r.io/a//b", "r.io/a-", "r.io/-a", "r.io/a/"):
+        with _pytest.raises(UserError):
+            Reference.parse(bad)

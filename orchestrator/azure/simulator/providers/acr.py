@@ -8,8 +8,10 @@ Data plane, as ACR answers it: ``GET /v2/`` and any unauthenticated call get 401
 ``POST /oauth2/exchange`` trades an Entra ID token for a refresh token, ``/oauth2/token`` a
 refresh token (or admin user and password, Basic) for an access token.  Manifests by tag or
 digest (GET, HEAD, PUT, DELETE), blobs (HEAD, GET), monolithic uploads (POST, then PUT with
-``?digest=``) and cross-repository mounts.  Blobs live in the simulator's state (base64): keep
-them small in tests.  ``importImage`` copies a manifest and its blobs from another simulated
+``?digest=``) and cross-repository mounts.  Blob bytes live in content-addressed files beside
+the cloud's state file (the state records their sizes), so a real environment layer costs the
+JSON nothing.  Repository-scoped tokens (``tokens`` with the built-in ``_repositories_pull``
+scope map, ``generateCredentials``) log in like admin credentials do.  ``importImage`` copies a manifest and its blobs from another simulated
 registry (any subscription), by tag or digest, without the client moving a byte.
 
 ACR Tasks: the upload URL points at a simulated blob; ``scheduleRun`` reads the uploaded tar.gz
@@ -25,9 +27,12 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import re
 import secrets
 import tarfile
+import tempfile
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -46,6 +51,70 @@ TAGS = re.compile(r"^/v2/(.+)/tags/list$")
 
 def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+BUILTIN_SCOPE_MAPS = {
+    "_repositories_pull": ["repositories/*/content/read"],
+    "_repositories_push": ["repositories/*/content/read", "repositories/*/content/write"],
+    "_repositories_admin": ["repositories/*/content/read", "repositories/*/content/write",
+                            "repositories/*/content/delete", "repositories/*/metadata/read",
+                            "repositories/*/metadata/write"],
+}
+
+
+def _blob_dir(sim: Any) -> Path:
+    """Where blob bytes live: content-addressed files beside a persisted cloud's state file (an
+    environment layer is tens of MB: never in the JSON state), or a folder of this simulator."""
+    d = getattr(sim, "_acr_blob_dir", None)
+    if d is None:
+        store = getattr(sim, "store", None)
+        if store is not None:
+            d = Path(store.path).with_name(Path(store.path).stem + "-blobs")
+        else:
+            sim._acr_blob_tmp = tempfile.TemporaryDirectory(prefix="deployctl-sim-blobs-")
+            d = Path(sim._acr_blob_tmp.name)
+        sim._acr_blob_dir = d
+    return Path(d)
+
+
+def write_blob(sim: Any, store: dict[str, Any], digest: str, data: bytes) -> None:
+    """Keep ``data`` under ``digest`` in a registry's ``store`` (the state records only its size)."""
+    path = _blob_dir(sim) / digest.replace(":", "-")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # content-addressed: concurrent writers write the same bytes
+    store["blobs"][digest] = len(data)
+
+
+def read_blob(sim: Any, login_server: str, digest: str) -> bytes | None:
+    """A blob's bytes from a simulated registry, or None."""
+    blob = (sim.state.get("acr", {}).get(login_server.lower()) or {}).get("blobs", {}).get(digest)
+    if blob is None:
+        return None
+    if isinstance(blob, str):  # a state written before blobs moved to files
+        return base64.b64decode(blob)
+    try:
+        return (_blob_dir(sim) / digest.replace(":", "-")).read_bytes()
+    except OSError:
+        return None
+
+
+def credentials_work(sim: Any, login_server: str, username: str, password: str) -> bool:
+    """Would ``username``/``password`` log in to the registry?  Admin credentials (when the admin
+    user is enabled) or an enabled token's generated password."""
+    reg = next((r for r in sim.state["resources"].values()
+                if str(r.get("properties", {}).get("loginServer", "")).lower() == login_server.lower()), None)
+    if reg is None or not password:
+        return False
+    store = _store(sim, login_server.lower())
+    if username.lower() == reg["name"].lower():
+        return bool(reg["properties"].get("adminUserEnabled")) and password in store.get("admin_passwords", [])
+    token = sim.get(f"{reg['id']}/tokens/{username}")
+    if token is None or (token.get("properties") or {}).get("status", "enabled").lower() != "enabled":
+        return False
+    return password in (store.get("token_passwords", {}).get(username.lower()) or {}).values()
 
 
 def _store(sim: Any, login_server: str) -> dict[str, Any]:
@@ -76,6 +145,10 @@ class AcrManagement(ContainerRegistry):
     def handle(self, req: Request, operation: str | None) -> Response | None:
         m = REGISTRY.search(req.path)
         tail = req.path[m.end():].lower() if m else ""
+        if m and tail.startswith("/scopemaps/") and req.method == "GET" and tail.count("/") == 2:
+            return self._scope_map(req.path[: m.end()], req.path.rsplit("/", 1)[-1])
+        if m and req.method == "POST" and tail == "/generatecredentials":
+            return self._generate_credentials(req.path[: m.end()], req.json() or {})
         if not m or req.method != "POST" or not (tail in ("/listcredentials", "/importimage", "/listbuildsourceuploadurl",
                                                           "/schedulerun") or RUN.search(tail)):
             return super().handle(req, operation)
@@ -115,6 +188,29 @@ class AcrManagement(ContainerRegistry):
                                  namespace="Microsoft.ContainerRegistry", error=error)
         return arm.lro_response(self.sim, op, 202, None, style="location")
 
+    def _scope_map(self, reg_path: str, name: str) -> Response:
+        """ACR's built-in scope maps (``_repositories_pull``, ``_push``, ``_admin``) exist in every registry."""
+        res = self.sim.get(f"{reg_path}/scopeMaps/{name}")
+        if res is not None:
+            return json_response(200, res)
+        actions = BUILTIN_SCOPE_MAPS.get(name.lower())
+        if actions is None or self.sim.get(reg_path) is None:
+            return arm.not_found(f"{reg_path}/scopeMaps/{name}")
+        return json_response(200, {"id": f"{reg_path}/scopeMaps/{name}", "name": name,
+                                   "type": "Microsoft.ContainerRegistry/registries/scopeMaps",
+                                   "properties": {"type": "SystemDefined", "actions": actions, "provisioningState": "Succeeded"}})
+
+    def _generate_credentials(self, reg_path: str, body: dict[str, Any]) -> Response:
+        """A new password for a token (``name``: password1 or password2), replacing that one."""
+        reg = self.sim.get(reg_path)
+        token = self.sim.get(str(body.get("tokenId") or ""))
+        if reg is None or token is None:
+            return arm_error(404, "TokenNotFound", f"Token {body.get('tokenId')} was not found.")
+        which = str(body.get("name") or "password1")
+        value = secrets.token_urlsafe(32)
+        passwords = _store(self.sim, reg["properties"]["loginServer"]).setdefault("token_passwords", {})
+        passwords.setdefault(token["name"].lower(), {})[which] = value
+        return json_response(200, {"username": token["name"], "passwords": [{"name": which, "value": value}]})
     def _schedule(self, req: Request, reg_path: str, reg: dict[str, Any], login: str) -> Response:
         body = req.json() or {}
         account = _source_account(login)
@@ -250,10 +346,9 @@ class AcrDataPlane:
         if m := MANIFEST.match(req.path):
             return self._manifest(req, store, m.group(1), m.group(2))
         if m := BLOB.match(req.path):
-            blob = store["blobs"].get(m.group(2))
-            if blob is None:
+            data = read_blob(self.sim, req.host, m.group(2))
+            if data is None:
                 return Response(404, b'{"errors":[{"code":"BLOB_UNKNOWN"}]}')
-            data = base64.b64decode(blob)
             return Response(200, b"" if req.method == "HEAD" else data,
                             {"Docker-Content-Digest": m.group(2), "Content-Length": str(len(data))})
         if (m := UPLOADS.match(req.path)) and req.method == "POST":
@@ -265,7 +360,7 @@ class AcrDataPlane:
             digest = req.query.get("digest", "")
             if _digest(req.body) != digest:
                 return Response(400, b'{"errors":[{"code":"DIGEST_INVALID"}]}')
-            store["blobs"][digest] = base64.b64encode(req.body).decode()
+            write_blob(self.sim, store, digest, req.body)
             return Response(201, b"", {"Docker-Content-Digest": digest, "Location": f"/v2/{m.group(1)}/blobs/{digest}"})
         if (m := TAGS.match(req.path)) and req.method == "GET":
             repo = store["repos"].get(m.group(1))
@@ -285,9 +380,9 @@ class AcrDataPlane:
             ok = store["tokens"].get(form.get("refresh_token", "")) == "refresh"
         else:
             auth = req.header("authorization") or ""
-            if auth.startswith("Basic ") and reg["properties"].get("adminUserEnabled"):
+            if auth.startswith("Basic "):
                 user, _, pw = base64.b64decode(auth[6:]).decode().partition(":")
-                ok = user.lower() == reg["name"].lower() and pw in store.get("admin_passwords", [])
+                ok = credentials_work(self.sim, reg["properties"]["loginServer"], user, pw)
         if not ok:
             return json_response(401, {"errors": [{"code": "UNAUTHORIZED", "message": "invalid credentials"}]})
         token = "a-" + secrets.token_hex(16)

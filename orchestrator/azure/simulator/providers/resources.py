@@ -23,6 +23,7 @@ NAMESPACE = re.compile(r"/providers/([^/]+)", re.IGNORECASE)
 
 class ResourceManager:
     def __init__(self, sim: Any) -> None:
+        from orchestrator.azure.simulator.providers.aci import ContainerInstances
         from orchestrator.azure.simulator.providers.acr import AcrManagement
         from orchestrator.azure.simulator.providers.containerservice import ContainerService
         from orchestrator.azure.simulator.providers.ml import MachineLearning
@@ -37,6 +38,7 @@ class ResourceManager:
             "microsoft.storage": StorageAccounts(sim),
             "microsoft.containerregistry": AcrManagement(sim),
             "microsoft.containerservice": ContainerService(sim),
+            "microsoft.containerinstance": ContainerInstances(sim),
         }
 
     def owns(self, req: Request) -> bool:

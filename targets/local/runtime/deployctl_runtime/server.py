@@ -419,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--handoff", help="unix socket through which versions pass the public socket on")
     ap.add_argument("--exit-with-parent", action="store_true",
                     help="stop when the process that started this one exits (embedded use: the Scorer)")
+    ap.add_argument("--exit-without", metavar="PATH",
+                    help="stop once PATH no longer exists (a simulated cloud's warm scorer: its state file is gone)")
     args = ap.parse_args(argv)
 
     private = listen(args.private_port)
@@ -485,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     while children:
         if args.exit_with_parent and not stopping and os.getppid() != owner:
             print("the process that started this server exited; stopping", file=sys.stderr, flush=True)
+            on_term()
+        if args.exit_without and not stopping and not os.path.exists(args.exit_without):
+            print(f"{args.exit_without} is gone; stopping", file=sys.stderr, flush=True)
             on_term()
         try:
             data = os.read(ready_r, 64)
