@@ -186,6 +186,13 @@ def _safe(text: str) -> str:
     return _neutralize(redact(text))
 
 
+def _markup_safe(text: str) -> str:
+    """User text inside rich markup: escaped, so a pattern's ``[a-z]`` is printed, not eaten."""
+    from orchestrator.events import escape
+
+    return escape(_safe(text))
+
+
 class _Run:
     """Everything one command needs: CI integration, reporter, deployment factory."""
 
@@ -240,17 +247,27 @@ def _guard(run: _Run | None, body: Callable[[], int]) -> NoReturn:
         code = body()
     except ManifestError as e:
         for issue in e.issues:
-            err.print(f"[bold red]error[/]: {_safe(str(issue))}", markup=True, highlight=False)
+            err.print(f"[bold red]error[/]: {_markup_safe(str(issue))}", markup=True, highlight=False)
         n = len(e.issues)
         err.print(f"{n} problem{'s' if n != 1 else ''} in the manifest; nothing was changed.")
         if run:
             run.ci.manifest_error(e)
         code, message = EXIT_INVALID, "invalid manifest"
     except DeployctlError as e:
-        err.print(f"[bold red]error[/]: {_safe(str(e))}", markup=True)
+        err.print(f"[bold red]error[/]: {_markup_safe(str(e))}", markup=True)
         if run:
             run.ci.error(redact(str(e).splitlines()[0]))
         code, message = e.exit_code, redact(str(e).splitlines()[0])
+    except ModuleNotFoundError as e:  # deployctl's own optional module (the simulator's azure-core...)
+        from rich.markup import escape
+
+        from orchestrator.registry import missing_module_error
+
+        why = missing_module_error(e, needed_by="deployctl")
+        err.print(f"[bold red]error[/]: {escape(_safe(str(why)))}", markup=True)  # 'pkg[extra]' stays
+        if run:
+            run.ci.error(str(why))
+        code, message = why.exit_code, str(why)
     except KeyboardInterrupt:
         err.print("interrupted")
         code, message = EXIT_INTERRUPTED, "interrupted"
@@ -280,8 +297,11 @@ def validate(manifest: ManifestArg, var: VarOpt = None, output: OutputOpt = Outp
 
     def body() -> int:
         from orchestrator.manifest import load_manifest
+        from orchestrator.manifest.validate import check_interpreter
 
         loaded = load_manifest(manifest, variables=_parse_vars(var))
+        if problems := check_interpreter(loaded):
+            raise ManifestError(issues=problems)
         m = loaded.manifest
         if output is OutputFormat.json:
             _emit_json({"valid": True, "manifest": str(manifest), "name": m.name,
@@ -516,7 +536,7 @@ def invoke(
     target: OneTargetOpt = None,
     data: Annotated[str | None, typer.Option("--data", "-d", help="The request body (JSON or text).")] = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="Read the request body from a file.")] = None,
-    run_async: Annotated[bool, typer.Option("--async", help="Near-real-time: queue it and print the request id.")] = False,
+    run_async: Annotated[bool, typer.Option("--async", help="Near-real-time: queue it and print the request id (alone on stdout).")] = False,
     request_id: Annotated[str | None, typer.Option("--request-id", help="Fetch the result of an --async request.")] = None,
     idempotency_key: Annotated[str | None, typer.Option("--idempotency-key", help="Submissions with one key run once.")] = None,
     input_: Annotated[list[Path] | None, typer.Option("--input", "-i", help="Batch: input file or folder (repeatable).")] = None,
@@ -551,11 +571,14 @@ def invoke(
         if output is OutputFormat.json:
             _emit_json(result.model_dump_json(indent=2))
         else:
-            if result.body is not None:  # an --async submission has no body yet: only its id
+            submitted = run_async and request_id is None and result.request_id
+            if submitted:  # stdout is the id alone: ID=$(deployctl invoke M --async ...)
+                _print_lines([result.request_id])
+            elif result.body is not None:
                 _print_lines([result.body if isinstance(result.body, str)
                               else json.dumps(result.body, indent=2, default=str)])
             for k in ("request_id", "state", "output"):
-                if getattr(result, k):
+                if getattr(result, k) and not (submitted and k == "request_id"):
                     err.print(f"{k}: {getattr(result, k)}")
         return EXIT_OK if result.ok else EXIT_FAILED
 

@@ -90,8 +90,7 @@ def _run_op(ctx: TargetContext, what: str, fn: Callable[[], T], *, resource: str
     session = session_of(ctx.options)
     try:
         return call_with_retries(attempt, what=what, settings=budget.settings, http_retried=not budget.idempotent,
-                                 on_retry=on_retry, sleep=sleeper(session), now=clock_of(session),
-                                 cancel=ctx.cancel if session.simulator is None else None)
+                                 on_retry=on_retry, sleep=sleeper(session), now=clock_of(session), cancel=ctx.cancel)
     except TransientError as e:  # retries spent: the engine must not retry it a second time over
         cause = e.__cause__ if isinstance(e.__cause__, BaseException) else e
         raise typed(f"still failing after retries: {describe(cause)}", cause, **where) from cause

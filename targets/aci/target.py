@@ -464,7 +464,7 @@ class AciTarget(AzureTarget):
 
     def _wait_ready(self, name: str) -> str:
         """Wait until the group runs and its health route answers; returns its FQDN."""
-        from orchestrator.azure.scoring import request
+        from orchestrator.azure.http import request_json
 
         waited = 0.0
         last = "not started"
@@ -482,7 +482,7 @@ class AciTarget(AzureTarget):
                                 hint="an image without deployctl's runtime, or a scoring script whose init() fails")
             if fqdn and state == "Running":
                 try:
-                    status, _, _ = request(self.session, "GET", f"http://{fqdn}:{self.cfg.port}/", timeout_s=10)
+                    status, _, _ = request_json(self.session, "GET", f"http://{fqdn}:{self.cfg.port}/", timeout_s=10)
                     if status == 200:
                         return str(fqdn)
                     last = f"health route answered {status}"

@@ -15,6 +15,7 @@ OperationCanceled are retried by :func:`targets.azureml.client.run_op`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, ClassVar
@@ -265,23 +266,30 @@ class OnlineEndpointTarget(AzureMLTarget):
         p = self.manifest.scoring.sample_request
         return p.read_bytes() if p else None
 
-    def _probe(self, deployment: str | None) -> str | None:
+    def _probe(self, deployment: str | None, smoke: bool = False) -> str | None:
         body = self._sample()
         if body is None:
             return None
+        started, seen = time.monotonic(), []
 
         def request() -> tuple[int, Any]:
             status, resp, _ = score(self.session, self._scoring_uri(), self._key, body, deployment=deployment)
+            seen.append(status)
             return status, resp
 
-        return probe(self.ctx, f"smoke test of {deployment}" if deployment else "health check", request)
+        why = probe(self.ctx, f"smoke test of {deployment}" if deployment else "health check", request)
+        if smoke:  # the apply report shows it, as for every kind
+            self.ctx.smoke_tested(why is None, status=seen[-1] if seen else None,
+                                  latency_ms=1000 * (time.monotonic() - started), detail=why or "")
+        return why
 
     def _smoke(self, name: str) -> str | None:
         dep = self.op("get deployment", lambda: self.ml.online_deployments.get(name, self.d.endpoint))
         state = getattr(dep, "provisioning_state", None)
         if state and state != "Succeeded":
+            self.ctx.smoke_tested(False, status=state, detail=f"deployment {name} is {state}")
             return f"deployment {name} is {state}"
-        return self._probe(name)
+        return self._probe(name, smoke=True)
 
     def _rollout(self, r: Resource, tags: Mapping[str, str]) -> None:
         new = next(iter(r.spec["traffic"]))

@@ -12,8 +12,9 @@ from orchestrator.azure.simulator.providers.mfe import AzureMLRegional
 from orchestrator.azure.simulator.providers.resources import ResourceManager
 from orchestrator.azure.simulator.providers.scoring import Scoring
 from orchestrator.azure.simulator.providers.storage import BlobService, QueueService
-from orchestrator.azure.simulator.providers.web import Kudu
+from orchestrator.azure.simulator.providers.web import FunctionSites, Kudu
 
-PROVIDERS = (ResourceManager, AzureMLRegional, BlobService, QueueService, Scoring, Kudu, AcrDataPlane, ContainerEndpoints, DockerHub)
+PROVIDERS = (ResourceManager, AzureMLRegional, BlobService, QueueService, Scoring, Kudu, FunctionSites, AcrDataPlane,
+             ContainerEndpoints, DockerHub)
 
 __all__ = ["PROVIDERS"]
