@@ -133,6 +133,7 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _DIGITS = re.compile(r"[0-9]+")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 CHUNKED = -1  # the body's length when it comes in chunks
+_NO_HEADERS = http.client.HTTPMessage()
 _BUSY_BODY = json.dumps({"message": "too many connections; try again shortly"}).encode()
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
          b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
@@ -303,6 +304,7 @@ class Handler(BaseHTTPRequestHandler):
         args = self.server.app.args
         self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""  # for an early answer
         self.body_length, self.body_pending, self.expect_continue = 0, False, False
+        self.headers = _NO_HEADERS  # (not the previous request's, in an answer to a broken head)
         # Idle keep-alive time counts as header time: a connection that sends nothing is closed.
         self.server.watchdog.arm(self, args.header_timeout)
         try:
@@ -314,7 +316,6 @@ class Handler(BaseHTTPRequestHandler):
                 raise Reject(501, f"unsupported method ({self.command!r})")
             method()
         except Reject as e:
-            self.server.watchdog.disarm(self)  # (the answer is armed on its own)
             self.close_connection = True
             self._error(e.status, str(e))
         except (ConnectionError, TimeoutError):
@@ -489,8 +490,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        headers = getattr(self, "headers", None)
-        self.send_header("x-ms-request-id", (headers and headers.get("x-ms-client-request-id")) or uuid.uuid4().hex)
+        self.send_header("x-ms-request-id", self.headers.get("x-ms-client-request-id") or uuid.uuid4().hex)
         self.send_header("x-ms-server-version", VERSION)
         for k, v in (extra or {}).items():
             self.send_header(k, v)
