@@ -33,15 +33,42 @@ class Scorer:
     def _runtime_env(self) -> dict[str, str]:
         return processes.runtime_env({**self.env, "AZUREML_MODEL_DIR": str(self.model_dir)})
 
-    def start(self) -> Scorer:
-        """Start the server; raises TargetError with init()'s traceback tail if it cannot start."""
-        self._tmp = tempfile.TemporaryDirectory(prefix="deployctl-scorer-")
-        tmp = Path(self._tmp.name)
+    @classmethod
+    def attach(cls, pid: int, port: int) -> Scorer:
+        """A scorer another process started (``start(workdir=..., exit_with_parent=False)``), still running."""
+        s = cls(Path(), Path(), "", Path())
+        s._pid, s._port = pid, port
+        return s
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    @property
+    def port(self) -> int | None:
+        return self._port
+
+    def start(self, workdir: Path | None = None, *, exit_with_parent: bool = True, exit_without: Path | None = None,
+              on_spawn: Any = None) -> Scorer:
+        """Start the server; raises TargetError with init()'s traceback tail if it cannot start.
+
+        ``workdir`` (kept: the caller owns it) holds its status file and log instead of a temporary
+        folder; ``exit_with_parent=False`` lets it outlive this process (the caller records its
+        pid and stops it); ``on_spawn(pid)`` is called as soon as the process exists."""
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="deployctl-scorer-")
+        tmp = Path(workdir) if workdir is not None else Path(self._tmp.name)  # type: ignore[union-attr]
         status_file = tmp / "status.json"
+        status_file.unlink(missing_ok=True)
         cmd = [str(self.python), "-m", "deployctl_runtime.server", "--code", str(self.code_dir), "--entry", self.entry,
-               "--status-file", str(status_file), "--workers", "1",
-               "--exit-with-parent"]  # never outlive the caller, even if it forgets stop()
+               "--status-file", str(status_file), "--workers", "1"]
+        if exit_with_parent:
+            cmd.append("--exit-with-parent")  # never outlive the caller, even if it forgets stop()
+        if exit_without is not None:
+            cmd += ["--exit-without", str(exit_without)]
         self._pid = processes.start_detached(cmd, self._runtime_env(), tmp / "server.log", cwd=self.code_dir)
+        if on_spawn is not None:
+            on_spawn(self._pid)
         status = processes.wait_for(status_file, self._pid, lambda s: s.get("state") == "ready", 180)
         if status.get("state") != "ready":
             err = Path(f"{status_file}.error")

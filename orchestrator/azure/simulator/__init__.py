@@ -14,7 +14,7 @@ environment / model versions, online endpoints and deployments (managed and Kube
 token, logs, traffic, real scoring of the uploaded score.py and model), batch endpoints,
 deployments and jobs, computes, registries (+ importing workspace models), usages and vCPU
 quotas; blob and queue data planes; Container Instances, App Service (sites, plans, app settings,
-Kudu zip deploy), Storage accounts, Container Registry builds, AKS managed clusters (read only:
+Kudu zip deploy), Storage accounts, Container Registry (builds, listCredentials, importImage, and each registry's OCI distribution endpoints with token exchange: :mod:`.providers.acr`), AKS managed clusters (read only:
 their node pools, for the aks capacity check).  Every other operation of the carried REST specs
 gets spec-driven CRUD; anything else fails loudly (:class:`UnsupportedRequest` in strict mode, HTTP 501 otherwise).
 
@@ -28,9 +28,9 @@ Faults (``sim.faults``; spec strings for ``--simulate`` / ``DEPLOYCTL_SIMULATE_F
 ``"429:2,503:1"`` (the next requests, in order), ``"lro-failed@OnlineDeployments_CreateOrUpdate:1"``
 (by operationId), ``retry_after=2``, ``slow=5``.  See :mod:`.faults`.
 
-Latency (``sim.latency``; ``DEPLOYCTL_SIMULATE_LATENCY``): ``"call=0.2,endpoint=90,deployment=300,
-compute=120,delete=30,default=20,scale=0.1,realtime=1"`` — simulated seconds per request and per
-long-running operation kind; ``realtime=1`` makes the clock really wait.  See :mod:`.latency`.
+Latency (``sim.latency``; ``DEPLOYCTL_SIMULATE_LATENCY``): ``"call=0.1-0.3,lro=2,deployment=300,
+scale=0.1,realtime=1"`` — simulated seconds per request (a value or a range) and per long-running
+operation kind; ``realtime=1`` makes the clock a wall clock that really waits.  See :mod:`.latency`.
 
 A persisted cloud (``deployctl apply --simulate`` keeps it as ``<state-dir>/simulated-azure.json``)
 can be inspected and seeded — e.g. the source model of a cross-subscription copy — with
@@ -62,26 +62,40 @@ __all__ = ["AzureSimulator", "FaultInjector", "LatencyModel", "UnsupportedReques
 
 
 @contextlib.contextmanager
-def simulated_session(state_path: Path, *, faults: str | None = None, latency: str | None = None) -> Iterator[Any]:
+def simulated_session(state_path: Path, *, faults: str | None = None, latency: str | None = None,
+                      read_only: bool = False) -> Iterator[Any]:
     """An AzureSession on the simulated cloud persisted at ``state_path`` (created when absent,
-    pre-seeded: non-strict), saved back on exit, also when the run failed."""
+    pre-seeded: non-strict).  Every mutation is written to the file as it happens, under a
+    cross-process lock (see :mod:`.persist`); ``read_only`` (plan, status, logs) never writes."""
+    from orchestrator.azure.simulator.persist import Store
+
     state_path = Path(state_path)
     faults = faults if faults is not None else os.environ.get("DEPLOYCTL_SIMULATE_FAULTS")
     latency = latency if latency is not None else os.environ.get("DEPLOYCTL_SIMULATE_LATENCY")
-    lat = LatencyModel.parse(latency)
-    clock_kw: dict[str, Any] = {}
-    if lat.realtime:
-        clock_kw["clock"] = VirtualClock(realtime=True)
-    if state_path.exists():
-        sim = AzureSimulator.load(state_path, strict=False, **clock_kw)
-    else:
-        sim = AzureSimulator(strict=False, **clock_kw)
+    from orchestrator.errors import UserError
+
+    try:
+        lat = LatencyModel.parse(latency)
+    except ValueError as e:
+        raise UserError(f"--simulate-latency: {e}") from None
+    sim = AzureSimulator(strict=False, clock=VirtualClock(realtime=lat.realtime))
+    try:
+        sim.faults = FaultInjector.parse(faults, default_seed=sim.seed)
+    except ValueError as e:
+        raise UserError(f"--simulate-faults: {e}") from None
+    sim.store = Store(state_path, read_only=read_only)
+    try:
+        sim.refresh()
+    except ValueError as e:
+        raise UserError(str(e), hint="delete the file to start a new simulated cloud") from None
     sim.latency = lat
-    sim.faults = FaultInjector.parse(faults, default_seed=sim.seed)
     try:
         yield sim.session()
     finally:
         try:
-            sim.save(state_path)
+            if not read_only:  # what reads changed (finished operations, the clock), unless others wrote
+                with sim.store.locked(), sim._lock:
+                    sim.refresh()
+                    sim.persist()
         finally:
             sim.close()

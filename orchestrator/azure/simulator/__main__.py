@@ -4,6 +4,7 @@
     python -m orchestrator.azure.simulator add-model STATE SUB RG WS NAME VERSION PATH   # file or folder
     python -m orchestrator.azure.simulator quota STATE SUB REGION FAMILY LIMIT
     python -m orchestrator.azure.simulator deny  STATE SUB [--resource-group RG --workspace WS] [--principal P]
+    python -m orchestrator.azure.simulator reset STATE      # stop its warm scorers, delete the file
 
 ``add-model`` is how a user rehearses a cross-subscription model copy: the source model must exist
 in the simulated source workspace first.
@@ -16,6 +17,8 @@ import sys
 from pathlib import Path
 
 from orchestrator.azure.simulator import AzureSimulator
+from orchestrator.azure.simulator.persist import Store
+from orchestrator.azure.simulator.scorers import ScorerRegistry, home_of
 
 
 def _files(path: Path) -> dict[str, bytes]:
@@ -42,7 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--resource-group")
     d.add_argument("--workspace")
     d.add_argument("--principal")
+    r = sub.add_parser("reset", help="stop the cloud's warm scorers and delete its state file")
+    r.add_argument("state", type=Path)
     args = ap.parse_args(argv)
+    with Store(args.state).locked():  # not while a CLI run is writing the cloud
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.cmd == "reset":
+        stopped = ScorerRegistry(home_of(args.state)).reap(set())
+        args.state.unlink(missing_ok=True)
+        print(f"removed {args.state}; stopped {len(stopped)} warm scorer(s)")
+        return 0
     try:
         sim = AzureSimulator.load(args.state, strict=False) if args.state.exists() else AzureSimulator(strict=False)
     except ValueError as e:

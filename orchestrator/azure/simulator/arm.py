@@ -115,11 +115,19 @@ def busy(sim: Any, path: str) -> dict[str, Any] | None:
     return None
 
 
+FORGET_AFTER_S = 3600.0  # a finished operation nobody polled (its poller was killed) is dropped after this
+
+
 def finish_due(sim: Any) -> None:
+    """Apply the outcome of every operation whose time has come; drop the records of finished
+    operations whose terminal status was already read (pollers stop there), so neither the state
+    nor this scan grows with the cloud's history."""
     now = sim.clock.now()
-    for op in sorted(sim.state["operations"].values(), key=lambda o: o["end"]):
-        if op["done"] or op["end"] > now:
-            continue
+    ops = sim.state["operations"]
+    for op_id in [i for i, op in ops.items()
+                  if op["done"] and (op.get("polled") or op["end"] + FORGET_AFTER_S < now)]:
+        del ops[op_id]
+    for op in sorted((o for o in ops.values() if not o["done"] and o["end"] <= now), key=lambda o: o["end"]):
         op["done"] = True
         res = sim.state["resources"].get(op["resource"])
         if op["action"] == "delete" and op["outcome"] == "Succeeded":
@@ -143,6 +151,7 @@ def operation_status(sim: Any, req: Request) -> Response:
     if op is None:
         return arm_error(404, "ResourceNotFound", f"Operation {m.group(5)} was not found.")
     done = op["done"]
+    op["polled"] = done  # the poller has its answer: finish_due may forget the record
     status = op["outcome"] if done else "InProgress"
     if m.group(4).lower() in ("mfeoperationresults", "operationresults"):  # Location-style polling
         if not done:

@@ -13,6 +13,8 @@ off and :attr:`Checker.enabled` is False; routing still works from the committed
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import re
 from functools import lru_cache
@@ -47,19 +49,35 @@ class Checker:
         return cls(specs if (specs / "README.md").exists() or any(specs.glob("Microsoft.*")) else None)
 
     def _files(self) -> dict[tuple[str, str], list[tuple[str, Path]]]:
-        """(METHOD, template) -> [(version, spec file)], built once."""
+        """(METHOD, template) -> [(version, spec file)], built once per set of spec files: cached
+        on disk by their names, sizes and times (every ``--simulate`` run would otherwise parse
+        all of them, half a second, before its first answer)."""
         if self._index is None:
-            self._index = {}
             assert self.specs is not None
-            for f in sorted(self.specs.rglob("*.json")):
-                if "examples" in f.parts or "common-types" in f.parts or f.name in ("MANIFEST.json", "PROVENANCE.json"):
-                    continue
-                doc = _load(str(f))
-                version = (doc.get("info") or {}).get("version", "")
-                for template, item in (doc.get("paths") or {}).items():
-                    for method in routes.METHODS:
-                        if method in item:
-                            self._index.setdefault((method.upper(), template), []).append((version, f))
+            files = [f for f in sorted(self.specs.rglob("*.json"))
+                     if not ("examples" in f.parts or "common-types" in f.parts
+                             or f.name in ("MANIFEST.json", "PROVENANCE.json"))]
+            key = hashlib.sha256(json.dumps([(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files])
+                                 .encode()).hexdigest()[:24]
+            from targets.local.envs import cache_root
+
+            cached = cache_root() / "simulator" / f"spec-index-{key}.json"
+            try:
+                rows = json.loads(cached.read_text())
+            except (OSError, ValueError):
+                rows = []
+                for f in files:
+                    doc = _load(str(f))
+                    version = (doc.get("info") or {}).get("version", "")
+                    for template, item in (doc.get("paths") or {}).items():
+                        rows += [[m.upper(), template, version, str(f)] for m in routes.METHODS if m in item]
+                with contextlib.suppress(OSError):
+                    from orchestrator.state import write_atomic
+
+                    write_atomic(cached, json.dumps(rows))
+            self._index = {}
+            for method, template, version, f in rows:
+                self._index.setdefault((method, template), []).append((version, Path(f)))
         return self._index
 
     def _spec_for(self, req: Request) -> tuple[Any, str, Path, dict[str, Any]] | None:

@@ -8,6 +8,7 @@ provider answers failures the way Azure does.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -15,6 +16,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 class UnsupportedRequest(AssertionError):
     """A request that matches no operation the simulator knows: never a silent 200."""
+
+
+@dataclass
+class Deferred:
+    """An answer a provider cannot give while the simulator holds its lock (it starts a process,
+    it waits): the simulator calls ``run`` once it has released every lock."""
+
+    run: Callable[[], Response]
 
 
 @dataclass
@@ -27,6 +36,7 @@ class Request:
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
         self.host = (parts.hostname or "").lower()
+        self.port = parts.port
         self.path = unquote(parts.path).rstrip("/") or "/"
         self.query = {k.lower(): v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
 

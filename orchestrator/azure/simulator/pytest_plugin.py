@@ -72,3 +72,17 @@ def azure_simulator(no_network: None) -> Iterator[Any]:
         sim.close()
         os.environ.clear()
         os.environ.update(saved)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the warm scorers of simulated clouds the tests persisted under pytest's temporary
+    folder (``deployctl apply --simulate --state-dir tmp_path``): a test run leaves no servers."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    base = getattr(factory, "_basetemp", None)  # set only when a test used tmp_path
+    if base is None or not base.is_dir():
+        return
+    from orchestrator.azure.simulator.scorers import ScorerRegistry
+
+    for home in base.rglob("*-scorers"):
+        if home.is_dir():
+            ScorerRegistry(home).reap(set())

@@ -10,6 +10,7 @@ data planes, Azure ML scoring hosts, the App Service SCM (Kudu) host.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
 import random
@@ -21,12 +22,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from orchestrator.azure.simulator import arm, conformance
+from orchestrator.azure.simulator import arm, conformance, persist
 from orchestrator.azure.simulator.clock import VirtualClock
 from orchestrator.azure.simulator.credential import SimulatedCredential, principal_of
 from orchestrator.azure.simulator.faults import FaultInjector
 from orchestrator.azure.simulator.latency import LatencyModel
 from orchestrator.azure.simulator.messages import (
+    Deferred,
     Request,
     Response,
     UnsupportedRequest,
@@ -36,7 +38,6 @@ from orchestrator.azure.simulator.messages import (
 
 DEFAULT_LOCATION = "eastus"
 DEFAULT_CORE_LIMIT = 100
-STATE_VERSION = 1
 
 
 @dataclass
@@ -56,7 +57,7 @@ class LoggedRequest:
 
 
 def _empty_state() -> dict[str, Any]:
-    return {"version": STATE_VERSION, "clock": None, "counter": 0, "resources": {}, "operations": {},
+    return {"version": persist.STATE_VERSION, "clock": None, "counter": 0, "resources": {}, "operations": {},
             "blobs": {}, "queues": {}, "denied": [], "quotas": {}, "logs": {}, "kudu": {}}
 
 
@@ -93,6 +94,7 @@ class AzureSimulator:
         self.hooks: dict[str, Callable[[AzureSimulator, dict[str, Any], dict[str, Any] | None], None]] = {}
         self.conformance = conformance.Checker.load(specs_dir)
         self._lock = threading.RLock()
+        self.store: persist.Store | None = None  # set: every mutation is written to its file (see persist.py)
         self.credential = SimulatedCredential()
         from orchestrator.azure.simulator.transport import SimulatorTransport
 
@@ -162,58 +164,115 @@ class AzureSimulator:
 
     # ---- dispatch ---------------------------------------------------------------------------
     def handle(self, req: Request) -> Response:
-        with self._lock:
-            arm.finish_due(self)
-            if self.latency.call_seconds():
-                self.clock.sleep(self.latency.call_seconds())
-            provider = next((p for p in self.providers if p.owns(req)), None)
-            operation = provider.operation(req) if provider else "Unknown"
-            principal = principal_of(req.header("authorization"))
-            log = LoggedRequest(req.method, req.url, req.host, req.path, req.query.get("api-version"), operation,
-                                0, principal, req.body if len(req.body) < 65536 else b"")
-            self.requests.append(log)
-            # storage SDK sub-clients sleep for real on retries (see faults.py): only targeted faults
-            fault = self.faults.next_request(operation, untargeted=type(provider).__name__ not in
-                                             ("BlobService", "QueueService"))
-            if fault is not None:
-                resp = self._fault_response(fault, req, log)
-                if resp is not None:
-                    log.status = resp.status
-                    return resp
-            if provider is None:
-                resp = self._unsupported(req, f"no simulated service answers host {req.host!r}")
-            else:
-                denied = self._denied(req, principal)
-                resp = denied or provider.handle(req)
-                if resp is None:
-                    resp = self._unsupported(req, f"{operation}: not simulated")
-            log.status = resp.status
-            if req.host == "management.azure.com":
-                # the budget headers ARM sends (throttling: 429 once they reach 0)
-                left = max(0, 12000 - len(self.requests))
-                kind = "reads" if req.method in ("GET", "HEAD") else "writes"
-                resp.headers.setdefault(f"x-ms-ratelimit-remaining-subscription-{kind}", str(left))
-                resp.headers.setdefault("x-ms-request-id", self.new_id())
-            return resp
+        """Answer one request.  Waits (the latency model's, a slow fault's) and starting a scoring
+        process happen outside every lock, so concurrent requests proceed side by side as on Azure;
+        only reading and changing the state is serialized (a few milliseconds).  With a
+        :attr:`store`, a mutation is written before it is answered, under the file's lock, after
+        re-reading what another process wrote."""
+        if self.latency.call_seconds():
+            self.clock.sleep(self.latency.call_seconds())
+        store = self.store
+        writes = store is not None and not store.read_only and self.mutates(req)
+        with store.locked() if store is not None and writes else contextlib.nullcontext():
+            with self._lock:
+                self.refresh()
+                resp, wait = self._dispatch(req)
+                if writes:
+                    self.persist()
+        if wait:
+            self.clock.sleep(wait)
+        if isinstance(resp, Deferred):  # e.g. scoring: the scorer may need seconds to start
+            return resp.run()
+        if isinstance(resp, BaseException):
+            raise resp
+        return resp
 
-    def _fault_response(self, fault: Any, req: Request, log: LoggedRequest) -> Response | None:
+    @staticmethod
+    def mutates(req: Request) -> bool:
+        """May this request change the cloud?  (Scoring requests and reads never do.)"""
+        if req.method in ("GET", "HEAD"):
+            return False
+        scoring_host = req.host.endswith((".inference.ml.azure.com", ".azurecontainer.io"))
+        return not (req.path.lower() == "/score" and scoring_host)
+
+    def _dispatch(self, req: Request) -> tuple[Any, float]:
+        """(the response, or a :class:`Deferred`, or the exception to raise; seconds to wait first)."""
+        arm.finish_due(self)
+        provider = next((p for p in self.providers if p.owns(req)), None)
+        operation = provider.operation(req) if provider else "Unknown"
+        principal = principal_of(req.header("authorization"))
+        log = LoggedRequest(req.method, req.url, req.host, req.path, req.query.get("api-version"), operation,
+                            0, principal, req.body if len(req.body) < 65536 else b"")
+        self.requests.append(log)
+        # storage SDK sub-clients sleep for real on retries (see faults.py): only targeted faults
+        fault = self.faults.next_request(operation, untargeted=type(provider).__name__ not in
+                                         ("BlobService", "QueueService"))
+        wait = 0.0
+        if fault is not None:
+            resp, wait = self._fault_response(fault, req, log)
+            if resp is not None:
+                if isinstance(resp, Response):
+                    log.status = resp.status
+                return resp, wait
+        if provider is None:
+            resp = self._unsupported(req, f"no simulated service answers host {req.host!r}")
+        else:
+            denied = self._denied(req, principal)
+            resp = denied or provider.handle(req)
+            if resp is None:
+                resp = self._unsupported(req, f"{operation}: not simulated")
+        if isinstance(resp, Deferred):
+            return resp, wait
+        log.status = resp.status
+        if req.host == "management.azure.com":
+            # the budget headers ARM sends (throttling: 429 once they reach 0)
+            left = max(0, 12000 - len(self.requests))
+            kind = "reads" if req.method in ("GET", "HEAD") else "writes"
+            resp.headers.setdefault(f"x-ms-ratelimit-remaining-subscription-{kind}", str(left))
+            resp.headers.setdefault("x-ms-request-id", self.new_id())
+        return resp, wait
+
+    # ---- persistence ------------------------------------------------------------------------
+    def adopt_state(self, state: dict[str, Any]) -> None:
+        """Take ``state`` (read from disk) as the cloud; the simulated time never goes back."""
+        self.state = _empty_state()
+        self.state.update(state)
+        saved = float(state.get("clock") or 0.0)
+        if saved > self.clock.now():
+            self.clock.advance(saved - self.clock.now())
+        # Ids stay unique across runs: the RNG continues from how many ids were handed out.
+        self.rng.seed(f"{self.seed}:{self.state.get('counter', 0)}")
+
+    def refresh(self) -> None:
+        """Re-read the file when another process wrote it since this one last read or wrote it."""
+        if self.store is not None and self.store.changed():
+            state = self.store.read()
+            if state is not None:
+                self.adopt_state(state)
+
+    def persist(self) -> None:
+        """Write the state now (callers hold the store's lock and have refreshed first)."""
+        if self.store is not None and not self.store.read_only:
+            self.state["clock"] = self.clock.now()
+            self.store.write(self.state)
+
+    def _fault_response(self, fault: Any, req: Request, log: LoggedRequest) -> tuple[Any, float]:
+        """(a response or the exception to raise, or None to answer normally; seconds to wait first)."""
         from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
         if fault.kind == "reset":
             log.status = -1
-            raise ServiceRequestError("Connection reset by peer (simulated)")
+            return ServiceRequestError("Connection reset by peer (simulated)"), 0.0
         if fault.kind == "timeout":
             log.status = -1
-            self.clock.sleep(30)
-            raise ServiceResponseError("Read timed out (simulated)")
+            return ServiceResponseError("Read timed out (simulated)"), 30.0
         if fault.kind == "slow":
-            self.clock.sleep(fault.slow_s)
-            return None
+            return None, float(fault.slow_s)
         status = int(fault.kind)
         headers = {"Retry-After": f"{fault.retry_after:g}"} if status in (429, 503) else {}
         code = {429: "TooManyRequests", 500: "InternalServerError", 502: "BadGateway",
                 503: "ServiceUnavailable", 504: "GatewayTimeout"}[status]
-        return arm_error(status, code, f"Simulated {status} ({code}).", headers)
+        return arm_error(status, code, f"Simulated {status} ({code}).", headers), 0.0
 
     def _unsupported(self, req: Request, why: str) -> Response:
         msg = f"Azure simulator: {req.method} {req.url}: {why}"

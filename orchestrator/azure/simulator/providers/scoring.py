@@ -4,7 +4,8 @@ endpoints really score, batch endpoints really run jobs.
 A POST to ``/score`` on an endpoint whose deployment reached Succeeded runs the uploaded
 ``score.py`` with the uploaded model through the local target's runtime
 (``targets.local.scorer.Scorer`` in an environment built by ``targets.local.envs``): the
-deployment's code, model and environment are read back from the simulated blob store.  The
+deployment's code, model and environment are read back from the simulated blob store.  For a
+persisted cloud (``--simulate``) the scorer stays warm across CLI runs (:mod:`..scorers`).  The
 ``azureml-model-deployment`` header addresses one deployment; otherwise traffic decides (seeded).
 Batch ``invoke`` (POST ``/jobs``) creates a job that runs the batch contract over the input files
 once its simulated duration has passed.
@@ -12,15 +13,19 @@ once its simulated duration has passed.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import hashlib
 import json
 import re
 import tempfile
+import threading
 import weakref
 from pathlib import Path
 from typing import Any
 
 from orchestrator.azure.simulator import arm
-from orchestrator.azure.simulator.messages import Request, Response, json_response
+from orchestrator.azure.simulator.messages import Deferred, Request, Response, json_response
 
 HOST = re.compile(r"^([a-z0-9-]+)\.([a-z0-9]+)\.inference\.ml\.azure\.com$")
 DATASTORE_URI = re.compile(r"datastores/([^/]+)/paths/(.*)$")
@@ -56,83 +61,182 @@ def workspace_of(res_id: str) -> str:
     return m.group(1) if m else res_id
 
 
-def materialize(sim: Any, ws_id: str, uri: str, dest: Path) -> Path:
-    """Download the blobs under an ``azureml://datastores/<ds>/paths/<p>`` (or blob https) URI."""
-    from orchestrator.azure.simulator.providers import storage
-
+def locate(sim: Any, ws_id: str, uri: str) -> tuple[str, str, str]:
+    """(account, container, prefix) of an ``azureml://datastores/<ds>/paths/<p>`` (or blob https) URI."""
     m = DATASTORE_URI.search(uri)
     if m:
         ds = sim.get(f"{ws_id}/datastores/{m.group(1)}")
         if ds is None:
             raise LookupError(f"datastore {m.group(1)} not found")
-        account, container, prefix = ds["properties"]["accountName"], ds["properties"]["containerName"], m.group(2)
-    else:
-        hm = re.match(r"^https://([a-z0-9]+)\.blob\.core\.windows\.net/([^/]+)/?(.*)$", uri.split("?")[0])
-        if not hm:
-            raise LookupError(f"cannot read asset URI {uri}")
-        account, container, prefix = hm.group(1), hm.group(2), hm.group(3)
-    prefix = prefix.strip("/")
+        return ds["properties"]["accountName"], ds["properties"]["containerName"], m.group(2).strip("/")
+    hm = re.match(r"^https://([a-z0-9]+)\.blob\.core\.windows\.net/([^/]+)/?(.*)$", uri.split("?")[0])
+    if not hm:
+        raise LookupError(f"cannot read asset URI {uri}")
+    return hm.group(1), hm.group(2), hm.group(3).strip("/")
+
+
+def _files_at(sim: Any, ws_id: str, uri: str) -> list[tuple[str, str]]:
+    """(path relative to the URI, blob name) of every file an asset URI names."""
+    from orchestrator.azure.simulator.providers import storage
+
+    account, container, prefix = locate(sim, ws_id, uri)
     names = storage.list_blob_names(sim, account, container, prefix)
-    dest.mkdir(parents=True, exist_ok=True)
-    for n in names:
-        rel = n[len(prefix):].lstrip("/") or Path(n).name
-        if rel == ".deployctl-complete" or ".." in Path(rel).parts:
-            continue
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        (dest / rel).write_bytes(storage.get_blob(sim, account, container, n) or b"")
     if not names:
         raise LookupError(f"no files at {uri}")
+    out = []
+    for n in names:
+        rel = n[len(prefix):].lstrip("/") or Path(n).name
+        if rel != ".deployctl-complete" and ".." not in Path(rel).parts:
+            out.append((rel, n))
+    return out
+
+
+def materialize(sim: Any, ws_id: str, uri: str, dest: Path) -> Path:
+    """Download the blobs under an ``azureml://datastores/<ds>/paths/<p>`` (or blob https) URI."""
+    from orchestrator.azure.simulator.providers import storage
+
+    account, container, _ = locate(sim, ws_id, uri)
+    files = _files_at(sim, ws_id, uri)
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel, n in files:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dest / rel).write_bytes(storage.get_blob(sim, account, container, n) or b"")
     return dest
 
 
-class Runtime:
-    """Scorers by deployment (started on first request, reused, stopped with the simulator)."""
+def _assets(sim: Any, dep: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(code, model, environment) resources of a deployment."""
+    props = dep["properties"]
+    code = sim.get((props.get("codeConfiguration") or {}).get("codeId") or "")
+    model = sim.get(model_ref(props.get("model"), sim))
+    env = sim.get(props.get("environmentId") or "")
+    if code is None or model is None or env is None:
+        raise LookupError("the deployment's code, model or environment is not in the simulated workspace")
+    return code, model, env
 
-    def __init__(self, sim: Any) -> None:
+
+def served_digest(sim: Any, dep: dict[str, Any]) -> str:
+    """What a deployment's scorer serves, by content (file hashes, environment, entry, variables):
+    deployments with equal digests can share one scorer process."""
+    ws_id, props = workspace_of(dep["id"]), dep["properties"]
+    code, model, env = _assets(sim, dep)
+
+    def listing(uri: str) -> list[tuple[str, str]]:
+        account, container, _ = locate(sim, ws_id, uri)
+        blobs = sim.state["blobs"].get(account, {}).get(container, {})  # md5: the content hash the service keeps
+        return [(rel, blobs[n]["md5"]) for rel, n in _files_at(sim, ws_id, uri)]
+
+    model_uri = model["properties"]["modelUri"]
+    served = {"code": listing(code["properties"]["codeUri"]), "model": listing(model_uri),
+              "model_folder": Path(model_uri.rstrip("/")).name if _is_folder(model_uri) else None,
+              "conda": env["properties"].get("condaFile"),
+              "entry": (props.get("codeConfiguration") or {}).get("scoringScript") or "score.py",
+              "variables": props.get("environmentVariables") or {}}
+    return hashlib.sha256(json.dumps(served, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _is_folder(model_uri: str) -> bool:
+    return model_uri.endswith("/") or not Path(model_uri.split("?")[0]).suffix
+
+
+class Runtime:
+    """Scorers of deployments.  In memory (tests' simulators): started on first request, reused,
+    stopped with the simulator.  For a persisted cloud (``--simulate``): warm processes that
+    outlive the run, shared by content (:mod:`..scorers`)."""
+
+    def __init__(self, sim: Any, state_file: Path | None = None) -> None:
+        from orchestrator.azure.simulator.scorers import ScorerRegistry, home_of
+
         self.sim = sim
+        self.registry = ScorerRegistry(home_of(state_file), watch=state_file) if state_file is not None else None
         self.scorers: dict[str, tuple[str, Any]] = {}
+        self.workdirs: dict[str, Path] = {}
         self.tmp = tempfile.TemporaryDirectory(prefix="deployctl-sim-")
-        # Scoring servers are processes: stop them when the simulator is dropped without close()
+        self._starting = threading.Lock()  # in memory: one start at a time
+        # In-memory scorers are processes: stop them when the simulator is dropped without close()
         # (or at interpreter exit), so forgotten simulators do not leave servers running.
         self._finalizer = weakref.finalize(self, _stop_all, self.scorers, self.tmp)
 
-    def prepare(self, dep: dict[str, Any]) -> tuple[Path, Path, Path, str]:
+    def stage(self, dep: dict[str, Any], work: Path) -> tuple[Any, Path, Path, str]:
+        """Copy a deployment's code and model out of the simulated cloud (under the simulator's lock):
+        (conda file or None, code dir, model dir, entry)."""
+        sim, ws_id = self.sim, workspace_of(dep["id"])
+        with sim._lock:
+            code, model, env = _assets(sim, dep)
+            code_dir = materialize(sim, ws_id, code["properties"]["codeUri"], work / "code")
+            # As on Azure: AZUREML_MODEL_DIR holds the registered folder by its name (a file: directly)
+            model_uri = model["properties"]["modelUri"]
+            model_dir = work / "model"
+            materialize(sim, ws_id, model_uri,
+                        model_dir / Path(model_uri.rstrip("/")).name if _is_folder(model_uri) else model_dir)
+            conda = env["properties"].get("condaFile")
+        entry = (dep["properties"].get("codeConfiguration") or {}).get("scoringScript") or "score.py"
+        return conda, code_dir, model_dir, entry
+
+    def prepare(self, dep: dict[str, Any], work: Path | None = None) -> tuple[Path, Path, Path, str]:
         """(python, code dir, model dir, entry) of a deployment, from the simulated cloud."""
         from targets.local.envs import build_environment
 
-        sim, ws_id = self.sim, workspace_of(dep["id"])
-        props = dep["properties"]
-        work = Path(self.tmp.name) / dep["etag"].strip('"')
-        code_cfg = props.get("codeConfiguration") or {}
-        code = sim.get(code_cfg.get("codeId") or "")
-        model = sim.get(model_ref(props.get("model"), sim))
-        env = sim.get(props.get("environmentId") or "")
-        if code is None or model is None or env is None:
-            raise LookupError("the deployment's code, model or environment is not in the simulated workspace")
-        code_dir = materialize(sim, ws_id, code["properties"]["codeUri"], work / "code")
-        # As on Azure: AZUREML_MODEL_DIR holds the registered folder by its name (a file: directly)
-        model_uri = model["properties"]["modelUri"]
-        model_dir = work / "model"
-        folder = model_uri.endswith("/") or not Path(model_uri.split("?")[0]).suffix
-        materialize(sim, ws_id, model_uri, model_dir / Path(model_uri.rstrip("/")).name if folder else model_dir)
-        conda = env["properties"].get("condaFile")
+        conda, code_dir, model_dir, entry = self.stage(dep, work or Path(self.tmp.name) / dep["etag"].strip('"'))
         python = build_environment(conda=conda) if conda else build_environment(requirements="")
-        return Path(python), code_dir, model_dir, code_cfg.get("scoringScript") or "score.py"
+        return Path(python), code_dir, model_dir, entry
 
-    def scorer(self, dep: dict[str, Any]) -> Any:
+    def scorer(self, dep: dict[str, Any], digest: str) -> Any:
+        env = {k: str(v) for k, v in (dep["properties"].get("environmentVariables") or {}).items()}
+
+        def prepare(workdir: Path) -> tuple[Path, Path, str, Path, dict[str, str]]:
+            python, code_dir, model_dir, entry = self.prepare(dep, workdir)
+            return python, code_dir, entry, model_dir, env
+
+        return self.serve(arm.key_of(dep["id"]), digest, prepare)
+
+    def serve(self, key: str, digest: str, prepare: Any) -> Any:
+        """The scorer serving ``digest`` for the resource ``key`` (an endpoint deployment, a
+        container group), started from ``prepare(workdir) -> (python, code dir, entry, model dir,
+        env)`` when none runs: warm across runs for a persisted cloud, per simulator otherwise."""
         from targets.local.scorer import Scorer
 
-        key = arm.key_of(dep["id"])
-        held = self.scorers.get(key)
-        if held and held[0] == dep["etag"]:
-            return held[1]
-        if held:
-            held[1].stop()
-        python, code_dir, model_dir, entry = self.prepare(dep)
-        env = {k: str(v) for k, v in (dep["properties"].get("environmentVariables") or {}).items()}
-        s = Scorer(python, code_dir, entry, model_dir, env=env).start()
-        self.scorers[key] = (dep["etag"], s)
-        return s
+        if self.registry is not None:
+            if (warm := self.registry.running(digest)) is not None:
+                return warm
+            return self.registry.get_or_start(digest, prepare)  # one start per digest, across processes
+        with self._starting:
+            held = self.scorers.get(key)
+            if held and held[0] == digest:
+                return held[1]
+            if held:
+                held[1].stop()
+            workdir = Path(self.tmp.name) / hashlib.sha256(f"{key}:{digest}".encode()).hexdigest()[:16]
+            python, code_dir, entry, model_dir, env = prepare(workdir)
+            s = Scorer(python, code_dir, entry, model_dir, env=env).start(workdir / "run")
+            self.scorers[key] = (digest, s)
+            self.workdirs[key] = workdir / "run"
+            return s
+
+    def log_of(self, key: str, digest: str) -> str:
+        """What the scorer serving ``digest`` wrote (its server log), or ""."""
+        home = self.registry.home / digest if self.registry is not None else self.workdirs.get(key)
+        log = home / "server.log" if home is not None else None
+        return log.read_text(errors="replace") if log is not None and log.exists() else ""
+
+    def reap(self) -> list[str]:
+        """Stop the warm scorers no deployment or container group of the cloud serves any more
+        (deleted, changed, reset)."""
+        from orchestrator.azure.simulator.providers import aci
+
+        if self.registry is None or not self.registry.digests():
+            return []
+        keep = set()
+        with self.sim._lock:
+            self.sim.refresh()
+            for r in list(self.sim.state["resources"].values()):
+                if r.get("type", "").lower() == f"{NS}/workspaces/onlineendpoints/deployments".lower():
+                    with contextlib.suppress(LookupError, KeyError):
+                        keep.add(served_digest(self.sim, r))
+                elif r.get("type", "").lower() == aci.GROUPS_TYPE:
+                    with contextlib.suppress(LookupError, KeyError, IndexError):
+                        keep.add(aci.served_digest(self.sim, r))
+        return self.registry.reap(keep)
 
     def close(self) -> None:
         self._finalizer()
@@ -160,11 +264,19 @@ class Scoring:
         return "BatchEndpoint_Invoke" if req.path.lower().startswith("/jobs") else "Score"
 
     def close(self) -> None:
-        if self.runtime is not None:
-            self.runtime.close()
+        runtime = self.ensure_runtime() if self.sim.store is not None else self.runtime
+        if runtime is not None:
+            runtime.reap()
+            runtime.close()
             self.runtime = None
 
-    def handle(self, req: Request) -> Response | None:
+    def ensure_runtime(self) -> Runtime:
+        if self.runtime is None:
+            store = self.sim.store
+            self.runtime = Runtime(self.sim, store.path.absolute() if store is not None else None)
+        return self.runtime
+
+    def handle(self, req: Request) -> Response | Deferred | None:
         m = HOST.match(req.host)
         assert m
         name, location = m.group(1), m.group(2)
@@ -188,17 +300,30 @@ class Scoring:
         dep = self.route(ep, req.header("azureml-model-deployment"))
         if isinstance(dep, Response):
             return dep
-        if self.runtime is None:
-            self.runtime = Runtime(self.sim)
+        runtime = self.ensure_runtime()
         try:
-            status, body, headers = self.runtime.scorer(dep).score(req.body, {"Content-Type": req.header("content-type") or "application/json"})
+            digest = served_digest(self.sim, dep)
+        except LookupError as e:
+            return _msg(502, f"The scoring container could not start: {e}")
+        dep = copy.deepcopy(dep)
+        body, ctype = req.body, req.header("content-type") or "application/json"
+        # starting a scorer takes seconds: outside the simulator's lock (other requests go on)
+        return Deferred(lambda: self._score(runtime, dep, digest, body, ctype))
+
+    def _score(self, runtime: Runtime, dep: dict[str, Any], digest: str, body: bytes, ctype: str) -> Response:
+        sim = self.sim
+        try:
+            status, out_body, headers = runtime.scorer(dep, digest).score(body, {"Content-Type": ctype})
         except Exception as e:  # the user's init() failing is the deployment failing: say so like Azure does
-            self.sim.state["logs"].setdefault(arm.key_of(dep["id"]), []).append(str(e))
+            with sim._lock:
+                sim.state["logs"].setdefault(arm.key_of(dep["id"]), []).append(str(e))
             detail = " ".join([line.strip() for line in str(e).splitlines() if line.strip()][:3])
             return _msg(502, f"The scoring container could not start: {detail} (see the deployment's logs)")
-        out = {"azureml-model-deployment": dep["name"], "x-ms-request-id": self.sim.new_id(),
+        with sim._lock:
+            request_id = sim.new_id()
+        out = {"azureml-model-deployment": dep["name"], "x-ms-request-id": request_id,
                "Content-Type": headers.get("content-type", "application/json")}
-        return Response(status, body, out)
+        return Response(status, out_body, out)
 
     def route(self, ep: dict[str, Any], header: str | None) -> dict[str, Any] | Response:
         deps = {d["name"]: d for d in arm.children(self.sim, ep["id"] + "/deployments")}
@@ -276,9 +401,7 @@ def run_batch_job(sim: Any, job: dict[str, Any]) -> None:
         first: dict[str, Any] = next(iter(inputs.values()), {}) if isinstance(inputs, dict) else {}
         uri = first.get("uri") or first.get("path") or ""
         scoring = next(p for p in sim.providers if isinstance(p, Scoring))
-        if scoring.runtime is None:
-            scoring.runtime = Runtime(sim)
-        python, code_dir, model_dir, entry = scoring.runtime.prepare(dep)
+        python, code_dir, model_dir, entry = scoring.ensure_runtime().prepare(dep)
         from targets.local.scorer import Scorer
 
         with tempfile.TemporaryDirectory() as tmp:

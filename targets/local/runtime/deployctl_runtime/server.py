@@ -19,10 +19,14 @@ doing never leaves a traceback in the log.
 
 Process model: the parent binds a private 127.0.0.1 port and takes the public listening socket,
 then forks the workers (each runs init() once, then serves; run() calls are serialised per worker
-like azmlinfsrv's sync workers) and supervises them.
+like azmlinfsrv's sync workers) and supervises them.  Before anything else it writes its own
+record (``--pid-file``: pid and start time), so a version is findable from disk before it can take
+traffic whatever happens to the process that started it; the workers die with it, even by SIGKILL
+(:mod:`deployctl_runtime.lifecycle`).
 
 Zero downtime: the public listening socket is never closed while a version is live.  A new
-version receives the running version's socket over a unix socket (``--handoff``, SCM_RIGHTS),
+version receives the running version's socket over that version's unix socket (``--handoff-from``,
+SCM_RIGHTS; each version offers it on its own, ``--handoff``),
 serves only its private port until smoke-tested, and on SIGUSR1 starts accepting on the shared
 public socket too; the previous version is then stopped with SIGTERM (stop accepting, finish
 in-flight requests, exit).  Connections waiting in the socket's backlog are accepted by whichever
@@ -58,6 +62,7 @@ from deployctl_runtime.contract import (
     traceback_tail,
     write_json_atomic,
 )
+from deployctl_runtime.lifecycle import die_with_parent, register
 
 VERSION = "deployctl-runtime/1"
 
@@ -69,15 +74,15 @@ def write_status(path: str, doc: dict[str, Any]) -> None:
         pass  # a replaced version's folder is removed while it drains; nobody reads it any more
 
 
-def listen(port: int) -> socket.socket:
+def listen(port: int, host: str = "127.0.0.1") -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", port))  # loopback only, always
+    s.bind((host, port))  # loopback unless a container asks for its own interface (--host)
     s.listen(256)
     return s
 
 
-def take_public_socket(port: int, handoff: str | None) -> socket.socket:
+def take_public_socket(port: int, handoff: str | None, host: str = "127.0.0.1") -> socket.socket:  # handoff: where to take it from
     """The running version's listening socket when there is one (same socket, same backlog),
     else a new one on ``port``."""
     if handoff and os.path.exists(handoff):
@@ -93,7 +98,7 @@ def take_public_socket(port: int, handoff: str | None) -> socket.socket:
                 sock.close()
         except OSError:
             pass  # the previous version is gone: bind afresh
-    return listen(port)
+    return listen(port, host)
 
 
 def serve_handoff(path: str, public: socket.socket) -> None:
@@ -712,6 +717,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--public-port", type=int, default=0)
     ap.add_argument("--public-now", action="store_true", help="bind the public port at once (first version)")
     ap.add_argument("--key-file")
+    ap.add_argument("--host", default="127.0.0.1", help="the public socket's address (a container: 0.0.0.0)")
     ap.add_argument("--max-body-bytes", type=int, default=100 * 1024 * 1024)
     ap.add_argument("--header-timeout", type=float, default=20,
                     help="longest time for a request's line and headers (and an idle keep-alive connection)")
@@ -723,14 +729,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-attempts", type=int, default=5)
     ap.add_argument("--version", default="")
     ap.add_argument("--drain-seconds", type=float, default=30, help="longest wait for in-flight requests when stopping")
-    ap.add_argument("--handoff", help="unix socket through which versions pass the public socket on")
+    ap.add_argument("--handoff", help="unix socket through which this version passes the public socket on")
+    ap.add_argument("--handoff-from", help="the running version's handoff socket (default: --handoff)")
+    ap.add_argument("--pid-file", help="this process's record (pid, start time), written before anything else: "
+                    "the version is findable from disk before it can take traffic")
     ap.add_argument("--exit-with-parent", action="store_true",
                     help="stop when the process that started this one exits (embedded use: the Scorer)")
+    ap.add_argument("--exit-without", metavar="PATH",
+                    help="stop once PATH no longer exists (a simulated cloud's warm scorer: its state file is gone)")
     args = ap.parse_args(argv)
+    if args.pid_file:
+        register(args.pid_file)
 
     private = listen(args.private_port)
     try:
-        public_sock = take_public_socket(args.public_port, args.handoff)
+        public_sock = take_public_socket(args.public_port, args.handoff_from or args.handoff, args.host)
     except OSError as e:
         status: dict[str, Any] = {"state": "failed", "pid": os.getpid(), "error": f"cannot listen on port {args.public_port}: {e}"}
         with open(args.status_file + ".error", "w") as f:
@@ -742,11 +755,13 @@ def main(argv: list[str] | None = None) -> int:
     children: dict[int, int] = {}  # pid -> slot
     public = args.public_now
     stopping = False
+    supervisor = os.getpid()
 
     def spawn(slot: int) -> int:
         """Slots 0..workers-1 serve HTTP; the rest (near-real-time) score the queue."""
         pid = os.fork()
         if pid == 0:
+            die_with_parent(supervisor)  # a worker never serves unsupervised (nor holds the port)
             os.close(ready_r)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the worker installs its handler
@@ -792,6 +807,9 @@ def main(argv: list[str] | None = None) -> int:
     while children:
         if args.exit_with_parent and not stopping and os.getppid() != owner:
             print("the process that started this server exited; stopping", file=sys.stderr, flush=True)
+            on_term()
+        if args.exit_without and not stopping and not os.path.exists(args.exit_without):
+            print(f"{args.exit_without} is gone; stopping", file=sys.stderr, flush=True)
             on_term()
         try:
             data = os.read(ready_r, 64)
