@@ -221,7 +221,8 @@ class AzureSimulator:
             if resp is None:
                 resp = self._unsupported(req, f"{operation}: not simulated")
         if isinstance(resp, Deferred):
-            return resp, wait
+            deferred = resp
+            return Deferred(lambda: self._logged(deferred.run(), log)), wait
         log.status = resp.status
         if req.host == "management.azure.com":
             # the budget headers ARM sends (throttling: 429 once they reach 0)
@@ -230,6 +231,11 @@ class AzureSimulator:
             resp.headers.setdefault(f"x-ms-ratelimit-remaining-subscription-{kind}", str(left))
             resp.headers.setdefault("x-ms-request-id", self.new_id())
         return resp, wait
+
+    @staticmethod
+    def _logged(resp: Response, log: LoggedRequest) -> Response:
+        log.status = resp.status
+        return resp
 
     # ---- persistence ------------------------------------------------------------------------
     def adopt_state(self, state: dict[str, Any]) -> None:
