@@ -14,6 +14,7 @@ azure-core ``TokenCredential`` may be passed as ``credential=``.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,28 +54,38 @@ class Deployment:
         skip_quota_check: bool = False,
         registry: TargetRegistry | None = None,
     ) -> None:
-        from orchestrator.azure.session import OPTIONS_KEY, AzureSession  # a dataclass: no Azure SDK import
+        # One session for every Azure target of the run; its clients are built on first use.
+        # Without a credential or a session to pass, the first Azure target makes it
+        # (orchestrator.azure.session.session_of): a local-only run never imports the Azure layer.
+        extra: dict[str, Any] = {}
+        if azure is not None or credential is not None:
+            from orchestrator.azure.session import OPTIONS_KEY, AzureSession  # no Azure SDK import
 
-        # one session for every Azure target of the run; its clients are built on first use
-        options = RunOptions(skip_quota_check=skip_quota_check,
-                             extra={OPTIONS_KEY: azure if azure is not None else AzureSession(credential=credential)})
+            extra[OPTIONS_KEY] = azure if azure is not None else AzureSession(credential=credential)
+        options = RunOptions(skip_quota_check=skip_quota_check, extra=extra)
         self.loaded = loaded
         self.engine = Engine(loaded, registry=registry, state_dir=state_dir, options=options, reporter=reporter)
-        self._own_plans: set[int] = set()
+        # The plans this object made, by identity of live objects (weak: a notebook's discarded
+        # plans are freed).  Never by id(): a plan loaded from JSON can be allocated where a
+        # discarded plan was, take its id, and skip the freshness check.
+        self._own_plans: list[weakref.ref[Plan]] = []
 
     @property
     def manifest(self):  # noqa: ANN201 - the Manifest model
         return self.loaded.manifest
 
     def plan(self, targets: Sequence[str] | None = None, *, parallel: int = 4) -> Plan:
-        plan = self.engine.plan(targets, parallel=parallel)
-        self._own_plans.add(id(plan))
-        return plan
+        return self._remember(self.engine.plan(targets, parallel=parallel))
 
     def plan_destroy(self, targets: Sequence[str] | None = None, *, parallel: int = 4) -> Plan:
-        plan = self.engine.plan(targets, parallel=parallel, destroy=True)
-        self._own_plans.add(id(plan))
+        return self._remember(self.engine.plan(targets, parallel=parallel, destroy=True))
+
+    def _remember(self, plan: Plan) -> Plan:
+        self._own_plans = [r for r in self._own_plans if r() is not None] + [weakref.ref(plan)]
         return plan
+
+    def _made_here(self, plan: Plan) -> bool:
+        return any(r() is plan for r in self._own_plans)
 
     def apply(
         self,
@@ -88,7 +99,7 @@ class Deployment:
         JSON — is applied only if nothing it observed or desired has changed since."""
         if plan is None:
             plan = self.plan(targets, parallel=parallel)
-        fresh = id(plan) not in self._own_plans
+        fresh = not self._made_here(plan)
         return self.engine.apply(plan, parallel=parallel, fail_fast=fail_fast, check_fresh=fresh)
 
     def destroy(self, targets: Sequence[str] | None = None, *, parallel: int = 4, fail_fast: bool = False) -> ApplyResult:

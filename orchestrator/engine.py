@@ -7,8 +7,10 @@
   ``fail_fast``; the result is then failed as a whole.
 - Every write goes through :func:`orchestrator.retry.call_with_retries`; reads too.
 - Setting ``cancel`` (the CLI does on Ctrl-C) lets running operations finish and starts no new
-  one; the result says which change is in which state.
+  one; a wait between retries ends at once.  The result says which change is in which state.
 - A saved plan is applied only if what it observed and what it desired are unchanged.
+- A module a target needs and does not find is that target's input error (exit 2): one line
+  naming the package and its install command (:meth:`TargetRegistry.missing_module`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from orchestrator.target import (
     Resource,
     RunOptions,
     Severity,
+    SmokeTest,
     Target,
     TargetContext,
 )
@@ -85,6 +88,7 @@ class TargetOutcome(BaseModel):
     error: str | None = None
     error_kind: str | None = None  # "input" (exit 2) or "target" (exit 1)
     outputs: dict[str, Any] = Field(default_factory=dict)
+    smoke_test: SmokeTest | None = None  # what the target's smoke test said, when this apply ran one
 
     @property
     def writes(self) -> int:
@@ -167,7 +171,7 @@ class Engine:
         options: RunOptions | None = None,
         reporter: Reporter | None = None,
         retry: RetrySettings = RetrySettings(),
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,  # None: real time, cut short by ``cancel``
     ) -> None:
         self.loaded = loaded
         self.manifest = loaded.manifest
@@ -212,7 +216,7 @@ class Engine:
 
     def _retry(self, cfg: TargetConfig, what: str, fn: Callable[[], Any]) -> Any:
         return call_with_retries(
-            fn, what=what, settings=self.retry, sleep=self.sleep,
+            fn, what=what, settings=self.retry, sleep=self.sleep, cancel=self.cancel,
             on_retry=lambda n, wait, reason: self.reporter.retrying(cfg.name, what, n, wait, reason),
         )
 
@@ -230,9 +234,28 @@ class Engine:
         cfgs = self.select(names)
         with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="plan") as pool:
             plans = list(pool.map(lambda c: self._plan_one(c, destroy), cfgs))
+        if not destroy:
+            plans = self._fleet_checks(cfgs, plans)
         return Plan(manifest=str(self.loaded.path), manifest_relative=_relative(self.loaded.path),
                     manifest_name=self.manifest.name,
                     manifest_digest=self.loaded.digest, destroy=destroy, targets=plans)
+
+    def _fleet_checks(self, cfgs: list[TargetConfig], plans: list[TargetPlan]) -> list[TargetPlan]:
+        """Each distinct ``Target.fleet_check`` of the planned kinds, once, over every plan."""
+        hooks: list[Any] = []
+        for cfg in cfgs:
+            try:
+                hook = self.registry.get(cfg.kind).fleet_check
+            except DeployctlError:  # an unknown or broken kind: its own plan already says so
+                continue
+            if hook not in hooks:
+                hooks.append(hook)
+        extra: dict[str, list[Finding]] = {}
+        for hook in hooks:
+            for name, found in hook(plans).items():
+                extra.setdefault(name, []).extend(found)
+        return [tp.model_copy(update={"findings": [*tp.findings, *extra[tp.target]]}) if tp.target in extra else tp
+                for tp in plans]
 
     def _plan_one(self, cfg: TargetConfig, destroy: bool) -> TargetPlan:
         try:
@@ -246,6 +269,9 @@ class Engine:
             return TargetPlan(target=cfg.name, kind=cfg.kind, changes=changes, findings=findings,
                               observed_digest=observed_digest(snap.observed),
                               desired_digest=desired_digest([] if destroy else snap.desired))
+        except ModuleNotFoundError as e:
+            return TargetPlan(target=cfg.name, kind=cfg.kind, error=str(self.registry.missing_module(cfg.kind, e)),
+                              error_kind="input")
         except DeployctlError as e:
             return TargetPlan(target=cfg.name, kind=cfg.kind, error=redact(str(e)),
                               error_kind="input" if isinstance(e, UserError) else "target")
@@ -312,7 +338,10 @@ class Engine:
             msg = "; ".join(f.message + (f" (to fix: {f.hint})" if f.hint else "") for f in blocking)
             self.reporter.target_finished(tp.target, False)
             return TargetOutcome(ok=False, error=f"blocked before any write: {msg}", error_kind="target", **base)
-        t = self.target(cfg)
+        try:
+            t = self.target(cfg)
+        except ModuleNotFoundError as e:
+            return TargetOutcome(ok=False, error=str(self.registry.missing_module(cfg.kind, e)), error_kind="input", **base)
         lock = state.target_state_dir(self.state_dir, self.manifest.name, tp.target) / ".apply.lock"
         try:
             with state.exclusive(lock, f"target {tp.target!r} of {self.manifest.name!r}"):
@@ -328,6 +357,7 @@ class Engine:
         failed: str | None = None
         error_kind: str | None = None
         pending = tp.pending
+        t.ctx.smoke_test = None  # this apply's, not a previous one's
         for i, change in enumerate(pending):
             if self.cancel.is_set() or stop.is_set() or failed:
                 results += [ChangeOutcome(address=c.address, action=c.action, status="not-started") for c in pending[i:]]
@@ -340,6 +370,8 @@ class Engine:
                 status, err = ("interrupted" if self.cancel.is_set() else "done"), None
             except Interrupted as e:
                 status, err = "interrupted", str(e)
+            except ModuleNotFoundError as e:
+                status, err, error_kind = "failed", str(self.registry.missing_module(cfg.kind, e)), "input"
             except DeployctlError as e:
                 status, err = "failed", redact(str(e))
                 error_kind = "input" if isinstance(e, UserError) else "target"
@@ -364,7 +396,8 @@ class Engine:
         self.reporter.target_finished(cfg.name, ok, outputs)
         error = failed or (None if ok else "interrupted before all changes ran")
         return TargetOutcome(target=cfg.name, kind=cfg.kind, ok=ok, changes=results, error=error,
-                             error_kind=error_kind if failed else None, outputs=outputs)
+                             error_kind=error_kind if failed else None, outputs=outputs,
+                             smoke_test=t.ctx.smoke_test)
 
     def _execute(self, t: Target, cfg: TargetConfig, change: Change, resource: Resource | None,
                  observed: Observed | None) -> None:
@@ -399,6 +432,8 @@ class Engine:
             t = self.target(cfg)
             snap = self._snapshot(cfg)
             changes, findings = diff_target(snap.desired, snap.observed, self.manifest.name, cfg.name)
+        except ModuleNotFoundError as e:
+            return TargetStatus(error=str(self.registry.missing_module(cfg.kind, e)), **base)
         except Exception as e:
             return TargetStatus(error=redact(str(e)), **base)
         states = {Action.noop: "in-sync", Action.create: "missing", Action.delete: "orphaned"}
@@ -419,8 +454,14 @@ class Engine:
 
     def invoke(self, name: str, request: InvokeRequest) -> InvokeResult:
         cfg = self.select([name])[0]
-        return self.target(cfg).invoke(request)
+        try:
+            return self.target(cfg).invoke(request)
+        except ModuleNotFoundError as e:
+            raise self.registry.missing_module(cfg.kind, e) from None
 
     def logs(self, name: str, *, tail: int = 100, deployment: str | None = None) -> str:
         cfg = self.select([name])[0]
-        return redact(self.target(cfg).logs(tail=tail, deployment=deployment))
+        try:
+            return redact(self.target(cfg).logs(tail=tail, deployment=deployment))
+        except ModuleNotFoundError as e:
+            raise self.registry.missing_module(cfg.kind, e) from None

@@ -13,7 +13,9 @@ printed with its traceback.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 class DeployctlError(Exception):
@@ -34,6 +36,16 @@ class UserError(DeployctlError):
     """Invalid input: the user can fix it without touching the cloud. Exit code 2."""
 
     exit_code = 2
+
+
+def display_path(path: Path | str) -> str:
+    """A path for messages: relative to the working directory when below it (short, clickable),
+    else absolute."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # pragma: no cover - other drive on Windows
+        return str(path)
+    return str(path) if rel.startswith("..") else rel
 
 
 @dataclass(frozen=True)
@@ -58,10 +70,14 @@ class ManifestIssue:
     field: str  # dotted path such as "targets[1].instance_count"; "" for the whole document
     message: str
     hint: str | None = None
+    # The offending source line with a caret under the column, for problems a line shows best
+    # (invalid YAML); printed under the message, never in CI annotations.
+    excerpt: str | None = None
 
     def __str__(self) -> str:
         where = f"{self.location}: " + (f"{self.field}: " if self.field else "")
-        return where + self.message + (f" ({self.hint})" if self.hint else "")
+        text = where + self.message + (f" ({self.hint})" if self.hint else "")
+        return text + "".join(f"\n    {line}" for line in self.excerpt.splitlines()) if self.excerpt else text
 
 
 @dataclass

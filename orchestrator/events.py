@@ -13,6 +13,14 @@ from typing import Any, TextIO
 
 from orchestrator.secrets import redact
 
+
+def escape(text: str) -> str:
+    """Text from users, models or services inside rich markup: printed as written (a pattern's
+    ``[a-z]`` is not a style tag).  rich is imported only when something is printed with it."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
 log = logging.getLogger("deployctl")
 
 
@@ -151,7 +159,7 @@ class RichReporter(Reporter):
             self._bars.stop()
 
     def _refresh(self) -> None:
-        text = "  ".join(f"[bold]{t}[/]: {what}" for t, what in self._running.items())
+        text = "  ".join(f"[bold]{escape(t)}[/]: {escape(what)}" for t, what in self._running.items())
         if text:
             self._status.update(text)
             if not self._started:
@@ -170,11 +178,11 @@ class RichReporter(Reporter):
                 self._running[target] = redact(message)
                 self._refresh()
             else:
-                self._print(f"[dim]\\[{target}][/] {message}")
+                self._print(f"[dim]\\[{escape(target)}][/] {escape(redact(message))}")
 
     def warning(self, target: str, message: str) -> None:
         with self._lock:
-            self._print(f"[yellow]\\[{target}] warning:[/] {message}")
+            self._print(f"[yellow]\\[{escape(target)}] warning:[/] {escape(redact(message))}")
 
     def advance(self, target: str, what: str, done: int, total: int) -> None:
         with self._lock:
@@ -196,7 +204,7 @@ class RichReporter(Reporter):
                 self._bars.start()
             key = (target, what)
             if key not in self._tasks:
-                self._tasks[key] = self._bars.add_task(redact(what), total=total, target=target)
+                self._tasks[key] = self._bars.add_task(escape(redact(what)), total=total, target=escape(target))
             self._bars.update(self._tasks[key], completed=done, total=total)
             if all(t.finished for t in self._bars.tasks):
                 self._bars.stop()
@@ -211,7 +219,8 @@ class RichReporter(Reporter):
         with self._lock:
             self._running.pop(target, None)
             mark = "[green]✓[/]" if ok else "[red]✗[/]"
-            self._print(f"{mark} [dim]\\[{target}][/] {action} {address}" + ("" if ok else f": {error}"))
+            self._print(f"{mark} [dim]\\[{escape(target)}][/] {action} {escape(address)}"
+                        + ("" if ok else f": {escape(redact(error or ''))}"))
             self._refresh()
 
     def target_finished(self, target: str, ok: bool, outputs: dict[str, Any] | None = None) -> None:

@@ -23,7 +23,9 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from orchestrator.errors import UserError
 
 IGNORED_DIRS = frozenset({"__pycache__", ".git", ".deployctl", ".pytest_cache", ".mypy_cache", ".ruff_cache",
                           ".ipynb_checkpoints", ".venv", "node_modules"})
@@ -31,31 +33,91 @@ IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp", "~")
 _CHUNK = 1 << 20
 
 
+# Where a model or code tree may never lead: reading these blocks, never ends or is not content.
+SPECIAL_ROOTS = ("/proc", "/sys", "/dev")
+
+
+class UnsupportedFileError(UserError):
+    """A model or code tree holds something that is not a regular file or folder (a FIFO, a
+    device, a socket, a broken symlink): reading it could block forever or never end."""
+
+
+def _special(path: str) -> bool:
+    real = os.path.realpath(path)
+    return any(real == r or real.startswith(r + "/") for r in SPECIAL_ROOTS)
+
+
+def _refuse(path: str, what: str) -> UnsupportedFileError:
+    return UnsupportedFileError(
+        f"{path}: {what}; models and code may hold only regular files and folders",
+        hint="copy the real file in place of it, or move it out of the folder")
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
 def walk_files(root: Path) -> Iterator[tuple[str, str, os.stat_result]]:
-    """(relative posix path, absolute path, stat) of every file below ``root``, sorted, ignoring
-    the usual junk; one ``stat`` each and no ``Path`` objects (this runs for every file of a
-    venv, where pathlib's parsing costs more than the system calls).  A single file yields itself
-    under its own name."""
-    top = os.fspath(root)
-    st = os.stat(top)
-    if not stat.S_ISDIR(st.st_mode):
-        yield os.path.basename(top), top, st
+    """(relative posix path, absolute path, stat) of every file below ``root``, sorted (each
+    folder's files, then its sub-folders), ignoring the usual junk; one ``stat`` each and no
+    ``Path`` objects (this runs for every file of a venv, where pathlib's parsing costs more than
+    the system calls).  A single file yields itself under its own name.
+
+    Entries are classified without being opened: a FIFO, socket or device (or a symlink to one,
+    or into /proc, /sys or /dev) raises :class:`UnsupportedFileError` instead of hanging whoever
+    reads it.  A symlink to a regular file counts as that file (its stat is the target's); a
+    symlinked folder is not descended into (no loops, as os.walk)."""
+    base = os.fspath(root)
+    try:
+        st = os.stat(base)
+    except OSError as e:
+        raise UnsupportedFileError(f"{base}: {e.strerror or e}") from None
+    if _special(base):
+        raise _refuse(base, "is on a special filesystem (/proc, /sys or /dev)")
+    if stat.S_ISREG(st.st_mode):
+        yield os.path.basename(base), base, st
         return
-
-    def walk(folder: str, prefix: str) -> Iterator[tuple[str, str, os.stat_result]]:
-        with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        files = [e for e in entries if not e.is_dir()]
-        # a link to a folder is neither walked nor archived (os.walk's rule: no cycles, no escapes)
-        dirs = [e for e in entries if e.is_dir() and not e.is_symlink() and e.name not in IGNORED_DIRS]
-        for e in files:  # a folder's files before its subfolders, as os.walk ordered them
-            if e.name.endswith(IGNORED_SUFFIXES) or e.name == ".DS_Store":
+    if not stat.S_ISDIR(st.st_mode):
+        raise _refuse(base, f"is {_kind(st.st_mode)}")
+    stack = [(base, "")]
+    while stack:
+        dirpath, prefix = stack.pop()
+        try:
+            with os.scandir(dirpath) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            raise UnsupportedFileError(f"{dirpath}: cannot read the folder: {e.strerror or e}") from None
+        subdirs: list[tuple[str, str]] = []
+        for entry in entries:
+            name = entry.name
+            rel = f"{prefix}/{name}" if prefix else name  # string joins: this runs for every file of a venv
+            if entry.is_dir(follow_symlinks=False):
+                if name not in IGNORED_DIRS:
+                    subdirs.append((entry.path, rel))
                 continue
-            yield f"{prefix}{e.name}", e.path, e.stat()
-        for e in dirs:
-            yield from walk(e.path, f"{prefix}{e.name}/")
-
-    yield from walk(top, "")
+            if name.endswith(IGNORED_SUFFIXES) or name == ".DS_Store":
+                continue
+            if entry.is_file(follow_symlinks=False):
+                yield rel, entry.path, entry.stat()
+                continue
+            if not entry.is_symlink():
+                raise _refuse(entry.path, f"is {_kind(entry.stat(follow_symlinks=False).st_mode)}")
+            try:
+                target = os.stat(entry.path)
+            except OSError:
+                raise _refuse(entry.path, "is a broken symlink") from None
+            if stat.S_ISDIR(target.st_mode):
+                continue  # as os.walk does: a symlinked folder is not followed
+            if not stat.S_ISREG(target.st_mode):
+                raise _refuse(entry.path, f"is a symlink to {_kind(target.st_mode)}")
+            if _special(entry.path):
+                raise _refuse(entry.path, "is a symlink into /proc, /sys or /dev")
+            yield rel, entry.path, target
+        stack.extend(reversed(subdirs))
 
 
 def iter_files(root: Path) -> Iterator[tuple[str, Path]]:
@@ -64,9 +126,28 @@ def iter_files(root: Path) -> Iterator[tuple[str, Path]]:
         yield rel, Path(path)
 
 
+def check_tree(root: Path) -> int:
+    """Walk ``root`` as :func:`iter_files` does without reading a byte; the number of files.
+    Raises :class:`UnsupportedFileError` for anything that is not a regular file or folder."""
+    return sum(1 for _ in iter_files(root))
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading without ever blocking on a FIFO swapped in after the walk."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _refuse(str(path), f"is {_kind(mode)}")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def file_digest(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with _open_regular(path) as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -76,9 +157,9 @@ def tree_digest(root: Path) -> str:
     """sha256 of a file or folder's content (paths, executable bits and bytes; not mtimes)."""
     h = hashlib.sha256()
     for rel, path in iter_files(root):
-        executable = bool(path.stat().st_mode & stat.S_IXUSR)
-        h.update(f"{rel}\0{int(executable)}\0".encode())
-        with open(path, "rb") as f:
+        with _open_regular(path) as f:
+            executable = bool(os.fstat(f.fileno()).st_mode & stat.S_IXUSR)
+            h.update(f"{rel}\0{int(executable)}\0".encode())
             for chunk in iter(lambda: f.read(_CHUNK), b""):
                 h.update(chunk)
         h.update(b"\0")
@@ -87,7 +168,7 @@ def tree_digest(root: Path) -> str:
 
 def tree_size(root: Path) -> int:
     """Bytes of content below ``root`` (what a model needs in memory, at least)."""
-    return sum(p.stat().st_size for _, p in iter_files(root))
+    return sum(st.st_size for _, _, st in walk_files(root))
 
 
 @dataclass(frozen=True)
@@ -180,7 +261,7 @@ def _tar_stream(seg: list[_Entry], h: Any) -> Iterator[bytes]:
 
     buf = bytearray()
     for e in seg:
-        with open(e.path, "rb") as f:
+        with _open_regular(Path(e.path)) as f:
             info = tarfile.TarInfo(e.rel)
             info.size, info.mtime, info.mode = e.size, 0, 0o755 if e.executable else 0o644
             buf += info.tobuf(tarfile.GNU_FORMAT)

@@ -6,7 +6,9 @@ registers theirs:
     [project.entry-points."deployctl.targets"]
     my-kind = "my_package.my_module:MyTarget"
 
-A plugin that fails to import is reported (it does not break the other kinds).
+A plugin that fails to import is reported (it does not break the other kinds).  A Python module
+a target needs and does not find — at import or when it first uses its SDK — is one line naming
+the package and the command that installs it (:func:`missing_module_error`), never a traceback.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class TargetRegistry:
     loaded: dict[str, type[Target]] = field(default_factory=dict)
     entry_points: dict[str, Any] = field(default_factory=dict)  # kind -> importlib EntryPoint, not loaded yet
     broken: dict[str, str] = field(default_factory=dict)  # kind -> why it could not be loaded
+    dists: dict[str, str] = field(default_factory=dict)  # kind -> the distribution that installed it
 
     @property
     def kinds(self) -> list[str]:
@@ -58,13 +61,23 @@ class TargetRegistry:
 
     def _load(self, kind: str) -> None:
         ep = self.entry_points.pop(kind)
+        dist = getattr(ep, "dist", None)
+        if dist is not None:
+            self.dists[kind] = dist.name
         try:
             cls = ep.load()
             self.register(cls)
             if cls.kind != kind:
                 self.broken[kind] = f"entry point {kind!r} names a target of kind {cls.kind!r}"
+        except ModuleNotFoundError as e:
+            self.broken[kind] = missing_module_error(e, needed_by=f"the {kind!r} target",
+                                                     dist=self.dists.get(kind)).message
         except Exception as e:  # a broken third-party plugin must not break the others
             self.broken[kind] = f"{type(e).__name__}: {e}"
+
+    def missing_module(self, kind: str, e: ModuleNotFoundError) -> MissingModuleError:
+        """``e``, met while the ``kind`` target ran, as one line naming what to install."""
+        return missing_module_error(e, needed_by=f"the {kind!r} target", dist=self.dists.get(kind))
 
     def unknown_kind_message(self, kind: str) -> str:
         if kind in self.broken:
@@ -81,6 +94,52 @@ class TargetRegistry:
             if not hasattr(cls, attr):
                 raise TypeError(f"{cls.__name__} is not a deployctl target: it has no {attr!r}")
         self.loaded[cls.kind] = cls
+
+
+class MissingModuleError(UserError):
+    """A Python module deployctl or a target needs is not installed (exit 2: fixed by installing
+    it, without touching the cloud)."""
+
+
+def missing_module_error(e: ModuleNotFoundError, *, needed_by: str, dist: str | None = "deployctl") -> MissingModuleError:
+    """One line: who needs which module, the package(s) that provide it and the command that
+    installs them into this interpreter.  The packages are those of ``dist``'s declared
+    requirements named like the module (``azure.ai.ml`` is ``azure-ai-ml``; ``azure`` is every
+    ``azure-*``), so it holds for third-party plugins as for deployctl's own targets."""
+    import shlex
+    import sys
+
+    module = e.name or str(e)
+    reqs = _requirements_named_like(module, dist) if dist else []
+    pip = f"{shlex.quote(sys.executable or 'python')} -m pip install"
+    if reqs:
+        names = ", ".join(name for name, _ in reqs)
+        return MissingModuleError(f"{needed_by} needs the Python module {module!r} (package{'s' if len(reqs) > 1 else ''} {names}), which is not "
+                                  f"installed; install it with: {pip} {' '.join(shlex.quote(r) for _, r in reqs)}")
+    why = f"{dist} does not declare it" if dist else "no installed package declares it"
+    return MissingModuleError(f"{needed_by} needs the Python module {module!r}, which is not installed ({why}); "
+                              f"install the package that provides it with: {pip} <package>")
+
+
+def _requirements_named_like(module: str, dist: str) -> list[tuple[str, str]]:
+    """(name, requirement without markers) of ``dist``'s requirements that provide ``module``."""
+    import re
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        declared = requires(dist) or []
+    except PackageNotFoundError:
+        return []
+    dotted = re.sub(r"[-_.]+", ".", module.lower())
+    out: list[tuple[str, str]] = []
+    for req in declared:
+        spec = req.split(";")[0].strip()
+        name = re.split(r"[\s<>=!~\[(]", spec, maxsplit=1)[0]
+        norm = re.sub(r"[-_.]+", ".", name.lower())
+        if (norm == dotted or norm.startswith(dotted + ".") or dotted.startswith(norm + ".")) \
+                and all(spec != s for _, s in out):
+            out.append((name, spec))
+    return out
 
 
 def _load_entry_points() -> TargetRegistry:

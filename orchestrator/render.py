@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from orchestrator.engine import ApplyResult, TargetStatus
     from orchestrator.plan import Plan
+    from orchestrator.target import SmokeTest
 
 _STYLE = {"create": "green", "update": "yellow", "replace": "magenta", "delete": "red", "no-op": "dim"}
 _SYMBOL = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "no-op": " "}
@@ -31,21 +32,23 @@ def plan_table(plan: Plan) -> Table:
     from rich.table import Table
     from rich.text import Text
 
-    t = Table(title=f"Plan for {plan.manifest_name}" + (" (destroy)" if plan.destroy else ""), expand=False)
+    t = Table(title=Text(f"Plan for {plan.manifest_name}" + (" (destroy)" if plan.destroy else "")), expand=False)
     for col in ("target", "action", "resource", "why / what changes"):
         t.add_column(col)
+    # Cells are Text, never markup: an address, a reason or a value may hold '[a-z]'.
     for tp in plan.targets:
         if tp.error:
-            t.add_row(tp.target, Text("error", style="bold red"), "", redact(tp.error))
+            t.add_row(Text(tp.target), Text("error", style="bold red"), "", Text(redact(tp.error)))
         for c in tp.changes:
             what = c.reason
             if c.diff:
                 what += "\n" + "\n".join(f"{d.path}: {_short(d.before, 30)} → {_short(d.after, 30)}" for d in c.diff)
-            t.add_row(tp.target, Text(f"{_SYMBOL[c.action.value]} {c.action.value}", style=_STYLE[c.action.value]),
-                      c.address, what)
+            t.add_row(Text(tp.target), Text(f"{_SYMBOL[c.action.value]} {c.action.value}", style=_STYLE[c.action.value]),
+                      Text(c.address), Text(redact(what)))
         for f in tp.findings:
             style = {"error": "bold red", "warning": "yellow", "info": "cyan"}[f.severity.value]
-            t.add_row(tp.target, Text(f.severity.value, style=style), "", redact(f.message + (f"\nTo fix: {f.hint}" if f.hint else "")))
+            t.add_row(Text(tp.target), Text(f.severity.value, style=style), "",
+                      Text(redact(f.message + (f"\nTo fix: {f.hint}" if f.hint else ""))))
     n = plan.counts()
     t.caption = (f"{n['create']} to create, {n['update']} to update, {n['replace']} to replace, "
                  f"{n['delete']} to delete, {n['no-op']} unchanged")
@@ -83,11 +86,24 @@ def apply_lines(result: ApplyResult) -> list[str]:
                 lines.append(f"  {c.status}: {c.action.value} {c.address}" + (f": {redact(c.error)}" if c.error else ""))
         if t.error and not t.changes:
             lines.append(f"  {redact(t.error)}")
+        if t.smoke_test is not None:
+            lines.append(f"  smoke test: {smoke_text(t.smoke_test)}")
+        elif any(c.status == "done" and c.action.value != "delete" for c in t.changes):
+            lines.append("  smoke test: not run (no scoring.sample_request, or this kind runs none on apply)")
         for k, v in t.outputs.items():
             lines.append(f"  {k}: {_short(v, 100)}")
     if result.interrupted:
         lines.append("Interrupted: running operations were allowed to finish; nothing new was started.")
     return lines
+
+
+def smoke_text(smoke: SmokeTest) -> str:
+    """``passed (HTTP 200, 41 ms)`` / ``FAILED (HTTP 500, 12 ms): what went wrong``."""
+    facts = [f"HTTP {smoke.status}" if isinstance(smoke.status, int) else smoke.status or "",
+             f"{smoke.latency_ms:.0f} ms" if smoke.latency_ms is not None else ""]
+    facts = [f for f in facts if f]
+    text = ("passed" if smoke.passed else "FAILED") + (f" ({', '.join(facts)})" if facts else "")
+    return text + (f": {_short(smoke.detail, 200)}" if smoke.detail and not smoke.passed else "")
 
 
 def status_lines(statuses: list[TargetStatus], show_keys: bool = False) -> list[str]:
@@ -124,9 +140,10 @@ def plan_html(plan: Plan) -> str:
 
 
 def apply_html(result: ApplyResult) -> str:
-    rows = [[t.target, "ok" if t.ok else "failed", str(t.writes), redact(t.error or ""),
-             ", ".join(f"{k}={_short(v, 40)}" for k, v in t.outputs.items())] for t in result.targets]
-    return _html_rows(rows, ["target", "result", "changes", "error", "outputs"])
+    rows = [[t.target, "ok" if t.ok else "failed", str(t.writes), smoke_text(t.smoke_test) if t.smoke_test else "",
+             redact(t.error or ""), ", ".join(f"{k}={_short(v, 40)}" for k, v in t.outputs.items())]
+            for t in result.targets]
+    return _html_rows(rows, ["target", "result", "changes", "smoke test", "error", "outputs"])
 
 
 def status_html(statuses: list[TargetStatus]) -> str:

@@ -155,13 +155,19 @@ def call_with_retries(
     settings: RetrySettings = RetrySettings(),
     http_retried: bool = False,
     on_retry: Callable[[int, float, str], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     cancel: threading.Event | None = None,
     rng: random.Random | None = None,
+    now: Callable[[], float] = time.monotonic,
 ) -> T:
     """Run ``fn``; retry it while it fails transiently.  ``on_retry(attempt, wait, reason)`` is
     called before each wait, so every retry is logged with its reason.  The last error is raised
-    as it was (permanent errors on the first attempt, untouched)."""
+    as it was (permanent errors on the first attempt, untouched).  ``now`` is the clock the
+    elapsed budget is measured on (a simulator's virtual clock, with its ``sleep``).
+
+    ``cancel`` (Ctrl-C) ends a wait at once with :class:`Interrupted`, and no attempt starts
+    once it is set.  Real waits (``sleep`` None or ``time.sleep``) wait on the event itself; a
+    custom ``sleep`` (a simulator's virtual clock, a test's recorder) is checked around."""
 
     def transient(exc: BaseException) -> bool:
         c = classify(exc, http_retried=http_retried)
@@ -179,16 +185,21 @@ def call_with_retries(
         if on_retry:
             on_retry(state.attempt_number, wait, getattr(exc, "_deployctl_reason", str(exc)))
 
-    def interruptible_sleep(seconds: float) -> None:
-        if cancel is not None:
-            if cancel.wait(seconds) and cancel.is_set():
-                raise Interrupted(f"interrupted while waiting to retry {what}")
-        else:
-            sleep(seconds)
+    def pause(seconds: float) -> None:
+        if cancel is None:
+            (sleep or time.sleep)(seconds)
+            return
+        if not cancel.is_set():
+            if sleep is None or sleep is time.sleep:
+                cancel.wait(seconds)
+            else:
+                sleep(seconds)
+        if cancel.is_set():
+            raise Interrupted(f"interrupted while waiting to retry {what}")
 
     # The first attempt runs plainly: most calls succeed, and a run whose calls all succeed never
     # imports tenacity (a no-op apply's budget is a few hundred milliseconds, start-up included).
-    started = time.monotonic()
+    started = now()
     try:
         return fn()
     except BaseException as e:
@@ -209,14 +220,15 @@ def call_with_retries(
         exc = state.outcome.exception() if state.outcome else None
         return _backoff(settings, gen, state.attempt_number, exc)
 
-    spent = time.monotonic() - started
+    def stop(state: tenacity.RetryCallState) -> bool:
+        return state.attempt_number >= settings.attempts or now() - started >= settings.max_elapsed
+
     retryer = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(settings.attempts)
-        | tenacity.stop_after_delay(max(0.0, settings.max_elapsed - spent)),
+        stop=stop,
         wait=wait,
         retry=tenacity.retry_if_exception(transient),
         before_sleep=before_sleep,
-        sleep=interruptible_sleep if cancel is not None else sleep,
+        sleep=pause,
         reraise=True,
     )
     result: Any = retryer(attempt)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -41,7 +41,7 @@ from orchestrator.manifest.model import Manifest, ScoringType, TargetConfig
 
 if TYPE_CHECKING:
     from orchestrator.events import Reporter
-    from orchestrator.plan import Change
+    from orchestrator.plan import Change, TargetPlan
 
 # Ownership tags on every resource deployctl creates.  Azure tag names allow '-' but not '/'.
 TAG_MANIFEST = "deployctl-manifest"
@@ -144,6 +144,16 @@ class InvokeResult(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+class SmokeTest(BaseModel):
+    """The smoke test an apply ran on what it deployed (``scoring.sample_request``), as the
+    target reports it through :meth:`TargetContext.smoke_tested`; the apply report shows it."""
+
+    passed: bool
+    status: int | str | None = None  # the HTTP status, or the request's / job's final state
+    latency_ms: float | None = None
+    detail: str = ""
+
+
 @dataclass
 class RunOptions:
     """Switches that change how targets talk to the world (never whether they write)."""
@@ -165,6 +175,7 @@ class TargetContext:
     options: RunOptions = field(default_factory=RunOptions)
     reporter: Reporter | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    smoke_test: SmokeTest | None = None  # the last one this apply ran (the engine resets it)
 
     @property
     def base_dir(self) -> Path:
@@ -183,6 +194,13 @@ class TargetContext:
         if self.reporter:
             self.reporter.advance(self.config.name, what, done, total)
 
+    def smoke_tested(self, passed: bool, *, status: int | str | None = None, latency_ms: float | None = None,
+                     detail: str = "") -> None:
+        """Record the smoke test of what was just deployed: the apply report shows it for every
+        target the same way (passed or failed, status, latency)."""
+        self.smoke_test = SmokeTest(passed=passed, status=status, detail=detail,
+                                    latency_ms=None if latency_ms is None else round(latency_ms, 1))
+
     def secret(self, value: str) -> None:
         """Declare ``value`` secret before it can reach any output: it is masked everywhere."""
         from orchestrator.secrets import register_secret
@@ -199,6 +217,9 @@ class Target(ABC):
     scoring_types: ClassVar[frozenset[ScoringType]]
     config_model: ClassVar[type[TargetConfig]]
     description: ClassVar[str] = ""
+    # True when the target builds its Python environment on this machine: `deployctl validate`
+    # then checks the interpreter the manifest asks for is installed where uv finds it.
+    local_python: ClassVar[bool] = False
 
     def __init__(self, ctx: TargetContext) -> None:
         self.ctx = ctx
@@ -219,6 +240,13 @@ class Target(ABC):
     def check(self, changes: list[Change]) -> list[Finding]:
         """Preflight before any write (quota, sizing, permissions). Read-only."""
         return []
+
+    @staticmethod
+    def fleet_check(plans: Sequence[TargetPlan]) -> Mapping[str, list[Finding]]:
+        """A check across the targets of a plan (a quota several targets draw from): pure, over
+        every target's plan, called once per distinct function after each target's ``check()``;
+        the findings to add, by target name.  It reads what ``check()`` put in ``Finding.data``."""
+        return {}
 
     # -- writing --------------------------------------------------------------------------
     @abstractmethod

@@ -9,9 +9,12 @@ so :func:`orchestrator.azure.ops.run_op` types them the same way.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.azure.session import AzureSession
+
+if TYPE_CHECKING:
+    from orchestrator.azure.quota import Usage
 
 ARM = "https://management.azure.com"
 
@@ -39,3 +42,14 @@ def arm_request(session: AzureSession, credential: Any, method: str, resource_id
 def arm_get(session: AzureSession, credential: Any, resource_id: str, api_version: str) -> Any:
     """GET ``resource_id`` from ARM; the JSON body."""
     return arm_request(session, credential, "GET", resource_id, api_version)
+
+
+def provider_usages(session: AzureSession, credential: Any, subscription: str, provider: str, location: str,
+                    api_version: str) -> list[Usage]:
+    """The quota rows of ``provider`` (e.g. ``Microsoft.ContainerInstance``) in ``location``."""
+    from orchestrator.azure.quota import parse_usages
+
+    region = location.lower().replace(" ", "")
+    return parse_usages(arm_get(session, credential,
+                                f"/subscriptions/{subscription}/providers/{provider}/locations/{region}/usages",
+                                api_version))

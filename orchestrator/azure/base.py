@@ -2,8 +2,8 @@
 
 An Azure target subclasses :class:`AzureTarget` and gets ``self.session`` (the run's
 :class:`~orchestrator.azure.session.AzureSession`: credential, transport, simulator),
-``self.op(what, fn)`` (:func:`~orchestrator.azure.ops.run_op` with the budget for that kind of
-operation) and ``self.sleep`` (the virtual clock under ``--simulate``).  Everything else — which
+``self.op(what, fn, budget=...)`` (:func:`~orchestrator.azure.ops.run_op` with the retry budget
+for that kind of operation) and ``self.sleep`` (the virtual clock under ``--simulate``).  Everything else — which
 clients, which resources — is the target's own.
 """
 
@@ -13,15 +13,19 @@ from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import Any, TypeVar
 
+from orchestrator.azure import quota
+from orchestrator.azure.budgets import READ, Budget
 from orchestrator.azure.ops import run_op, sleeper
 from orchestrator.azure.session import AzureSession, session_of
-from orchestrator.retry import RetrySettings
 from orchestrator.target import Target
 
 T = TypeVar("T")
 
 
 class AzureTarget(Target):
+    # quotas are per subscription, region and VM family, whichever target draws on them
+    fleet_check = staticmethod(quota.fleet_findings)
+
     @cached_property
     def session(self) -> AzureSession:
         return session_of(self.ctx.options)
@@ -30,10 +34,10 @@ class AzureTarget(Target):
     def sleep(self) -> Callable[[float], None]:
         return sleeper(self.session)
 
-    def op(self, what: str, fn: Callable[[], T], resource: str | None = None, *,
-           settings: RetrySettings = RetrySettings()) -> T:
-        """Run one Azure operation (retried as :mod:`orchestrator.azure.ops` says; typed errors)."""
-        return run_op(self.ctx, what, fn, resource=resource, settings=settings)
+    def op(self, what: str, fn: Callable[[], T], resource: str | None = None, *, budget: Budget = READ) -> T:
+        """Run one Azure operation within ``budget`` (:mod:`orchestrator.azure.budgets`; reads
+        and idempotent writes by default); failures come back typed (:mod:`.errors`)."""
+        return run_op(self.ctx, what, fn, resource=resource, budget=budget)
 
     def azure_tags(self, tags: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The Azure tags of a resource: the target's own ``tags:`` setting (when its config has

@@ -1,9 +1,10 @@
 """The operation runner every Azure target calls: :func:`run_op`.
 
 One whole operation (a read, a ``begin_*`` and its poller, an upload) runs through
-:func:`orchestrator.retry.call_with_retries` with ``http_retried=True``: azure-core's
-``RetryPolicy`` already retried each HTTP call, so only what it never retries — 409 "busy",
-long-running operations that ended Canceled — is retried here.  What still fails is raised as a
+:func:`orchestrator.retry.call_with_retries` with azure-core's ``RetryPolicy`` already
+retried each HTTP call, so what it never retries — 409 "busy", long-running operations that
+ended Canceled — is retried here, and, for idempotent operations, the transient statuses it gave
+up on, each within the budget :mod:`orchestrator.azure.budgets` sets for that kind of operation.  What still fails is raised as a
 typed :class:`~orchestrator.azure.errors.AzureOperationError` (:class:`AzureNotFound` for a 404),
 non-retryable, so the engine does not retry it a second time over.
 
@@ -19,10 +20,11 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from orchestrator.azure.budgets import PROBE, READ, Budget
 from orchestrator.azure.errors import describe, error_code, typed
 from orchestrator.azure.session import AzureSession, session_of
-from orchestrator.errors import DeployctlError, TransientError
-from orchestrator.retry import RetrySettings, call_with_retries, classify
+from orchestrator.errors import DeployctlError, Interrupted, TransientError
+from orchestrator.retry import call_with_retries, classify
 from orchestrator.target import TargetContext
 
 T = TypeVar("T")
@@ -62,14 +64,15 @@ def _quiet_sdk_progress() -> Any:
 
 
 def run_op(ctx: TargetContext, what: str, fn: Callable[[], T], *, resource: str | None = None,
-           settings: RetrySettings = RetrySettings()) -> T:
-    """Run one whole operation, retrying only what azure-core does not (409 busy, OperationCanceled)."""
+           budget: Budget = READ) -> T:
+    """Run one whole operation within ``budget`` (:mod:`orchestrator.azure.budgets`): what
+    azure-core never retries (409 busy, OperationCanceled) always, and, for an idempotent
+    operation, also the transient statuses azure-core gave up on."""
     with _quiet_sdk_progress():
-        return _run_op(ctx, what, fn, resource=resource, settings=settings)
+        return _run_op(ctx, what, fn, resource=resource, budget=budget)
 
 
-def _run_op(ctx: TargetContext, what: str, fn: Callable[[], T], *, resource: str | None,
-            settings: RetrySettings) -> T:
+def _run_op(ctx: TargetContext, what: str, fn: Callable[[], T], *, resource: str | None, budget: Budget) -> T:
     def on_retry(n: int, wait: float, reason: str) -> None:
         ctx.progress(f"{what}: retry {n} in {wait:.0f}s ({reason})")
 
@@ -84,9 +87,10 @@ def _run_op(ctx: TargetContext, what: str, fn: Callable[[], T], *, resource: str
             raise
 
     where: dict[str, Any] = {"target": ctx.config.name, "resource": resource, "operation": what}
+    session = session_of(ctx.options)
     try:
-        return call_with_retries(attempt, what=what, settings=settings, http_retried=True, on_retry=on_retry,
-                                 sleep=sleeper(session_of(ctx.options)))
+        return call_with_retries(attempt, what=what, settings=budget.settings, http_retried=not budget.idempotent,
+                                 on_retry=on_retry, sleep=sleeper(session), now=clock_of(session), cancel=ctx.cancel)
     except TransientError as e:  # retries spent: the engine must not retry it a second time over
         cause = e.__cause__ if isinstance(e.__cause__, BaseException) else e
         raise typed(f"still failing after retries: {describe(cause)}", cause, **where) from cause
@@ -110,6 +114,16 @@ def lro_canceled(e: BaseException) -> bool:
     return isinstance(body, dict) and str(body.get("status", "")).lower() in ("canceled", "cancelled")
 
 
+def clock_of(session: AzureSession | None) -> Callable[[], float]:
+    """The clock retry budgets are measured on: the simulator's virtual one when simulating."""
+    clock = getattr(getattr(session, "simulator", None), "clock", None)
+    if clock is not None and hasattr(clock, "now"):
+        return clock.now
+    import time
+
+    return time.monotonic
+
+
 def sleeper(session: AzureSession | None) -> Callable[[float], None]:
     """Sleep on the simulator's virtual clock when simulating, else for real."""
     clock = getattr(getattr(session, "simulator", None), "clock", None)
@@ -118,3 +132,44 @@ def sleeper(session: AzureSession | None) -> Callable[[float], None]:
     import time
 
     return time.sleep
+
+
+def busy_answer(status: int, body: Any) -> bool:
+    """Is an HTTP answer from a scoring endpoint its front door being busy (retry), rather than
+    the model failing (do not)?  429, 503 and 504 always; 500 and 502 only with the platform's
+    ``{"error": {"code": ...}}`` envelope — the scoring server's own errors (``run()`` raising,
+    a container that cannot start) carry ``{"message": ...}`` and are real failures."""
+    if status in (429, 503, 504):
+        return True
+    envelope = isinstance(body, dict) and isinstance(body.get("error"), dict) and "code" in body["error"]
+    return status in (500, 502) and envelope
+
+
+def probe(ctx: TargetContext, what: str, request: Callable[[], tuple[int, Any]], *, budget: Budget = PROBE) -> str | None:
+    """Run a smoke test or health check (``request()`` -> (status, body)); None when healthy, else
+    what went wrong.  A busy answer (:func:`busy_answer`) is asked again within ``budget``."""
+    def once() -> None:
+        try:
+            status, body = request()
+        except Interrupted:
+            raise
+        except Exception as e:  # azure-core (and run_op) already retried: report, do not retry
+            raise _ProbeFailed(describe(e)) from e
+        if 200 <= status < 300:
+            return
+        why = f"HTTP {status}: {str(body)[:300]}"
+        if busy_answer(status, body):
+            raise TransientError(why, reason=f"scoring answered HTTP {status}")
+        raise _ProbeFailed(why)
+
+    session = session_of(ctx.options)
+    try:
+        call_with_retries(once, what=what, settings=budget.settings, sleep=sleeper(session), now=clock_of(session),
+                          on_retry=lambda n, wait, reason: ctx.progress(f"{what}: retry {n} in {wait:.0f}s ({reason})"))
+    except (TransientError, _ProbeFailed) as e:
+        return e.message
+    return None
+
+
+class _ProbeFailed(DeployctlError):
+    """A probe's definite failure (not retried)."""

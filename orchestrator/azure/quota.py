@@ -1,8 +1,9 @@
 """Quota preflight arithmetic for Azure, per provider and summed across targets.  Pure.
 
 Azure quotas are per subscription, region and VM family (the usages APIs of Compute, Azure ML,
-Container Instances... all answer ``currentValue`` of ``limit`` per family).  A target's
-``check()`` reads its provider's usage row and returns a :class:`Finding` for its own need, with
+Container Instances... all answer ``currentValue`` of ``limit`` per family:
+:func:`orchestrator.azure.arm.provider_usages` reads them for any provider, :func:`parse_usages`
+is the pure part).  A target's ``check()`` reads its provider's usage row and returns a :class:`Finding` for its own need, with
 a :class:`QuotaDemand` attached as plain data (``Finding.data["quota_demand"]``).  Several
 targets of one manifest can each fit while together they do not (20 targets each needing 6 of
 100 free cores); :func:`fleet_findings` — the engine's cross-target check for Azure targets —
@@ -55,6 +56,23 @@ def quota_shortfall(required: int, usage: Usage | None, *, already_held: int = 0
     return (f"needs {required} {usage.family} cores but only {available} are available "
             f"(quota {usage.limit}, in use {usage.current}"
             + (f", {already_held} held by the current deployment" if already_held else "") + ")")
+
+
+def parse_usages(body: Mapping[str, Any] | None) -> list[Usage]:
+    """The rows of a provider's ``.../locations/{region}/usages`` answer (Compute, Azure ML,
+    Container Instances... share the shape: ``value[].name.value``, ``currentValue``, ``limit``)."""
+    out = []
+    for row in (body or {}).get("value") or []:
+        name = row.get("name")
+        family = name.get("value") if isinstance(name, Mapping) else name
+        if isinstance(family, str):
+            out.append(Usage(family, int(row.get("currentValue") or 0), int(row.get("limit") or 0)))
+    return out
+
+
+def usage_of(rows: Iterable[Usage], family: str) -> Usage | None:
+    """The row of ``family`` (case-insensitive, as the usages APIs name them inconsistently)."""
+    return next((u for u in rows if u.family.lower() == family.lower()), None)
 
 
 @dataclass(frozen=True)

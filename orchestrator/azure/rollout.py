@@ -1,5 +1,7 @@
-"""Blue/green rollout: the traffic splits to go through, as a pure function, and the loop that
-walks them with health checks and rolls back on failure.
+"""Blue/green rollout for any Azure target that can split traffic (Azure ML online endpoints
+today; App Service slots, ACI behind a gateway next): the traffic splits to go through, as a pure
+function, and the loop that walks them with a health gate after each step and rolls back on
+failure.
 
 :func:`traffic_steps` is pure: from the live split and the new deployment to the list of splits
 to apply in order.  :func:`run_rollout` takes callables for the side effects (set traffic, smoke

@@ -9,6 +9,7 @@ builds the union of the installed ones.
 from __future__ import annotations
 
 import re
+import stat
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,19 +41,65 @@ class ScoringType(str, Enum):
         return self.value
 
 
-def _resolve_existing(value: Path, info: ValidationInfo) -> Path:
+# Bounds on what a manifest may point at: checked when it is loaded, before anything reads them.
+MAX_PATH_CHARS = 4096  # PATH_MAX on Linux: a longer path cannot name a file
+MAX_INPUT_FILE_BYTES = 64 << 20  # requirements, conda files and sample requests are read whole
+
+
+def _resolve(value: Path, info: ValidationInfo) -> tuple[Path, bool]:
+    """(path, checked): resolved against the manifest's folder; ``checked`` is False for a model
+    built without one (no base_dir in the context), where nothing is checked on disk."""
     base = (info.context or {}).get("base_dir")
-    path = value if value.is_absolute() or base is None else Path(base) / value
-    if base is not None and not path.exists():
-        raise ValueError(f"path does not exist: {path}")
-    return path.resolve() if base is not None else path
+    if len(str(value)) > MAX_PATH_CHARS:
+        raise ValueError(f"path is {len(str(value)):,} characters long (at most {MAX_PATH_CHARS:,})")
+    if "\0" in str(value):
+        raise ValueError("path contains a NUL character")
+    if base is None:
+        return value, False
+    path = value if value.is_absolute() else Path(base) / value
+    try:
+        if not path.exists():
+            raise ValueError(f"path does not exist: {path}")
+        return path.resolve(), True
+    except OSError as e:  # too long a component, a loop of symlinks, no permission...
+        raise ValueError(f"cannot use path {str(path)[:200]!r}: {e.strerror or e}") from None
 
 
-LocalPath = Annotated[Path, AfterValidator(_resolve_existing)]
+def _existing_tree(value: Path, info: ValidationInfo) -> Path:
+    """A regular file or a folder holding only regular files and folders (never a FIFO, a
+    device or a socket: hashing it would block or never end)."""
+    path, checked = _resolve(value, info)
+    if checked:
+        from orchestrator.packaging import UnsupportedFileError, check_tree
+
+        try:
+            check_tree(path)
+        except UnsupportedFileError as e:
+            raise ValueError(e.message) from None
+    return path
+
+
+def _existing_file(value: Path, info: ValidationInfo) -> Path:
+    """A regular file of bounded size (it is read whole)."""
+    path, checked = _resolve(value, info)
+    if checked:
+        from orchestrator.packaging import SPECIAL_ROOTS
+
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode) or any(str(path).startswith(r + "/") for r in SPECIAL_ROOTS):
+            raise ValueError(f"{path} is not a regular file")
+        if st.st_size > MAX_INPUT_FILE_BYTES:
+            raise ValueError(f"{path} is {st.st_size / (1 << 20):,.0f} MiB (at most {MAX_INPUT_FILE_BYTES >> 20} MiB)")
+    return path
+
+
+LocalPath = Annotated[Path, AfterValidator(_existing_tree)]
+LocalFile = Annotated[Path, AfterValidator(_existing_file)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are never a setting: .inf would pass validation and fail an apply
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSpec(Strict):
@@ -77,9 +124,10 @@ class ModelSpec(Strict):
 
 class EnvironmentSpec(Strict):
     python: str = Field("3.11", description="Python version of the scoring environment.", pattern=r"^3\.\d{1,2}$")
-    requirements: LocalPath | None = Field(None, description="A pip requirements file.")
-    conda_file: LocalPath | None = Field(None, description="An Azure ML style conda.yaml.")
+    requirements: LocalFile | None = Field(None, description="A pip requirements file.")
+    conda_file: LocalFile | None = Field(None, description="An Azure ML style conda.yaml.")
     image: str | None = Field(None, description="Base image for container targets.")
+    base_image: str | None = Field(None, description="Base of the image `deployctl image build` assembles (default: python:<python>-slim); it must have that Python.")
     variables: dict[str, str] = Field(default_factory=dict, description="Environment variables for the scoring code.")
 
     @model_validator(mode="after")
@@ -95,8 +143,14 @@ class CodeSpec(Strict):
 
     @model_validator(mode="after")
     def _entry_exists(self, info: ValidationInfo) -> CodeSpec:
-        if (info.context or {}).get("base_dir") is not None and not (self.path / self.entry).is_file():
-            raise ValueError(f"entry script {self.entry!r} not found in {self.path}")
+        if (info.context or {}).get("base_dir") is None:
+            return self
+        try:
+            found = len(self.entry) <= MAX_PATH_CHARS and (self.path / self.entry).is_file()
+        except (OSError, ValueError):  # a name too long for the filesystem, a NUL
+            found = False
+        if not found:
+            raise ValueError(f"entry script {self.entry[:200]!r} not found in {self.path}")
         return self
 
 
@@ -117,11 +171,14 @@ class QueueSettings(Strict):
     workers: int = Field(1, ge=1, le=64)
     visibility_timeout_s: int = Field(60, ge=1, description="Seconds before an unfinished message is redelivered.")
     max_attempts: int = Field(5, ge=1, description="Deliveries before a message is dead-lettered.")
+    mode: Literal["queue", "durable"] = Field(
+        "queue", description="queue: a durable queue and workers (the local target always uses its own); "
+        "durable: Durable Functions' async HTTP pattern (functions target).")
 
 
 class ScoringSpec(Strict):
     type: ScoringType = Field(description="real-time | near-real-time | batch")
-    sample_request: LocalPath | None = Field(None, description="Smoke test sent after every apply.")
+    sample_request: LocalFile | None = Field(None, description="Smoke test sent after every apply.")
     # Frozen models, so one shared default instance is safe.
     batch: BatchSettings = BatchSettings()
     queue: QueueSettings = QueueSettings()

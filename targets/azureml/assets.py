@@ -13,8 +13,6 @@ registered without downloading anything.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +20,6 @@ from orchestrator.azure.session import AzureSession
 from orchestrator.packaging import iter_files
 
 MARKER = ".deployctl-complete"
-FIELD_TAG = "deployctl-f-"
-
-
-def spec_tags(spec: Mapping[str, Any]) -> dict[str, str]:
-    return {f"{FIELD_TAG}{k}": json.dumps(v, sort_keys=True) for k, v in spec.items()}
-
-
-def spec_from_tags(tags: Mapping[str, str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in (tags or {}).items():
-        if k.startswith(FIELD_TAG):
-            try:
-                out[k[len(FIELD_TAG):]] = json.loads(v)
-            except ValueError:
-                out[k[len(FIELD_TAG):]] = v
-    return out
 
 
 def datastore_uri(datastore: str, path: str, *, folder: bool = True) -> str:

@@ -18,17 +18,21 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from orchestrator import sizing
-from orchestrator.azure import quota
+from orchestrator.azure import budgets, quota
+from orchestrator.azure.arm import provider_usages
 from orchestrator.azure.base import AzureTarget
 from orchestrator.azure.errors import AzureForbidden, AzureNotFound, describe
-from orchestrator.plan import Change
+from orchestrator.azure.tags import spec_tags
+from orchestrator.plan import Action, Change
 from orchestrator.target import Finding, Observed, Resource, Severity
-from targets.azureml import assets, catalog
+from targets.azureml import catalog
 from targets.azureml.client import ml_client
 from targets.azureml.config import AzureMLConfig
 from targets.azureml.models import ModelSource
 from targets.azureml.spec import Desired
 from targets.azureml.store import AssetStore
+
+USAGES_API_VERSION = "2024-04-01"  # Microsoft.MachineLearningServices Usages_List, stable
 
 
 class AzureMLTarget(AzureTarget):
@@ -57,7 +61,7 @@ class AzureMLTarget(AzureTarget):
         return ModelSource(self)
 
     def tags(self, spec: Mapping[str, Any], tags: Mapping[str, str]) -> dict[str, str]:
-        return self.azure_tags(tags, assets.spec_tags(spec))
+        return self.azure_tags(tags, spec_tags(spec))
 
     @cached_property
     def location(self) -> str:
@@ -125,18 +129,12 @@ class AzureMLTarget(AzureTarget):
 
     # -- quota -----------------------------------------------------------------------------------
     def usage(self, family: str) -> quota.Usage | None:
-        """The workspace region's quota row for ``family`` (Azure ML usages API)."""
-        usages = self.op("list quota usage", lambda: list(self.ml.compute.list_usage(location=self.location)))
-        row = None
-        for u in usages:
-            name: Any = getattr(u, "name", None)  # Usage._from_rest_object leaves a dict here
-            name = name.get("value") if isinstance(name, dict) else getattr(name, "value", name)
-            if isinstance(name, str) and name.lower() == family.lower():
-                current = getattr(u, "current_value", None)
-                if current is None and isinstance(getattr(u, "__dict__", None), dict):
-                    current = u.__dict__.get("currentValue")
-                row = quota.Usage(family, int(current or 0), int(u.limit or 0))
-        return row
+        """The workspace region's quota row for ``family`` (Azure ML usages API, through ARM)."""
+        sub = self.cfg.subscription
+        rows = self.op("list quota usage", lambda: provider_usages(
+            self.session, self.session.get_credential(sub), sub, "Microsoft.MachineLearningServices", self.location,
+            USAGES_API_VERSION))
+        return quota.usage_of(rows, family)
 
     def quota_findings(self, count: int, sku: sizing.Sku, already: int = 0) -> list[Finding]:
         """Cores this apply needs vs the quota left in the workspace's region (usages API)."""
@@ -153,9 +151,13 @@ class AzureMLTarget(AzureTarget):
                             message=f"quota: {sku.name} x {count} {short}{reserve}",
                             hint="request more quota for this VM family, pick a smaller instance_type or count, "
                                  "or pass --skip-quota-check")]
+        demand = quota.QuotaDemand(self.cfg.subscription, self.location, sku.family, required, already,
+                                   row.current, row.limit)
         return [Finding(severity=Severity.info, message=f"quota: {required} {sku.family} cores needed, "
-                                                         f"{row.free} free of {row.limit}")]
+                                                         f"{row.free} free of {row.limit}", data=demand.as_data())]
 
     # -- shared check ----------------------------------------------------------------------------
     def check(self, changes: list[Change]) -> list[Finding]:
-        return self.sizing_findings()
+        notes = [Finding(severity=Severity.info, message=budgets.notes())] \
+            if any(c.action is not Action.noop for c in changes) else []
+        return self.sizing_findings() + notes

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from orchestrator.azure.budgets import ONCE, PROVISION
 from orchestrator.azure.errors import AzureNotFound, describe, is_not_found
 from orchestrator.errors import TargetError
 from orchestrator.manifest.model import ScoringType
@@ -145,7 +146,8 @@ class BatchEndpointTarget(AzureMLTarget):
                            idle_time_before_scale_down=r.spec["idle_time_before_scale_down"], tags=t)
             self.ctx.progress(f"cluster {r.name}: create or update ({r.spec['size']}, "
                               f"{r.spec['min_instances']}-{r.spec['max_instances']} nodes)")
-            self.op(f"put compute {r.name}", lambda: self.ml.compute.begin_create_or_update(c).result(), r.address)
+            self.op(f"put compute {r.name}", lambda: self.ml.compute.begin_create_or_update(c).result(), r.address,
+                    budget=PROVISION)
         elif r.type == T_ENDPOINT:
             self._put_endpoint(t)
         elif r.type == T_DEPLOYMENT:
@@ -175,7 +177,7 @@ class BatchEndpointTarget(AzureMLTarget):
             ep = BatchEndpoint(name=self.d.endpoint, tags=all_tags, defaults=defaults)
             return self.ml.batch_endpoints.begin_create_or_update(ep).result()
 
-        self.op(f"put endpoint {self.d.endpoint}", put, f"{T_ENDPOINT}/{self.d.endpoint}")
+        self.op(f"put endpoint {self.d.endpoint}", put, f"{T_ENDPOINT}/{self.d.endpoint}", budget=PROVISION)
 
     def _set_default(self, deployment: str, spec: str) -> None:
         self._put_endpoint({}, default=deployment, default_spec=spec)
@@ -206,7 +208,8 @@ class BatchEndpointTarget(AzureMLTarget):
         self.ctx.progress(f"batch deployment {name}: create or update")
         try:
             self.op(f"put deployment {name}",
-                    lambda: self.ml.batch_deployments.begin_create_or_update(dep).result(), r.address)
+                    lambda: self.ml.batch_deployments.begin_create_or_update(dep).result(), r.address,
+                    budget=PROVISION)
         except TargetError as e:
             try:  # nothing half-made: a failed deployment is not the default, remove it
                 self.ml.batch_deployments.begin_delete(name, self.d.endpoint).result()
@@ -236,7 +239,7 @@ class BatchEndpointTarget(AzureMLTarget):
             T_COMPUTE: lambda: self.ml.compute.begin_delete(o.name).result(),
         }
         try:
-            self.op(f"delete {o.address}", ops[o.type], o.address)
+            self.op(f"delete {o.address}", ops[o.type], o.address, budget=PROVISION)
         except AzureNotFound:
             pass  # already gone
 
@@ -286,7 +289,7 @@ class BatchEndpointTarget(AzureMLTarget):
                 self.ctx.progress(f"submitting batch job {name}")
                 self.op("submit job", lambda: self.ml.batch_endpoints.invoke(
                     endpoint_name=self.d.endpoint, deployment_name=deployment, inputs=inputs, outputs=outputs,
-                    job_name=name))
+                    job_name=name), budget=ONCE)
             else:
                 self.ctx.progress(f"batch job {name} already submitted: following it")
         if request.run_async:

@@ -3,24 +3,28 @@
 Resources (see :mod:`.spec`): code, environment and model versions, the endpoint, one
 deployment per content version, and the traffic split.  Changing the model, code, environment
 or instance type makes a new deployment beside the live one; the traffic change then runs the
-safe rollout (:mod:`.rollout`): smoke test at 0% through the ``azureml-model-deployment``
+safe rollout (:mod:`orchestrator.azure.rollout`): smoke test at 0% through the ``azureml-model-deployment``
 header, optional mirroring, traffic steps with health checks, rollback on failure.  The old
 deployment is deleted afterwards (a delete change in the same plan) unless
 ``rollout.keep_previous``.
 
 A deployment whose provisioning fails is deleted again (it had no traffic) and reported with the
 service's error and the last lines of its logs; it is not retried blindly.  409 "Updating" and
-OperationCanceled are retried by :func:`targets.azureml.client.run_op`.
+OperationCanceled are retried by :func:`orchestrator.azure.ops.run_op`.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, ClassVar
 
 from orchestrator.azure import quota, rollout
+from orchestrator.azure.budgets import PROVISION
 from orchestrator.azure.errors import AzureNotFound, describe, error_code, is_not_found
+from orchestrator.azure.ops import probe
+from orchestrator.azure.scoring import score
 from orchestrator.errors import TargetError
 from orchestrator.manifest.model import ScoringType, TargetConfig
 from orchestrator.plan import Action, Change
@@ -37,7 +41,6 @@ from orchestrator.target import (
 )
 from targets.azureml.base import AzureMLTarget
 from targets.azureml.config import OnlineEndpointConfig
-from targets.azureml.scoring import score
 from targets.azureml.spec import T_DEPLOYMENT, T_ENDPOINT, T_ENV, T_MODEL, T_TRAFFIC
 
 TAG_TRAFFIC_SPEC = "deployctl-traffic-spec"
@@ -198,7 +201,8 @@ class OnlineEndpointTarget(AzureMLTarget):
             ep.mirror_traffic = getattr(existing, "mirror_traffic", None)
         self.ctx.progress(f"endpoint {self.d.endpoint}: create or update")
         self.op(f"put endpoint {self.d.endpoint}",
-                lambda: self.ml.online_endpoints.begin_create_or_update(ep).result(), r.address)
+                lambda: self.ml.online_endpoints.begin_create_or_update(ep).result(), r.address,
+                budget=PROVISION)
 
     def _put_deployment(self, r: Resource, tags: Mapping[str, str]) -> None:
         self.ensure_code()  # content-addressed: only a changed code folder is uploaded
@@ -207,7 +211,7 @@ class OnlineEndpointTarget(AzureMLTarget):
         self.ctx.progress(f"deployment {name}: create or update (this takes minutes on Azure)")
         try:
             self.op(f"put deployment {name}", lambda: self.ml.online_deployments.begin_create_or_update(
-                dep, skip_script_validation=True).result(), r.address)
+                dep, skip_script_validation=True).result(), r.address, budget=PROVISION)
         except TargetError as e:
             raise self._provisioning_failed(name, r, e) from e
 
@@ -240,7 +244,7 @@ class OnlineEndpointTarget(AzureMLTarget):
                 ep.tags = {**(ep.tags or {}), **extra_tags}
             return self.ml.online_endpoints.begin_create_or_update(ep).result()
 
-        self.op(f"set traffic {split}", put, f"{T_TRAFFIC}/{self.d.endpoint}")
+        self.op(f"set traffic {split}", put, f"{T_TRAFFIC}/{self.d.endpoint}", budget=PROVISION)
 
     @cached_property
     def _key(self) -> str | None:
@@ -262,22 +266,30 @@ class OnlineEndpointTarget(AzureMLTarget):
         p = self.manifest.scoring.sample_request
         return p.read_bytes() if p else None
 
-    def _probe(self, deployment: str | None) -> str | None:
+    def _probe(self, deployment: str | None, smoke: bool = False) -> str | None:
         body = self._sample()
         if body is None:
             return None
-        try:
+        started, seen = time.monotonic(), []
+
+        def request() -> tuple[int, Any]:
             status, resp, _ = score(self.session, self._scoring_uri(), self._key, body, deployment=deployment)
-        except Exception as e:
-            return describe(e)
-        return None if 200 <= status < 300 else f"HTTP {status}: {str(resp)[:300]}"
+            seen.append(status)
+            return status, resp
+
+        why = probe(self.ctx, f"smoke test of {deployment}" if deployment else "health check", request)
+        if smoke:  # the apply report shows it, as for every kind
+            self.ctx.smoke_tested(why is None, status=seen[-1] if seen else None,
+                                  latency_ms=1000 * (time.monotonic() - started), detail=why or "")
+        return why
 
     def _smoke(self, name: str) -> str | None:
         dep = self.op("get deployment", lambda: self.ml.online_deployments.get(name, self.d.endpoint))
         state = getattr(dep, "provisioning_state", None)
         if state and state != "Succeeded":
+            self.ctx.smoke_tested(False, status=state, detail=f"deployment {name} is {state}")
             return f"deployment {name} is {state}"
-        return self._probe(name)
+        return self._probe(name, smoke=True)
 
     def _rollout(self, r: Resource, tags: Mapping[str, str]) -> None:
         new = next(iter(r.spec["traffic"]))
@@ -327,10 +339,11 @@ class OnlineEndpointTarget(AzureMLTarget):
             if observed.type == T_DEPLOYMENT:
                 name = observed.name.split("/", 1)[1]
                 self.op(f"delete deployment {name}", lambda: self.ml.online_deployments.begin_delete(
-                    name, self.d.endpoint).result(), observed.address)
+                    name, self.d.endpoint).result(), observed.address, budget=PROVISION)
             elif observed.type == T_ENDPOINT:
                 self.op(f"delete endpoint {self.d.endpoint}",
-                        lambda: self.ml.online_endpoints.begin_delete(self.d.endpoint).result(), observed.address)
+                        lambda: self.ml.online_endpoints.begin_delete(self.d.endpoint).result(), observed.address,
+                        budget=PROVISION)
         except AzureNotFound:
             pass  # already gone
 

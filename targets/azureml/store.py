@@ -4,19 +4,23 @@
 and registers the assets the target's ``desired()`` names, uploads their files itself through
 the run's transport (:mod:`.assets`), and hands models that live elsewhere to
 :class:`~targets.azureml.models.ModelSource`.  Registered versions are immutable history: a
-delete archives them, and a registry-shared model is never archived by one workspace.
+delete archives them, a registry-shared model is never archived by one workspace, and versions the
+manifest's other targets in the workspace still use are kept (they are the manifest's, not the
+last writer's: any of its targets reads them as its own).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.azure.errors import AzureNotFound
+from orchestrator.azure.tags import spec_from_tags
 from orchestrator.plan import spec_hash
 from orchestrator.target import TAG_MANIFEST, TAG_SPEC, TAG_TARGET, Observed, Resource
 from targets.azureml import assets
+from targets.azureml.config import AzureMLConfig, BatchEndpointConfig
 from targets.azureml.models import TAG_SOURCE
 from targets.azureml.spec import T_ENV, T_MODEL, Desired
 
@@ -38,19 +42,48 @@ class AssetStore:
         if obj is None:
             return None
         tags = dict(getattr(obj, "tags", None) or {})
-        spec = assets.spec_from_tags(tags)
+        spec = spec_from_tags(tags)
         source = r.spec.get("source")
         same_copy = bool(source) and (tags.get(TAG_SOURCE) == source or r.spec.get("copy") == "share")
         if same_copy:
             spec = dict(r.spec)  # a copy (or registry share) of the same source: reuse it
         shared = r.spec.get("copy") == "share"  # registry assets carry their first owner's tags
-        if (spec.get("sha256") or same_copy) and spec == dict(r.spec) and (TAG_MANIFEST not in tags or shared):
-            # identical content registered by someone else: immutable, so ours to use as is
+        ours = tags.get(TAG_MANIFEST) == t.manifest.name
+        if (spec.get("sha256") or same_copy) and spec == dict(r.spec) and (TAG_MANIFEST not in tags or shared or ours):
+            # identical content registered by someone else: immutable, so ours to use as is; and
+            # one the manifest's other targets in this workspace registered is the manifest's (the
+            # target tag only says which of them wrote it last)
             tags.update({TAG_MANIFEST: t.manifest.name, TAG_TARGET: t.config.name, TAG_SPEC: spec_hash(r.spec)})
+        sharers = [c.name for c in self.sharers()]
         on_delete = (f"kept in registry {t.cfg.registry} (shared with other workspaces)" if shared
+                     else f"kept while target(s) {', '.join(sharers)} of this manifest still use it (the last one "
+                          "archives it)" if sharers
                      else "archived, not deleted (registered versions are history)")
         return Observed(r.type, r.name, spec, tags, key=self.key(r), version=getattr(obj, "version", None),
                         on_delete=on_delete)
+
+    def sharers(self) -> list[AzureMLConfig]:
+        """The manifest's other Azure ML targets in this workspace: they use the same environment,
+        model and code versions (names and versions come from the manifest's content)."""
+        t = self.t
+        here = (t.cfg.subscription.lower(), t.cfg.resource_group.lower(), t.cfg.workspace.lower())
+        return [c for c in t.manifest.targets if isinstance(c, AzureMLConfig) and c.name != t.config.name
+                and (c.subscription.lower(), c.resource_group.lower(), c.workspace.lower()) == here]
+
+    def _still_used(self) -> list[str]:
+        """The sharers whose endpoint still exists.  Each target deletes its endpoint before its
+        assets, so the last of several targets being destroyed finds none and archives."""
+        t = self.t
+        used = []
+        for c in self.sharers():
+            ops = t.ml.batch_endpoints if isinstance(c, BatchEndpointConfig) else t.ml.online_endpoints
+            name = Desired(t.manifest, c).endpoint
+            try:
+                t.op(f"get endpoint {name}", partial(ops.get, name))
+            except AzureNotFound:
+                continue
+            used.append(c.name)
+        return used
 
     @cached_property
     def code_ops(self) -> Any:
@@ -153,6 +186,9 @@ class AssetStore:
         name, version = o.name.split(":", 1)
         if o.type == T_MODEL and o.spec.get("copy") == "share":
             return  # registry assets are shared with other workspaces by design: never archived by one
+        if o.type in (T_MODEL, T_ENV) and (users := self._still_used()):
+            t.ctx.progress(f"{o.address}: kept, still used by target(s) {', '.join(users)}")
+            return
         if o.type == T_MODEL:
             t.op(f"archive {o.address}", lambda: t.ml.models.archive(name=name, version=version), o.address)
         elif o.type == T_ENV:

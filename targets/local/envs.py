@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.errors import TargetError, UserError
+from orchestrator.errors import TargetError
 from orchestrator.requirements import conda_to_requirements
 from orchestrator.state import write_atomic
 
@@ -67,20 +67,16 @@ def _run(args: list[str], what: str) -> str:
     return proc.stdout
 
 
-def find_python(version: str) -> Path:
-    env = dict(os.environ, UV_PYTHON_DOWNLOADS="never")
-    env.pop("VIRTUAL_ENV", None)
-    proc = subprocess.run([uv_bin(), "python", "find", "--system", version], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise UserError(
-            f"Python {version} is not installed on this machine (environment.python asks for it)",
-            hint=f"install Python {version}, or set environment.python to an installed version",
-        )
-    return Path(proc.stdout.strip())
+def find_python(version: str, source: str = "environment.python") -> Path:
+    """The interpreter for ``version`` (``source``: where the manifest asked for it)."""
+    from orchestrator.pythons import PythonChoice
+    from orchestrator.pythons import find_python as find
+
+    return find(PythonChoice(version, source))
 
 
 def ensure_environment(requirements: list[str], python: str, *, cache: Path | None = None,
-                       progress: object = None) -> Environment:
+                       progress: object = None, python_source: str = "environment.python") -> Environment:
     """The environment for ``requirements`` on Python ``python``: reused when its lock exists,
     else resolved, locked and installed (under a lock, so concurrent deploys build it once).
 
@@ -100,7 +96,7 @@ def ensure_environment(requirements: list[str], python: str, *, cache: Path | No
             env_dir = root / "envs" / lock_hash
             if not (env_dir / COMPLETE).exists():
                 say("creating the environment from its lock with uv (shared cache)")
-                tmp = _new_venv(root, lock_hash, find_python(python))
+                tmp = _new_venv(root, lock_hash, find_python(python, python_source))
                 _run([uv_bin(), "pip", "sync", "--quiet", "--python", str(tmp / "bin" / "python"), str(lock)],
                      "installing the environment (uv pip sync)")
                 _finish(tmp, env_dir, lock_hash)
@@ -109,11 +105,11 @@ def ensure_environment(requirements: list[str], python: str, *, cache: Path | No
 
     with _flock(root / "locks" / f".{key}.lock"):  # one build per input, however many deploys ask
         if lock.exists():
-            return ensure_environment(requirements, python, cache=cache, progress=progress)
+            return ensure_environment(requirements, python, cache=cache, progress=progress, python_source=python_source)
         say(f"resolving and installing {len(requirements)} requirement(s) with uv (shared cache)")
         req_file = root / "locks" / f"{key}.in"
         write_atomic(req_file, "\n".join(requirements) + "\n")
-        tmp = _new_venv(root, key, find_python(python))
+        tmp = _new_venv(root, key, find_python(python, python_source))
         try:
             tmp_python = str(tmp / "bin" / "python")
             _run([uv_bin(), "pip", "install", "--quiet", "--python", tmp_python, "-r", str(req_file)],

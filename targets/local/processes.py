@@ -12,7 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from targets.local.runtime.deployctl_runtime.lifecycle import start_time
+
 RUNTIME = Path(__file__).parent / "runtime"
+KILL_AT = "DEPLOYCTL_TEST_KILL_AT"
+
+
+def kill_point(phase: str) -> None:
+    """Test hook: with ``DEPLOYCTL_TEST_KILL_AT=<phase>`` set, this process SIGKILLs itself here,
+    exactly as ``kill -9`` at that moment would (tests/local/test_kill_points.py loops over every
+    phase of an apply).  Nothing else reads the variable."""
+    if os.environ.get(KILL_AT) == phase:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def runtime_env(extra: dict[str, str]) -> dict[str, str]:
@@ -54,6 +65,8 @@ def alive(pid: int | None, marker: str = "deployctl_runtime") -> bool:
         while True:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             if fields[0] == "Z":
+                if len(os.listdir(f"/proc/{pid}/task")) > 1:
+                    return True  # its main thread is done, but the others still hold its files (a port)
                 with contextlib.suppress(ChildProcessError):
                     reaped, status = os.waitpid(pid, os.WNOHANG)
                     if reaped:
@@ -69,6 +82,27 @@ def alive(pid: int | None, marker: str = "deployctl_runtime") -> bool:
         return False
     except PermissionError:  # pragma: no cover - someone else's process
         return False
+
+
+def same(record: Any, marker: str = "deployctl_runtime") -> bool:
+    """Is the process ``record`` (``{"pid", "start"}``) names still running, and the very same one?
+    A recorded start time that differs means the kernel gave the pid to another process."""
+    if not isinstance(record, dict) or not alive(record.get("pid"), marker):
+        return False
+    recorded = record.get("start")
+    return recorded is None or start_time(record["pid"]) == recorded
+
+
+def find(marker: str) -> list[int]:
+    """Every running runtime process (not this one) whose command line contains ``marker``: a
+    deployment's zygote, servers and workers all name its state folder (workers and forked
+    servers carry their parent's command line)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        pid = int(proc.name)
+        if pid != os.getpid() and alive(pid, marker) and alive(pid):
+            found.append(pid)
+    return found
 
 
 def how_it_ended(pid: int | None) -> str | None:
@@ -145,15 +179,35 @@ def wait_for(path: Path, pid: int, done: Callable[[dict[str, Any]], bool], timeo
 
 def stop(pid: int | None, timeout: float = 10.0) -> None:
     """SIGTERM (finish in-flight work), then SIGKILL after ``timeout``."""
-    if not alive(pid):
-        return
-    assert pid is not None
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+    stop_all([pid] if pid else [], timeout)
+
+
+def stop_all(pids: list[int], timeout: float = 10.0) -> None:
+    """:func:`stop` several processes at once (they drain side by side, not in turn)."""
+    running = [pid for pid in pids if alive(pid)]
+    for pid in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return
+    while running and time.monotonic() < deadline:
+        running = [pid for pid in running if alive(pid)]
         time.sleep(0.02)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+    for pid in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)  # a server leads its session: its workers go too
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # (a worker found on its own does not)
+    deadline = time.monotonic() + 10  # (a thread stuck in the kernel, "D", delays even SIGKILL)
+    while any(alive(pid) for pid in running) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def describe(pids: list[int]) -> str:
+    """``pid (state)`` for each: what to say about processes that would not stop."""
+    def state(pid: int) -> str:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return "gone"
+
+    return ", ".join(f"{pid} (state {state(pid)})" for pid in pids)

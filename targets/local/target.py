@@ -14,8 +14,19 @@ Resources (see :mod:`orchestrator.target` for the contract):
 - ``local.batch`` — the code snapshot and settings that ``invoke`` runs over input files.
 
 State lives under the target's state folder: ``environment.json``, ``deployment.json``, the key,
-and one ``versions/<version>/`` folder per running version (code snapshot, model link, status,
-log).  The live process is the truth: a deployment whose process died reads as missing.
+and one ``versions/<version>/`` folder per running version (code snapshot, model link, status).
+The live process is the truth: a deployment whose process died reads as missing.
+
+Surviving ``kill -9`` at any point (of apply, or of a server): intent is written before acting.
+A version's folder holds ``version.json`` (what it is for) before its process starts, and the
+process writes ``process.json`` (pid and start time: its identity, so a recycled pid is never
+signalled) before it can take traffic; the zygote records itself the same way.  ``read()`` finds
+every version that runs, not only the recorded one: the others are ``local.process`` strays, which
+plans show as deletions and apply stops (a stray of the very version being deployed that is
+already public is adopted instead: an interrupted apply got it that far).  Workers die with their
+supervisor (``PR_SET_PDEATHSIG``).  ``destroy`` stops every process whose command line names this
+target's state folder and checks that the port is closed.  ``DEPLOYCTL_TEST_KILL_AT=<phase>`` is a
+test hook (:func:`targets.local.processes.kill_point`).
 """
 
 from __future__ import annotations
@@ -40,9 +51,18 @@ from orchestrator.errors import TargetError, UserError
 from orchestrator.manifest.model import ScoringType, TargetConfig, dns_name
 from orchestrator.packaging import iter_files, tree_digest
 from orchestrator.plan import digest
+from orchestrator.pythons import PythonChoice, choose_python
 from orchestrator.requirements import parse_requirements
 from orchestrator.state import read_json, write_atomic, write_json
-from orchestrator.target import InvokeRequest, InvokeResult, Observed, Resource, Target
+from orchestrator.target import (
+    TAG_MANIFEST,
+    TAG_TARGET,
+    InvokeRequest,
+    InvokeResult,
+    Observed,
+    Resource,
+    Target,
+)
 from targets.local import envs, processes
 
 READY_TIMEOUT_S = 180.0
@@ -65,6 +85,7 @@ class LocalTarget(Target):
     kind = "local"
     scoring_types = frozenset({ScoringType.real_time, ScoringType.near_real_time, ScoringType.batch})
     config_model = LocalConfig
+    local_python = True  # builds its environment here: `validate` checks the interpreter is installed
     description = "this machine: a real server, queue or batch runner; no Azure, no Docker"
 
     # -- helpers ---------------------------------------------------------------------------
@@ -86,12 +107,10 @@ class LocalTarget(Target):
         return {ScoringType.real_time: "local.server", ScoringType.near_real_time: "local.queue",
                 ScoringType.batch: "local.batch"}[self.manifest.scoring.type]
 
-    def _requirements(self) -> tuple[list[str], str]:
+    def _requirements(self) -> tuple[list[str], PythonChoice]:
         env = self.manifest.environment
-        reqs, pinned = parse_requirements(env.requirements, env.conda_file)
-        if pinned and pinned != env.python and "python" in env.model_fields_set:
-            raise UserError(f"environment.python is {env.python} but {env.conda_file} pins python {pinned}")
-        return reqs, pinned or env.python
+        reqs, _ = parse_requirements(env.requirements, env.conda_file)
+        return reqs, choose_python(env)  # a contradiction was reported when the manifest loaded
 
     def _model_path(self) -> Path:
         path = self.manifest.model.path
@@ -105,7 +124,8 @@ class LocalTarget(Target):
 
     # -- plan --------------------------------------------------------------------------------
     def desired(self) -> list[Resource]:
-        reqs, python = self._requirements()
+        reqs, choice = self._requirements()
+        python = choice.version
         env_spec = {"python": python, "requirements": envs.input_digest(reqs, python)}
         m = self.manifest
         spec: dict[str, Any] = {
@@ -136,13 +156,81 @@ class LocalTarget(Target):
             out.append(Observed(type="local.environment", name=env["name"], spec=env["spec"], tags=env["tags"],
                                 on_delete="forgotten; the shared environment stays cached for other deployments"))
         dep = read_json(self.state / "deployment.json")
+        serving = None
         if dep and (dep["type"] == "local.batch" or self._healthy(dep)):
             out.append(Observed(type=dep["type"], name=dep["name"], spec=dep["spec"], tags=dep["tags"],
                                 key=f"local:{self.state}", version=dep["version"]))
+            serving = dep.get("pid")
+        return out + self._strays(serving)
+
+    def _strays(self, serving: int | None) -> list[Observed]:
+        """Processes of this target that run but are not the recorded deployment: what an
+        interrupted apply left (a version started, smoke-tested or even public, but never
+        recorded or never stopped), and a zygote that recorded itself but was never recorded as
+        this target's (its start was interrupted: it is never used).  Plans show them as
+        deletions; apply and destroy stop them."""
+        tags = {TAG_MANIFEST: self.manifest.name, TAG_TARGET: self.config.name}
+        out = [Observed(type="local.process", name=f"{self._name}-{v['version']}", tags=tags, key=f"local:{self.state}",
+                        spec={"version": v["version"], "pid": v["pid"], "start": v["start"], "public": v["public"]},
+                        on_delete="stopped: a server an interrupted apply left running")
+               for v in self._versions() if v["pid"] != serving]
+        zygote = read_json(self.state / "zygote-process.json")
+        recorded = read_json(self.state / "zygote.json") or {}
+        if processes.same(zygote, marker=str(self.state)) and zygote["pid"] != recorded.get("pid"):
+            out.append(Observed(type="local.process", name=f"{self._name}-zygote", tags=tags, key=f"local:{self.state}",
+                                spec={"version": "zygote", "pid": zygote["pid"], "start": zygote["start"]},
+                                on_delete="stopped: a zygote an interrupted apply started"))
         return out
 
+    def _versions(self) -> list[dict[str, Any]]:
+        """Every version whose server process runs, as a deployment record: what was meant
+        (``version.json``, written before its start), which process (``process.json``, written by
+        the process itself before it can take traffic) and where it stands (``status.json``)."""
+        root = self.state / "versions"
+        found: list[dict[str, Any]] = []
+        for vdir in sorted(root.iterdir()) if root.is_dir() else []:
+            proc = read_json(vdir / "process.json")
+            if not processes.same(proc):
+                continue
+            status = processes.read_status(vdir / "status.json")
+            found.append({"version": vdir.name, **(read_json(vdir / "version.json") or {}),
+                          "pid": proc["pid"], "start": proc.get("start"), "status_file": str(vdir / "status.json"),
+                          "public_port": status.get("public_port"), "private_port": status.get("private_port"),
+                          "public": bool(status.get("public")), "ready": status.get("state") == "ready"})
+        return found
+
+    def _reap(self, records: list[Mapping[str, Any]]) -> None:
+        """Stop these servers (SIGTERM: they finish what is in flight), each only if it is still
+        the very process recorded; their workers die with them."""
+        pids = [int(r["pid"]) for r in records if processes.same(dict(r))]
+        processes.stop_all(pids)
+        left = [pid for pid in pids if processes.alive(pid)]
+        if left:
+            raise TargetError(f"process(es) did not stop: {processes.describe(left)}", target=self.config.name)
+
+    def _stop_everything(self) -> None:
+        """Stop every process of this target: the recorded server, every version that runs, the
+        zygote, then anything else whose command line names this target's state folder (workers
+        whose records were lost, processes of an older deployctl).  Raises if one survives."""
+        dep = read_json(self.state / "deployment.json") or {}
+        known = [dep, *self._versions(), read_json(self.state / "zygote-process.json"),
+                 read_json(self.state / "zygote.json")]
+        processes.stop_all([r["pid"] for r in known if processes.same(r)])
+        self._stop_zygote()
+        marker = str(self.state) + os.sep
+        processes.stop_all(processes.find(marker), timeout=2)
+        left = processes.find(marker)
+        if left:
+            raise TargetError(f"process(es) of this deployment did not stop: {processes.describe(left)}",
+                              target=self.config.name)
+        ports = {dep.get("public_port"), *(v.get("public_port") for v in known[1:-2])} - {None}
+        for port in ports:
+            if not _port_closed(int(port)):
+                raise TargetError(f"port {port} still accepts connections after every process of this deployment stopped",
+                                  target=self.config.name, hint=f"another program listens on it: `ss -ltnp sport = :{port}`")
+
     def _healthy(self, dep: Mapping[str, Any]) -> bool:
-        if not processes.alive(dep.get("pid")):
+        if not processes.same(dict(dep)):
             return False
         try:
             conn = http.client.HTTPConnection("127.0.0.1", dep["public_port"], timeout=2)
@@ -162,23 +250,31 @@ class LocalTarget(Target):
 
     def delete(self, observed: Observed) -> None:
         if observed.type == "local.environment":
+            # Destroy's last step (nothing runs without its environment): whatever still runs of
+            # this target, recorded or not, goes too.
+            self._stop_everything()
             (self.state / "environment.json").unlink(missing_ok=True)  # the shared env stays cached
             return
         dep = read_json(self.state / "deployment.json") or {}
-        processes.stop(dep.get("pid"))
-        if processes.alive(dep.get("pid")):
-            raise TargetError(f"process {dep.get('pid')} did not stop", target=self.config.name)
+        if observed.type == "local.process":
+            if dep.get("type") != "local.batch" and processes.same(dep):
+                if observed.spec.get("pid") != dep.get("pid"):  # (else: adopted by the apply that just ran)
+                    self._reap([dict(observed.spec)])
+                    self._cleanup_versions(keep={dep["version"]})
+            else:  # nothing is recorded as serving (destroy, or an interrupted first deploy): leave nothing
+                self._stop_everything()
+            return
+        self._stop_everything()
         for name in ("deployment.json", "key", "handoff.sock", "queue.db", "queue.db-wal", "queue.db-shm"):
             (self.state / name).unlink(missing_ok=True)
         self._handoff_path().unlink(missing_ok=True)
-        self._stop_zygote()
         (self.state / "modules.json").unlink(missing_ok=True)
-        shutil.rmtree(self.state / "versions", ignore_errors=True)
+        self._cleanup_versions(keep=set())
         shutil.rmtree(self.state / "batch", ignore_errors=True)
 
     def _create_environment(self, resource: Resource, tags: Mapping[str, str]) -> None:
         reqs, python = self._requirements()
-        env = envs.ensure_environment(reqs, python, progress=self.ctx.progress)
+        env = envs.ensure_environment(reqs, python.version, progress=self.ctx.progress, python_source=python.source)
         self.ctx.progress(("reused" if env.reused else "built") + f" environment {env.lock_hash} ({len(reqs)} requirements)")
         write_json(self.state / "environment.json", {
             "name": resource.name, "spec": dict(resource.spec), "tags": dict(tags),
@@ -261,16 +357,36 @@ class LocalTarget(Target):
             write_json(self.state / "deployment.json", record)
             self._cleanup_versions(keep={version})
             return
-        port = self._port(previous)
-        key = self._key()
         vdir = self.state / "versions" / version
+        record["handoff"] = str(self._socket_path(f"handoff-{version}.sock"))
+        # Intent first: what this folder's process is for, before the process exists.  Its own
+        # process.json follows before it can take traffic (the server writes it first thing).
+        write_json(vdir / "version.json", record)
+        processes.kill_point("intent")
+        live = self._versions()
+        # Who hands the public socket over: the recorded version, else one an interrupted apply
+        # left public (it serves now); every other running version is a stray and goes.
+        source: Mapping[str, Any] | None = previous if processes.same(previous) else None
+        if source is None:
+            source = max((v for v in live if v["public"]), key=lambda v: v["start"] or 0, default=None)
+        key = self._key()
+        adopted = self._adoptable(live, version, record, key)
+        if adopted is not None:  # an interrupted apply got this very version public: finish its job
+            self._reap([v for v in live if v["pid"] not in (adopted["pid"], source and source["pid"])])
+            self._record(adopted, source, env["python"])
+            return
+        self._reap([v for v in live if not source or v["pid"] != source["pid"]])
+        Path(record["handoff"]).unlink(missing_ok=True)
+        port = self._port(source or previous)
         status_file = vdir / "status.json"
         cmd = [env["python"], "-m", "deployctl_runtime.server", "--code", str(code), "--entry", self.manifest.code.entry,
                "--status-file", str(status_file), "--workers", str(self.cfg.workers), "--public-port", str(port),
-               "--max-body-bytes", str(int(self.cfg.max_body_mb * 1024 * 1024)), "--version", version]
+               "--max-body-bytes", str(int(self.cfg.max_body_mb * 1024 * 1024)), "--version", version,
+               "--pid-file", str(vdir / "process.json"), "--handoff", record["handoff"]]
+        if source:
+            cmd += ["--handoff-from", str(source.get("handoff") or self._handoff_path())]  # (older records: one shared path)
         if key:
             cmd += ["--key-file", str(self.state / "key")]
-        cmd += ["--handoff", str(self._handoff_path())]
         if resource.type == "local.queue":
             q = self.manifest.scoring.queue
             cmd += ["--queue", str(self.state / "queue.db"), "--queue-workers", str(q.workers),
@@ -278,15 +394,15 @@ class LocalTarget(Target):
         extra = {**self.manifest.environment.variables, "AZUREML_MODEL_DIR": str(model_dir),
                  "DEPLOYCTL_REPORT_MODULES": str(self.state / "modules.json")}
         log = self.state / "server.log"
-        self.ctx.progress(f"starting version {version} ({self.cfg.workers} worker(s))")
+        self.ctx.progress(f"starting version {version} ({_workers(self.cfg.workers, resource)})")
         # the log is the deployment's, across versions: a failed start shows only what it wrote
         log_start = log.stat().st_size if log.exists() else 0
         pid, status = self._start(cmd, extra, log, status_file)
-        if status.get("state") != "ready" and "cannot listen" in status.get("error", "") and processes.alive(previous.get("pid")):
+        if status.get("state") != "ready" and "cannot listen" in status.get("error", "") and source and processes.same(source):
             # The running version cannot hand its socket over (an older deployctl started it, or
             # its handoff socket is gone): stop it first. A brief interruption beats no deploy.
             self.ctx.warn(f"the running version cannot hand port {port} over; restarting it with a brief interruption")
-            processes.stop(previous["pid"])
+            processes.stop(source["pid"])
             pid, status = self._start(cmd, extra, log, status_file)
         if status.get("state") != "ready":
             why = Path(f"{status_file}.error")
@@ -294,40 +410,66 @@ class LocalTarget(Target):
             if not detail.strip():  # nothing in its log: say how it ended (before stop() ends it)
                 detail = processes.why_not_ready(pid, status, READY_TIMEOUT_S) + "; its log is empty"
             processes.stop(pid)
-            if not processes.alive(previous.get("pid")):
+            still_serving = bool(source) and processes.same(dict(source or {}))
+            if not still_serving:
                 self._stop_zygote()  # nothing runs to keep warm for: leave no process behind
             # point at the user's own files, not at this version's snapshot of them
-            detail = detail.replace(str(Path(cmd[cmd.index("--code") + 1])), str(self.manifest.code.path))
+            detail = detail.replace(str(code), str(self.manifest.code.path))
             listen_error = "cannot listen" in detail
-            serving = "; the previous one keeps serving" if processes.alive(previous.get("pid")) else ""
+            serving = "; the previous one keeps serving" if still_serving else ""
             raise TargetError(f"the new version did not start{serving}.\n{detail}",
                               target=self.config.name, resource=resource.address, operation="start",
                               hint=(f"free port {port} or set another port for this target" if listen_error else
                                     "free memory, or load less in init() (`deployctl logs` has the server's log)"
                                     if "out-of-memory" in detail else
                                     "fix init() in your scoring script (see `deployctl logs`)"))
-        record.update(pid=pid, public_port=port, private_port=status["private_port"], status_file=str(status_file),
-                      log=str(log), started_at=time.time())
+        record.update(pid=pid, start=processes.start_time(pid), public_port=port, private_port=status["private_port"],
+                      status_file=str(status_file), log=str(log), started_at=time.time())
         try:
             self._smoke(record, key)
         except TargetError:
             processes.stop(pid)
             raise
+        processes.kill_point("smoked")
         os.kill(pid, signal.SIGUSR1)  # now take traffic on the public port, beside the old version
         status = processes.wait_for(status_file, pid, lambda s: bool(s.get("public")), 30)
         if not status.get("public"):
             processes.stop(pid)
             raise TargetError(f"the new version could not start serving on port {port}",
                               target=self.config.name, resource=resource.address)
+        processes.kill_point("public")
+        self._record(record, source, env["python"])
+
+    def _adoptable(self, live: list[dict[str, Any]], version: str, record: Mapping[str, Any],
+                   key: str | None) -> dict[str, Any] | None:
+        """A running, public process of ``version`` (an interrupted apply smoke-tested it and
+        put it on the public socket, but was killed before recording it), as this deploy's
+        record, if it still passes the smoke test."""
+        for v in live:
+            if v["version"] == version and v["public"] and v["ready"]:
+                adopted = {**record, **{k: v[k] for k in ("pid", "start", "public_port", "private_port", "status_file")},
+                           "log": str(self.state / "server.log"), "started_at": time.time()}
+                try:
+                    self._smoke(adopted, key)
+                except TargetError:
+                    return None
+                self.ctx.progress(f"version {version} already serves (pid {v['pid']}, started by an interrupted apply)")
+                return adopted
+        return None
+
+    def _record(self, record: Mapping[str, Any], source: Mapping[str, Any] | None, python: str) -> None:
+        """Make ``record`` the deployment, then stop the version it replaces."""
         write_json(self.state / "deployment.json", record)
-        if previous.get("pid") and previous.get("pid") != pid:
+        processes.kill_point("recorded")
+        if source and source["pid"] != record["pid"] and processes.same(dict(source)):
             # It stops accepting at once, finishes in-flight requests (up to the server's 30 s
             # drain), then exits.  Waiting here means that once apply returns, every new
             # connection reaches the new version.
-            processes.stop(previous["pid"], timeout=35)
-        self._share_modules(env["python"])
-        self._cleanup_versions(keep={version})
-        self.ctx.progress(f"serving version {version} at http://127.0.0.1:{port}/score")
+            processes.stop(source["pid"], timeout=35)
+        processes.kill_point("stopped")
+        self._share_modules(python)
+        self._cleanup_versions(keep={record["version"]})
+        self.ctx.progress(f"serving version {record['version']} at http://127.0.0.1:{record['public_port']}/score")
 
     def _start(self, cmd: list[str], extra: dict[str, str], log: Path, status_file: Path) -> tuple[int, dict[str, Any]]:
         for stale in (status_file, Path(f"{status_file}.error")):
@@ -336,6 +478,7 @@ class LocalTarget(Target):
         cwd = Path(cmd[cmd.index("--code") + 1])
         pid = (self._fork_from_zygote(cmd, env, log, cwd) if self.cfg.warm_start else None) \
             or processes.start_detached(cmd, env, log, cwd=cwd)
+        processes.kill_point("starting")
         return pid, processes.wait_for(status_file, pid, lambda s: s.get("state") == "ready", READY_TIMEOUT_S)
 
     # -- warm starts -------------------------------------------------------------------------
@@ -345,22 +488,25 @@ class LocalTarget(Target):
         ident = {"python": python, "variables": digest(self.manifest.environment.variables, 12)}
         sock = self._socket_path("zygote.sock")
         rec = read_json(self.state / "zygote.json") or {}
-        if rec.get("ident") == ident and processes.alive(rec.get("pid"), marker=str(self.state)) and sock.exists():
+        if rec.get("ident") == ident and processes.same(rec, marker=str(self.state)) and sock.exists():
             return sock
         self._stop_zygote()
         modules, shared = self.state / "modules.json", self._shared_modules(python)
         if not modules.exists() and shared.exists():  # warm from the first version on
             shutil.copyfile(shared, modules)
-        cmd = [python, "-m", "deployctl_runtime.zygote", "--socket", str(sock), "--modules", str(modules)]
+        # the zygote records itself (zygote-process.json) before anything else: findable if we die now
+        cmd = [python, "-m", "deployctl_runtime.zygote", "--socket", str(sock), "--modules", str(modules),
+               "--pid-file", str(self.state / "zygote-process.json")]
         env = processes.runtime_env(dict(self.manifest.environment.variables))
         pid = processes.start_detached(cmd, env, self.state / "zygote.log", cwd=self.state)
+        processes.kill_point("zygote")
         deadline = time.monotonic() + 20
         while not sock.exists():
             if not processes.alive(pid) or time.monotonic() > deadline:
                 processes.stop(pid)
                 raise OSError(f"the zygote did not start (see {self.state / 'zygote.log'})")
             time.sleep(0.01)
-        write_json(self.state / "zygote.json", {"pid": pid, "ident": ident})
+        write_json(self.state / "zygote.json", {"pid": pid, "start": processes.start_time(pid), "ident": ident})
         return sock
 
     def _fork_from_zygote(self, cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> int | None:
@@ -393,16 +539,25 @@ class LocalTarget(Target):
                 write_atomic(dst, src.read_bytes())
 
     def _stop_zygote(self) -> None:
-        rec = read_json(self.state / "zygote.json") or {}
-        if processes.alive(rec.get("pid"), marker=str(self.state)):
-            processes.stop(rec["pid"])
-        (self.state / "zygote.json").unlink(missing_ok=True)
+        records = [read_json(self.state / name) for name in ("zygote.json", "zygote-process.json")]
+        processes.stop_all(list({r["pid"] for r in records if processes.same(r, marker=str(self.state))}))
+        for name in ("zygote.json", "zygote-process.json"):
+            (self.state / name).unlink(missing_ok=True)
         self._socket_path("zygote.sock").unlink(missing_ok=True)
 
     def _cleanup_versions(self, keep: set[str]) -> None:
+        """Remove the folders of versions that no longer run (one whose process still runs stays:
+        it must remain findable until it is stopped), and the finished mini-batches of batch
+        versions that are gone."""
         root = self.state / "versions"
         if root.exists():
             for v in root.iterdir():
+                if v.name not in keep and not processes.same(read_json(v / "process.json")):
+                    self._socket_path(f"handoff-{v.name}.sock").unlink(missing_ok=True)
+                    shutil.rmtree(v, ignore_errors=True)
+        batch = self.state / "batch"
+        if batch.exists():
+            for v in batch.iterdir():
                 if v.name not in keep:
                     shutil.rmtree(v, ignore_errors=True)
 
@@ -412,14 +567,19 @@ class LocalTarget(Target):
         if sample is None:
             return
         body = sample.read_bytes()
+        started = time.monotonic()
         status, payload = _post(record["private_port"], "/score", body, key, timeout=60)
         if record["type"] == "local.queue" and status == 202:
             rid = json.loads(payload)["request_id"]
             doc = self._wait_result(record["private_port"], rid, key, timeout=60)
+            self.ctx.smoke_tested(doc.get("state") == "done", status=doc.get("state"), detail=str(doc.get("error") or ""),
+                                  latency_ms=1000 * (time.monotonic() - started))
             if doc.get("state") == "done":
                 return
             raise TargetError(f"smoke test failed: the sample request ended {doc.get('state')}: {doc.get('error')}",
                               target=self.config.name, operation="smoke test")
+        self.ctx.smoke_tested(status == 200, status=status, latency_ms=1000 * (time.monotonic() - started),
+                              detail="" if status == 200 else payload[:200].decode(errors="replace"))
         if status != 200:
             raise TargetError(
                 f"smoke test failed: POST /score with {sample.name} answered {status}: {payload[:500].decode(errors='replace')}",
@@ -430,8 +590,11 @@ class LocalTarget(Target):
     def _smoke_batch(self, record: Mapping[str, Any]) -> None:
         sample = self.manifest.scoring.sample_request
         assert sample is not None
+        started = time.monotonic()
         with tempfile.TemporaryDirectory() as tmp:
             result = self._run_batch(record, [sample], Path(tmp) / "out.csv", Path(tmp) / "work")
+        self.ctx.smoke_tested(result.ok, status=result.state or ("succeeded" if result.ok else "failed"),
+                              latency_ms=1000 * (time.monotonic() - started), detail=str(result.details.get("error") or ""))
         if not result.ok:
             raise TargetError(f"smoke test failed: batch over {sample.name}: {result.details.get('error')}",
                               target=self.config.name, operation="smoke test")
@@ -459,6 +622,9 @@ class LocalTarget(Target):
         healthy = self._healthy(dep)
         out.update(scoring_uri=f"http://127.0.0.1:{dep['public_port']}/score", pid=dep.get("pid"),
                    health="healthy" if healthy else "down", log=dep.get("log"))
+        strays = [o.spec["pid"] for o in observed if o.type == "local.process"]
+        if strays:  # running, but not the deployment: the next apply stops them
+            out["stray_pids"] = strays
         if dep["type"] == "local.queue":
             from targets.local.runtime.deployctl_runtime.queue import Queue  # stdlib-only
 
@@ -472,7 +638,8 @@ class LocalTarget(Target):
         return {"key": path.read_text().strip()} if path.exists() else {}
 
     def logs(self, tail: int = 100, deployment: str | None = None) -> str:
-        log = self.state / "server.log"
+        dep = read_json(self.state / "deployment.json") or {}
+        log = self.state / ("batch.log" if dep.get("type") == "local.batch" else "server.log")
         if not log.exists():
             raise TargetError("no logs yet: nothing has been deployed to this target", target=self.config.name)
         return _tail(log, tail)
@@ -484,10 +651,10 @@ class LocalTarget(Target):
         if dep["type"] == "local.batch":
             if not request.inputs:
                 raise UserError("batch scoring needs --input FILE_OR_FOLDER (repeatable)")
-            output = request.output or Path.cwd() / self.manifest.scoring.batch.output_file
-            inputs_key = digest(sorted(str(p.resolve()) for p in request.inputs), 12)
-            work = self.state / "batch" / f"{dep['version']}-{inputs_key}"
-            return self._run_batch(dep, request.inputs, output, work)
+            # output_file is relative to the manifest, like every path in it (--output-path: to the cwd)
+            output = request.output or self.ctx.base_dir / self.manifest.scoring.batch.output_file
+            # finished mini-batches are kept by content (see deployctl_runtime.batch), never by path
+            return self._run_batch(dep, request.inputs, output, self.state / "batch" / dep["version"])
         if not self._healthy(dep):
             raise TargetError("the server is not running; run deployctl apply to start it", target=self.config.name)
         key = (self.state / "key").read_text().strip() if (self.state / "key").exists() else None
@@ -514,16 +681,25 @@ class LocalTarget(Target):
     def _run_batch(self, dep: Mapping[str, Any], inputs: list[Path], output: Path, work: Path) -> InvokeResult:
         b = self.manifest.scoring.batch
         work.mkdir(parents=True, exist_ok=True)
-        listing = work / "inputs.json"
+        listing = Path(tempfile.mkstemp(prefix="inputs-", suffix=".json", dir=work)[1])  # one per run
         listing.write_text(json.dumps([str(Path(p).resolve()) for p in inputs]))
+        # What the rows were made with: the deployed version (code, settings) and the model as it
+        # is now (the version links to the model folder, which can change after apply).
+        key = digest({"version": dep["version"], "model": tree_digest(Path(dep["model_dir"]))}, 16)
         cmd = [dep["python"], "-m", "deployctl_runtime.batch", "--code", dep["code"], "--entry", self.manifest.code.entry,
                "--inputs", str(listing), "--output", str(Path(output).resolve()), "--work", str(work / "done"),
+               "--key", key,
                "--mini-batch-size", str(b.mini_batch_size), "--max-concurrency", str(b.max_concurrency),
                "--error-threshold", str(b.error_threshold), "--max-retries", str(b.max_retries), "--timeout", str(b.timeout_s)]
         env = processes.runtime_env({**self.manifest.environment.variables, "AZUREML_MODEL_DIR": dep["model_dir"]})
-        proc = subprocess.Popen(cmd, env=env, cwd=dep["code"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # stderr (the script's logging and prints, failures) straight to the log: read through a
+        # pipe only after stdout ends, a chatty script would block on a full pipe
+        log = self.state / "batch.log"
+        log_start = log.stat().st_size if log.exists() else 0
+        with open(log, "ab") as err_out:
+            proc = subprocess.Popen(cmd, env=env, cwd=dep["code"], stdout=subprocess.PIPE, stderr=err_out, text=True)
         summary: dict[str, Any] = {}
-        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("progress "):
                 done, _, total = line.split()[1].partition("/")
@@ -532,15 +708,21 @@ class LocalTarget(Target):
                 self.ctx.advance("mini-batches", int(done), int(total))
             elif line.startswith("summary "):
                 summary = json.loads(line[8:])
-        err = proc.stderr.read()
         code = proc.wait()
-        with open(self.state / "batch.log", "a") as f:
-            f.write(err)
+        listing.unlink(missing_ok=True)
         if code != 0:
-            lines = [x for x in err.strip().splitlines() if x.strip()]
+            lines = [x for x in _tail(log, 200, start=log_start).splitlines() if x.strip()]
             message = "\n".join(lines[-12:]) or f"exit code {code}"
             return InvokeResult(ok=False, state="failed", details={"error": message, "exit_code": code})
         return InvokeResult(ok=True, state="done", output=str(output), body=summary, details=summary)
+
+
+def _workers(http_workers: int, resource: Resource) -> str:
+    """What a version runs, as the progress line says it."""
+    if resource.type == "local.queue":
+        queue_workers = resource.spec["queue"]["workers"]
+        return f"{queue_workers} queue worker(s), {http_workers} HTTP worker(s)"
+    return f"{http_workers} worker(s)"
 
 
 def _json(payload: bytes) -> Any:
@@ -575,6 +757,21 @@ def _post(port: int, path: str, body: bytes, key: str | None, timeout: float = 3
 
 def _get(port: int, path: str, key: str | None) -> tuple[int, bytes]:
     return _request("GET", port, path, None, key)
+
+
+def _port_closed(port: int, timeout: float = 5.0) -> bool:
+    """Does nothing accept on 127.0.0.1:``port`` (waiting up to ``timeout`` for it to close)?"""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            pass  # a timeout: something holds the port but does not answer (yet)
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def _tail(path: Path, n: int, start: int = 0) -> str:

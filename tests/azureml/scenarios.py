@@ -196,6 +196,8 @@ def blue_green_update(w: World) -> None:
         _new_version(root, 'data = json.loads(raw_data)["data"]\n    return [int(x) for x in model.predict(data)]')
         plan, result = w.apply(path)
         second = _ok(result)
+        smoke = result.targets[0].smoke_test  # the new deployment, scored directly at 0%
+        assert smoke is not None and smoke.passed and smoke.status == 200 and smoke.latency_ms is not None, smoke
         actions = {(c.action, c.type) for c in plan.targets[0].pending}
         assert (Action.create, "azureml.deployment") in actions and (Action.delete, "azureml.deployment") in actions
         assert second["deployment"] != first["deployment"] and second["traffic"] == {second["deployment"]: 100}
@@ -216,6 +218,8 @@ def failed_smoke_test_rolls_back(w: World) -> None:
         _new_version(root, "raise RuntimeError('broken release')")
         _, result = w.apply(path)
         assert not result.ok and "rollout" in (result.targets[0].error or ""), result.model_dump_json(indent=2)
+        smoke = result.targets[0].smoke_test
+        assert smoke is not None and not smoke.passed and smoke.status != 200, smoke
         out = w.engine(path).status()[0].outputs
         assert out["traffic"] == {live: 100}, out
         scored = w.engine(path).invoke("t", InvokeRequest(body=json.loads((root / "sample.json").read_text())))

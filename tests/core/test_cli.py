@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -190,3 +191,83 @@ def test_a_plain_run_loads_only_what_it_uses(project):
     for _ in range(2):  # the first apply creates; the second is the no-op
         r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
         assert "LOADED 0 []" in r.stdout, r.stdout + r.stderr
+
+
+MISSING_SDK = """\
+  - name: dev
+    kind: memory
+    sdk: deployctl_fake_sdk
+"""
+
+
+def test_a_target_missing_its_sdk_is_one_line_naming_the_install_command(project, memory_clouds):
+    """Issue 10 item 11: a third-party target whose SDK (imported lazily) is not installed: plan,
+    apply and status say so in one line naming the package its distribution declares and the
+    command that installs it, exit 2, no traceback."""
+    m = project(targets=MISSING_SDK)
+    install = f"{sys.executable} -m pip install 'deployctl-fake-sdk>=2'"
+    for args, code in ((["plan"], 2), (["apply", "--yes"], 2), (["status"], 1)):
+        r = cli(args[0], str(m), *args[1:])
+        text = r.stdout + r.stderr
+        assert r.exit_code == code, text
+        lines = [line for line in text.splitlines() if "deployctl_fake_sdk" in line]  # apply: plan and result
+        assert lines and all(install in line and "the 'memory' target needs the Python module "
+                             "'deployctl_fake_sdk' (package deployctl-fake-sdk)" in line for line in lines), text
+        assert "Traceback" not in text
+    assert memory_clouds.cloud("default").writes == []
+
+
+def test_a_plugin_that_fails_to_import_names_what_to_install(project):
+    r = cli("apply", str(project(targets="  - name: dev\n    kind: broken\n")), "--yes")
+    assert r.exit_code == 2
+    assert ("the 'broken' target needs the Python module 'memtarget_missing_module', which is not installed "
+            "(deployctl-memory-target does not declare it)") in r.stdout + r.stderr
+
+
+_NO_AZURE = """\
+import importlib.abc, sys
+class NoAzure(importlib.abc.MetaPathFinder):  # this interpreter, as if the azure SDKs were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name == "azure" or name.startswith("azure."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NoAzure())
+sys.argv = ["deployctl", *sys.argv[1:]]
+from orchestrator.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("command", [["apply", "--yes"], ["plan"], ["invoke", "--data", "{}"]])
+def test_simulate_without_the_azure_sdk_is_one_line_and_exit_2(tmp_path, command):
+    """Issue 10 item 11, as reported: after the README's first command (no extras), `--simulate`
+    and the Azure targets died with ModuleNotFoundError and a traceback."""
+    manifest = Path(__file__).parents[2] / "examples" / "azureml-online" / "deployctl.yaml"
+    r = subprocess.run([sys.executable, "-c", _NO_AZURE, command[0], str(manifest), "--simulate",
+                        "--state-dir", str(tmp_path), *command[1:]],
+                       env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if "needs the Python module 'azure" in line]
+    assert len(errors) == 1 and f"{sys.executable} -m pip install 'azure-core>=1.30'" in errors[0], r.stderr
+
+
+def test_invoke_async_prints_the_request_id_alone_on_stdout(project, memory_clouds):
+    """Issue 10 item 12: `ID=$(deployctl invoke M --async)` captured nothing (the id went to stderr)."""
+    m = project(targets=file_targets(project.dir))
+    r = cli("invoke", str(m), "--target", "dev", "--data", "{}", "--async")
+    assert r.exit_code == 0 and r.stdout == "req-0001\n" and "state: queued" in r.stderr
+    r = cli("invoke", str(m), "--target", "dev", "--data", "{}", "--async", "-o", "json")
+    assert json.loads(r.stdout)["request_id"] == "req-0001"
+
+
+def test_apply_report_shows_each_targets_smoke_test(project, memory_clouds):
+    """Issue 10 item 12: the apply report shows every target's smoke test the same way."""
+    m = project(targets=file_targets(project.dir))
+    r = cli("apply", str(m), "--yes")
+    assert r.exit_code == 0
+    lines = [line.strip() for line in r.stdout.splitlines() if "smoke test:" in line]
+    assert len(lines) == 2 and all(re.fullmatch(r"smoke test: passed \(HTTP 200, \d+ ms\)", x) for x in lines), r.stdout
+    doc = json.loads(cli("apply", str(m), "--yes", "-o", "json").stdout)
+    assert [t["smoke_test"] for t in doc["targets"]] == [None, None]  # a no-op deploys nothing, tests nothing
+    r = cli("destroy", str(m), "--yes")
+    assert "smoke test" not in r.stdout

@@ -249,3 +249,32 @@ def test_retry_budget_stops_after_max_attempts(project, memory_clouds):
 def test_target_error_carries_where(project):
     err = TargetError("nope", target="prod", resource="endpoint/x", operation="create", hint="fix it")
     assert str(err) == "target 'prod' create endpoint/x: nope\nTo fix: fix it"
+
+
+def test_interrupt_cuts_a_retry_backoff_short(project, memory_clouds):
+    """Issue 10 item 9: Ctrl-C used to wait out the backoff.  A busy resource asks for 30 s;
+    cancel is set while the engine waits; apply returns at once, the change interrupted."""
+    import time
+
+    cloud = memory_clouds.cloud("default")
+    cloud.faults["create:memory.thing/credit-risk-dev-endpoint"] = [
+        TransientError("busy", retry_after=30.0, reason="409 Conflict: resource busy")]
+    e = Engine(load_manifest(project(), use_environ=False), state_dir=project.dir / ".state",
+               reporter=RecordingReporter())  # real time: the default retry budget and sleep
+    box = {}
+    worker = threading.Thread(target=lambda: box.setdefault("r", e.apply(e.plan(["dev"]), check_fresh=False)))
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not any(ev[0] == "retrying" for ev in e.reporter.events) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert any(ev[0] == "retrying" and ev[4] >= 30 for ev in e.reporter.events)  # it is waiting 30 s
+    cancelled = time.monotonic()
+    e.cancel.set()
+    worker.join(5)
+    took = time.monotonic() - cancelled
+    assert not worker.is_alive() and took < 0.5
+    result = box["r"]
+    assert result.interrupted and result.exit_code == 130
+    statuses = [(c.address.rsplit("-", 1)[-1], c.status) for c in result.targets[0].changes]
+    assert statuses == [("endpoint", "interrupted"), ("deployment", "not-started")]
+    assert cloud.writes == [("create", "memory.thing/credit-risk-dev-endpoint")]  # no second attempt

@@ -37,7 +37,10 @@ def test_invalid_yaml_points_at_line_and_column(project):
     (issue,) = issues_of(path)
     assert (issue.location.line, issue.location.column) == (3, 1)
     assert "invalid YAML" in issue.message
-    assert str(issue).endswith("deployctl.yaml:3:1: invalid YAML: expected ',' or ']', but got '<stream end>'")
+    assert issue.message == "invalid YAML: expected ',' or ']', but got '<stream end>'"
+    # the problem is at the end of the file: the hint and the excerpt show where the list began
+    assert issue.hint == "while parsing a flow sequence at line 2: a '[' is never closed, or a ',' is missing between items"
+    assert str(issue).endswith("    2 | name: [unclosed\n      |       ^")
 
 
 def test_unknown_field_with_did_you_mean(project):
@@ -120,7 +123,7 @@ def test_duplicate_target_names_and_keys(project):
 def test_name_must_be_dns_safe(project):
     path = project(BASE.replace("name: credit-risk", "name: Credit_Risk").format(targets=MEMORY_TARGETS.rstrip()))
     issue = one(issues_of(path), "name")
-    assert issue.message == "invalid format" and issue.location.line == 2
+    assert issue.message == "invalid value 'Credit_Risk'" and issue.location.line == 2
 
 
 def test_model_needs_exactly_one_source(project):

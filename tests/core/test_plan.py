@@ -147,3 +147,19 @@ def test_plans_say_what_a_delete_really_does():
         "no longer in the manifest", "no longer in the manifest; archived, not deleted (registered versions are history)"]
     assert [c.reason for c in destroy_changes([kept, gone], "m", "dev")] == [
         "destroy", "destroy; archived, not deleted (registered versions are history)"]
+
+
+def test_a_loaded_plan_is_never_taken_for_one_of_ours(project, memory_clouds):
+    """Issue 10 item 8: plans were recognised as "made here" by ``id(plan)``; a plan loaded from
+    JSON often lands at the address of a discarded plan, took its id and skipped the freshness
+    check.  Each round: this deployment makes (and drops) a plan, then loads a stale one."""
+    manifest = project()
+    d = load(manifest, state_dir=project.dir / ".s")
+    text = d.plan(["dev"]).to_json()  # made while nothing existed
+    assert d.apply(targets=["dev"]).ok  # the world moves on: the saved plan is now stale
+    writes = len(memory_clouds.cloud("default").writes)
+    for _ in range(1000):
+        d.plan(["dev"])
+        with pytest.raises(PlanStaleError, match="dev: the deployed resources changed"):
+            d.apply(Plan.from_json(text))
+    assert len(memory_clouds.cloud("default").writes) == writes

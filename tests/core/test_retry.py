@@ -106,3 +106,33 @@ def test_cancel_interrupts_the_wait():
     with pytest.raises(Interrupted):
         call_with_retries(lambda: (_ for _ in ()).throw(HttpError(503)), what="x", cancel=cancel,
                           settings=RetrySettings(initial_wait=5, jitter=0))
+
+
+def test_cancel_cuts_a_real_wait_short_even_when_sleep_is_passed():
+    """Callers that pass ``sleep=time.sleep`` (the Azure operation runner off the simulator)
+    still wait on the cancel event, not for the whole backoff."""
+    import time
+
+    cancel = threading.Event()
+    threading.Timer(0.1, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(Interrupted):
+        call_with_retries(lambda: (_ for _ in ()).throw(HttpError(503)), what="x", cancel=cancel,
+                          sleep=time.sleep, settings=RetrySettings(initial_wait=30, jitter=0))
+    assert time.monotonic() - started < 1.0
+
+
+def test_cancel_is_checked_around_a_virtual_clock():
+    """A custom sleep (the simulator's virtual clock) returns at once; cancel set meanwhile stops
+    the next attempt."""
+    cancel = threading.Event()
+    calls = []
+
+    def op():
+        calls.append(1)
+        raise HttpError(503)
+
+    with pytest.raises(Interrupted):
+        call_with_retries(op, what="x", cancel=cancel, sleep=lambda s: cancel.set(),
+                          settings=RetrySettings(initial_wait=30, jitter=0))
+    assert len(calls) == 1

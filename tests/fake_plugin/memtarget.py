@@ -50,6 +50,7 @@ class MemoryConfig(TargetConfig):
     shared_key: str | None = Field(None, description="Lock key shared with other targets (same resource).")
     file: str | None = Field(None, description="Persist the cloud in this JSON file (for CLI tests).")
     quota: int | None = Field(None, description="Fail check() when size exceeds it.")
+    sdk: str | None = Field(None, description="A module read() imports lazily, as an SDK-backed target does.")
 
 
 class MemoryTarget(Target):
@@ -87,6 +88,10 @@ class MemoryTarget(Target):
         return out
 
     def read(self) -> list[Observed]:
+        if self.cfg.sdk:
+            import importlib
+
+            importlib.import_module(self.cfg.sdk)
         c = self._cloud()
         c.reads += 1
         wanted = {r.address for r in self.desired()}
@@ -130,6 +135,10 @@ class MemoryTarget(Target):
             c.resources[resource.address] = {"spec": dict(resource.spec), "tags": dict(tags), "version": old["version"] + 1}
 
         self._write("create", resource.address, do)
+        if resource.name.endswith("-deployment") and self.manifest.scoring.sample_request:
+            started = time.monotonic()  # what a serving target does: score the sample on what it deployed
+            answer = self.invoke(InvokeRequest(body=self.manifest.scoring.sample_request.read_text()))
+            self.ctx.smoke_tested(answer.ok, status=answer.status_code, latency_ms=1000 * (time.monotonic() - started))
 
     def update(self, resource: Resource, observed: Observed, tags: Mapping[str, str]) -> None:
         def do(c: Cloud) -> None:
@@ -148,6 +157,8 @@ class MemoryTarget(Target):
         return {"key": f"sekret-{self.config.name}-0123456789"}
 
     def invoke(self, request: InvokeRequest) -> InvokeResult:
+        if request.run_async:  # queued, as a near-real-time target answers
+            return InvokeResult(ok=True, status_code=202, request_id="req-0001", state="queued")
         return InvokeResult(ok=True, status_code=200, body={"echo": request.body})
 
     def logs(self, tail: int = 100, deployment: str | None = None) -> str:

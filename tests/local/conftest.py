@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
+import sys
 import textwrap
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from orchestrator.engine import Engine
 from orchestrator.events import RecordingReporter
 from orchestrator.manifest import load_manifest
+from targets.local import processes
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "examples" / "quickstart"
@@ -116,3 +119,52 @@ def project_factory(tmp_path, env_cache):
             p.destroy()
         except Exception:
             pass
+
+
+class Server:
+    """The runtime's server started on its own (by this venv's Python: it is stdlib-only)."""
+
+    def __init__(self, tmp: Path, script: str, *args: str) -> None:
+        code = tmp / "code"
+        code.mkdir(parents=True)
+        (code / "score.py").write_text(textwrap.dedent(script))
+        self.status_file = tmp / "status.json"
+        self.log = tmp / "server.log"
+        cmd = [sys.executable, "-m", "deployctl_runtime.server", "--code", str(code), "--entry", "score.py",
+               "--status-file", str(self.status_file), "--public-port", "0", "--public-now", *args]  # 0: any free port
+        self.pid = processes.start_detached(cmd, processes.runtime_env({"AZUREML_MODEL_DIR": str(tmp)}),
+                                            tmp / "server.log", cwd=code)
+        status = processes.wait_for(self.status_file, self.pid, lambda s: bool(s.get("public")), 60)
+        if not status.get("public"):
+            self.stop()
+            pytest.fail(f"server did not start: status {status}, alive {processes.alive(self.pid)}, "
+                        f"log: {(tmp / 'server.log').read_text()[-2000:]}")
+        self.port = int(status["public_port"])
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, bytes, http.client.HTTPResponse]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            return r.status, r.read(), r
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        processes.stop(self.pid)
+
+
+@pytest.fixture
+def server(tmp_path):
+    started: list[Server] = []
+
+    def start(script: str, *args: str) -> Server:
+        s = Server(tmp_path / f"s{len(started)}", script, *args)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+        assert not processes.alive(s.pid)

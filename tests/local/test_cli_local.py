@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,7 @@ def test_quickstart_apply_invoke_status_logs_noop_destroy(quickstart):
     proj, manifest, env = quickstart
     applied = cli("apply", manifest, "--yes", env=env)
     assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert re.search(r"^  smoke test: passed \(HTTP 200, \d+ ms\)$", applied.stdout, re.M), applied.stdout
 
     invoked = cli("invoke", manifest, "--file", str(proj / "sample-request.json"), env=env)
     assert invoked.returncode == 0, invoked.stderr
@@ -98,7 +100,8 @@ def examples(tmp_path, env_cache):
 def test_near_real_time_example_async_then_fetch(examples):
     root, env = examples
     manifest = str(root / "near-real-time" / "deployctl.yaml")
-    assert cli("apply", manifest, "--yes", env=env).returncode == 0
+    applied = cli("apply", manifest, "--yes", env=env)
+    assert applied.returncode == 0 and re.search(r"smoke test: passed \(done, \d+ ms\)", applied.stdout), applied.stdout
     sample = str(root / "near-real-time" / "sample-request.json")
     queued = cli("invoke", manifest, "--file", sample, "--async", "--idempotency-key", "order-1", "--output", "json", env=env)
     assert queued.returncode == 0, queued.stderr
@@ -106,7 +109,7 @@ def test_near_real_time_example_async_then_fetch(examples):
     again = cli("invoke", manifest, "--file", sample, "--async", "--idempotency-key", "order-1", "--output", "json", env=env)
     assert json.loads(again.stdout)["request_id"] == rid  # one key, one run
     plain = cli("invoke", manifest, "--file", sample, "--async", "--idempotency-key", "order-1", env=env)
-    assert plain.stdout == "" and f"request_id: {rid}" in plain.stderr  # no body yet: no "null"
+    assert plain.stdout == f"{rid}\n"  # the id alone: ID=$(deployctl invoke ... --async)
     fetched = cli("invoke", manifest, "--request-id", rid, "--output", "json", env=env)
     doc = json.loads(fetched.stdout)
     for _ in range(100):  # bounded: the queue workers are already warm
@@ -124,6 +127,7 @@ def test_batch_example_writes_predictions_and_resumes(examples, tmp_path):
     manifest = str(root / "batch" / "deployctl.yaml")
     applied = cli("apply", manifest, "--yes", env=env)
     assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert re.search(r"smoke test: passed \(done, \d+ ms\)", applied.stdout), applied.stdout  # the sample file, batched
     out = tmp_path / "predictions.csv"
     scored = cli("invoke", manifest, "--input", str(root / "batch" / "data"), "--output-path", str(out), env=env)
     assert scored.returncode == 0, scored.stderr

@@ -6,9 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import sys
-import textwrap
 import time
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -37,52 +35,6 @@ def init(): pass
 def run(data):
     return [len(row) for row in data]
 '''
-
-
-class Server:
-    def __init__(self, tmp: Path, script: str, *args: str) -> None:
-        code = tmp / "code"
-        code.mkdir(parents=True)
-        (code / "score.py").write_text(textwrap.dedent(script))
-        self.status_file = tmp / "status.json"
-        cmd = [sys.executable, "-m", "deployctl_runtime.server", "--code", str(code), "--entry", "score.py",
-               "--status-file", str(self.status_file), "--public-port", "0", "--public-now", *args]  # 0: any free port
-        self.pid = processes.start_detached(cmd, processes.runtime_env({"AZUREML_MODEL_DIR": str(tmp)}),
-                                            tmp / "server.log", cwd=code)
-        status = processes.wait_for(self.status_file, self.pid, lambda s: bool(s.get("public")), 60)
-        if not status.get("public"):
-            self.stop()
-            pytest.fail(f"server did not start: status {status}, alive {processes.alive(self.pid)}, "
-                        f"log: {(tmp / 'server.log').read_text()[-2000:]}")
-        self.port = int(status["public_port"])
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, bytes, http.client.HTTPResponse]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            r = conn.getresponse()
-            return r.status, r.read(), r
-        finally:
-            conn.close()
-
-    def stop(self) -> None:
-        processes.stop(self.pid)
-
-
-@pytest.fixture
-def server(tmp_path):
-    started: list[Server] = []
-
-    def start(script: str, *args: str) -> Server:
-        s = Server(tmp_path / f"s{len(started)}", script, *args)
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        s.stop()
-        assert not processes.alive(s.pid)
 
 
 def test_workers_each_init_once_and_share_the_port(server):
@@ -173,7 +125,6 @@ def test_how_a_silent_process_ended_is_told():
     import os
     import signal
     import subprocess
-    import sys
     import time
 
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])

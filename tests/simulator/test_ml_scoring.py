@@ -59,7 +59,7 @@ def _assets(sim, ml, script):
 
 
 def test_online_deployment_scores_with_the_uploaded_code_and_model(sim):
-    from targets.azureml.scoring import score
+    from orchestrator.azure.scoring import score
 
     ml = mlclient(sim)
     _assets(sim, ml, ONLINE)

@@ -14,7 +14,7 @@ environment / model versions, online endpoints and deployments (managed and Kube
 token, logs, traffic, real scoring of the uploaded score.py and model), batch endpoints,
 deployments and jobs, computes, registries (+ importing workspace models), usages and vCPU
 quotas; blob and queue data planes; Container Instances, App Service (sites, plans, app settings,
-Kudu zip deploy), Storage accounts, Container Registry builds, AKS managed clusters (read only:
+Kudu zip deploy), Storage accounts, Container Registry (builds, listCredentials, importImage, and each registry's OCI distribution endpoints with token exchange: :mod:`.providers.acr`), AKS managed clusters (read only:
 their node pools, for the aks capacity check).  Every other operation of the carried REST specs
 gets spec-driven CRUD; anything else fails loudly (:class:`UnsupportedRequest` in strict mode, HTTP 501 otherwise).
 

@@ -36,6 +36,7 @@ class Request:
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
         self.host = (parts.hostname or "").lower()
+        self.port = parts.port
         self.path = unquote(parts.path).rstrip("/") or "/"
         self.query = {k.lower(): v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
 

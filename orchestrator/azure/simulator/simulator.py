@@ -245,7 +245,8 @@ class AzureSimulator:
         """May this request change the cloud?  (Scoring requests and reads never do.)"""
         if req.method in ("GET", "HEAD"):
             return False
-        return not (req.path.lower() == "/score" and req.host.endswith(".inference.ml.azure.com"))
+        scoring_host = req.host.endswith((".inference.ml.azure.com", ".azurecontainer.io"))
+        return not (req.path.lower() == "/score" and scoring_host)
 
     def _dispatch(self, req: Request) -> tuple[Any, float]:
         """(the response, or a :class:`Deferred`, or the exception to raise; seconds to wait first)."""

@@ -28,6 +28,12 @@ class ContainerRegistry:
         reg_path = req.path[: m.end()]
         tail = req.path[m.end():].lower()
         reg = self.sim.get(reg_path)
+        if reg is None and tail == "" and req.method == "GET" and not self.sim.strict:
+            # --simulate: a registry a manifest names appears on first reference, as workspaces do
+            new = self.sim.put_resource(reg_path, {"sku": {"name": "Standard", "tier": "Standard"}, "properties": {
+                "loginServer": f"{m.group(1).lower()}.azurecr.io", "adminUserEnabled": False,
+                "provisioningState": "Succeeded"}}, location=self.sim.default_location)
+            return json_response(200, new)
         if tail == "" and req.method == "PUT":
             body = req.json() or {}
             props = {**(body.get("properties") or {}), "loginServer": f"{m.group(1).lower()}.azurecr.io"}

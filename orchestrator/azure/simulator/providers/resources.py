@@ -23,7 +23,8 @@ NAMESPACE = re.compile(r"/providers/([^/]+)", re.IGNORECASE)
 
 class ResourceManager:
     def __init__(self, sim: Any) -> None:
-        from orchestrator.azure.simulator.providers.containers import ContainerRegistry
+        from orchestrator.azure.simulator.providers.aci import ContainerInstances
+        from orchestrator.azure.simulator.providers.acr import AcrManagement
         from orchestrator.azure.simulator.providers.containerservice import ContainerService
         from orchestrator.azure.simulator.providers.ml import MachineLearning
         from orchestrator.azure.simulator.providers.storage import StorageAccounts
@@ -35,8 +36,9 @@ class ResourceManager:
             "microsoft.machinelearningservices": self.ml,
             "microsoft.web": WebApps(sim),
             "microsoft.storage": StorageAccounts(sim),
-            "microsoft.containerregistry": ContainerRegistry(sim),
+            "microsoft.containerregistry": AcrManagement(sim),
             "microsoft.containerservice": ContainerService(sim),
+            "microsoft.containerinstance": ContainerInstances(sim),
         }
 
     def owns(self, req: Request) -> bool:

@@ -150,6 +150,7 @@ class Runtime:
         self.sim = sim
         self.registry = ScorerRegistry(home_of(state_file), watch=state_file) if state_file is not None else None
         self.scorers: dict[str, tuple[str, Any]] = {}
+        self.workdirs: dict[str, Path] = {}
         self.tmp = tempfile.TemporaryDirectory(prefix="deployctl-sim-")
         self._starting = threading.Lock()  # in memory: one start at a time
         # In-memory scorers are processes: stop them when the simulator is dropped without close()
@@ -181,32 +182,48 @@ class Runtime:
         return Path(python), code_dir, model_dir, entry
 
     def scorer(self, dep: dict[str, Any], digest: str) -> Any:
+        env = {k: str(v) for k, v in (dep["properties"].get("environmentVariables") or {}).items()}
+
+        def prepare(workdir: Path) -> tuple[Path, Path, str, Path, dict[str, str]]:
+            python, code_dir, model_dir, entry = self.prepare(dep, workdir)
+            return python, code_dir, entry, model_dir, env
+
+        return self.serve(arm.key_of(dep["id"]), digest, prepare)
+
+    def serve(self, key: str, digest: str, prepare: Any) -> Any:
+        """The scorer serving ``digest`` for the resource ``key`` (an endpoint deployment, a
+        container group), started from ``prepare(workdir) -> (python, code dir, entry, model dir,
+        env)`` when none runs: warm across runs for a persisted cloud, per simulator otherwise."""
         from targets.local.scorer import Scorer
 
-        env = {k: str(v) for k, v in (dep["properties"].get("environmentVariables") or {}).items()}
         if self.registry is not None:
             if (warm := self.registry.running(digest)) is not None:
                 return warm
-
-            def prepare(workdir: Path) -> tuple[Path, Path, str, Path, dict[str, str]]:
-                python, code_dir, model_dir, entry = self.prepare(dep, workdir)
-                return python, code_dir, entry, model_dir, env
-
             return self.registry.get_or_start(digest, prepare)  # one start per digest, across processes
-        key = arm.key_of(dep["id"])
         with self._starting:
             held = self.scorers.get(key)
             if held and held[0] == digest:
                 return held[1]
             if held:
                 held[1].stop()
-            python, code_dir, model_dir, entry = self.prepare(dep)
-            s = Scorer(python, code_dir, entry, model_dir, env=env).start()
+            workdir = Path(self.tmp.name) / hashlib.sha256(f"{key}:{digest}".encode()).hexdigest()[:16]
+            python, code_dir, entry, model_dir, env = prepare(workdir)
+            s = Scorer(python, code_dir, entry, model_dir, env=env).start(workdir / "run")
             self.scorers[key] = (digest, s)
+            self.workdirs[key] = workdir / "run"
             return s
 
+    def log_of(self, key: str, digest: str) -> str:
+        """What the scorer serving ``digest`` wrote (its server log), or ""."""
+        home = self.registry.home / digest if self.registry is not None else self.workdirs.get(key)
+        log = home / "server.log" if home is not None else None
+        return log.read_text(errors="replace") if log is not None and log.exists() else ""
+
     def reap(self) -> list[str]:
-        """Stop the warm scorers no deployment of the cloud serves any more (deleted, changed, reset)."""
+        """Stop the warm scorers no deployment or container group of the cloud serves any more
+        (deleted, changed, reset)."""
+        from orchestrator.azure.simulator.providers import aci
+
         if self.registry is None or not self.registry.digests():
             return []
         keep = set()
@@ -216,6 +233,9 @@ class Runtime:
                 if r.get("type", "").lower() == f"{NS}/workspaces/onlineendpoints/deployments".lower():
                     with contextlib.suppress(LookupError, KeyError):
                         keep.add(served_digest(self.sim, r))
+                elif r.get("type", "").lower() == aci.GROUPS_TYPE:
+                    with contextlib.suppress(LookupError, KeyError, IndexError):
+                        keep.add(aci.served_digest(self.sim, r))
         return self.registry.reap(keep)
 
     def close(self) -> None:

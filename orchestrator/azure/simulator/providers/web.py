@@ -1,24 +1,65 @@
-"""Microsoft.Web (server farms, sites, app settings) and the SCM (Kudu) host's zip deploy.
+"""Microsoft.Web (server farms, sites, app settings, function keys), the SCM (Kudu) host's
+zip and OneDeploy deploys, and function apps that really run.
 
 Sites and plans use spec-driven CRUD (azure-mgmt-web's initial PUT accepts only 200/202, so
 writes answer 200 synchronously).  App settings: PUT ``config/appsettings`` and POST
-``config/appsettings/list``.  Kudu: POST ``/api/zipdeploy`` (or ``/api/publish``) on
-``<site>.scm.azurewebsites.net`` stores the archive's file list; a second deploy while one is in
-progress gets 409 as Kudu answers; ``/api/deployments/latest`` reports the last one.
+``config/appsettings/list``.  Keys: POST ``host/default/listkeys`` and
+``functions/{name}/listkeys`` (made on first read, kept with the site).  A Flex Consumption site
+(plan SKU FC1) must name its deployment container (``functionAppConfig.deployment.storage``).
+Kudu: POST ``/api/zipdeploy`` or ``/api/publish`` (a zip, or OneDeploy's JSON ``{"packageUri"}``
+naming a blob of the simulated storage) on ``<site>.scm.azurewebsites.net``; a second deploy while
+one is in progress gets 409 as Kudu answers; ``/api/deployments/latest`` and
+``/api/deployments/{id}`` report them (status 4 = success, 3 = failed).
+:class:`FunctionSites` answers ``https://<site>.azurewebsites.net`` by running the deployed
+package with :mod:`targets.web.host` in a process of its own (started on the first request after
+each deployment, stopped with the simulator).
 """
 
 from __future__ import annotations
 
+import base64
 import io
+import json
+import os
 import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import weakref
 import zipfile
+from pathlib import Path
 from typing import Any
 
 from orchestrator.azure.simulator.messages import Request, Response, json_response
 
-SITE = re.compile(r"/providers/Microsoft\.Web/sites/([^/]+)", re.IGNORECASE)
+SITE = re.compile(r"/providers/Microsoft\.Web/sites/([^/]+)(?:/slots/([^/]+))?", re.IGNORECASE)
 TEXT = {"Content-Type": "text/plain; charset=utf-8"}
 SCM_HOST = re.compile(r"^([a-z0-9-]+)\.scm\.azurewebsites\.net$")
+APP_HOST = re.compile(r"^([a-z0-9-]+)\.azurewebsites\.net$")
+BLOB_URL = re.compile(r"^https://([a-z0-9]+)\.blob\.core\.windows\.net/([^/]+)/([^?]+)")
+
+
+def find_site(sim: Any, label: str) -> dict[str, Any] | None:
+    """The site or slot whose host name is ``<label>.azurewebsites.net`` (a slot's is ``<app>-<slot>``)."""
+    return next((r for r in sim.state["resources"].values()
+                 if r.get("type", "").lower() in ("microsoft.web/sites", "microsoft.web/sites/slots")
+                 and str((r.get("properties") or {}).get("defaultHostName", "")).split(".")[0].lower() == label), None)
+
+
+def site_keys(sim: Any, site: dict[str, Any]) -> dict[str, str]:
+    """The host's master key and default function key (made once per site, as the host does)."""
+    keys = site.setdefault("_keys", {})
+    keys.setdefault("master", sim.secret(40))
+    keys.setdefault("default", sim.secret(40))
+    return dict(keys)
+
+
+def plan_sku(sim: Any, site: dict[str, Any]) -> str:
+    plan = sim.get(str((site.get("properties") or {}).get("serverFarmId") or ""))
+    return str(((plan or {}).get("sku") or {}).get("name") or "")
 
 
 class WebApps:
@@ -32,10 +73,26 @@ class WebApps:
         site_path = req.path[: m.end()]
         tail = req.path[m.end():].lower()
         site = self.sim.get(site_path)
+        slot = m.group(2)
+        if tail == "/slotsswap" and req.method == "POST" and site is not None and not slot:
+            return self.swap(site, str((req.json() or {}).get("targetSlot") or ""))
         if tail == "" and req.method == "PUT":
             body = req.json() or {}
             props = dict(body.get("properties") or {})
-            name = m.group(1)
+            name = f"{m.group(1)}-{slot}".lower() if slot else m.group(1)
+            plan = self.sim.get(str(props.get("serverFarmId") or ""))
+            sku = str(((plan or {}).get("sku") or {}).get("name") or "")
+            if sku.upper() == "FC1" and slot:
+                return json_response(400, {"error": {"code": "BadRequest", "message":
+                                     "Flex Consumption apps do not support deployment slots."}})
+            if sku.upper() == "FC1":
+                storage = ((props.get("functionAppConfig") or {}).get("deployment") or {}).get("storage") or {}
+                if not storage.get("value"):
+                    return json_response(400, {"error": {"code": "BadRequest", "message":
+                                         "Flex Consumption apps require functionAppConfig.deployment.storage."}})
+            elif props.get("functionAppConfig"):
+                return json_response(400, {"error": {"code": "BadRequest", "message":
+                                     "functionAppConfig is only valid for apps on a Flex Consumption plan."}})
             props.update({"defaultHostName": f"{name}.azurewebsites.net", "state": "Running",
                           "enabledHostNames": [f"{name}.azurewebsites.net", f"{name}.scm.azurewebsites.net"]})
             new = self.sim.put_resource(site_path, {**body, "properties": props}, location=body.get("location"))
@@ -50,9 +107,29 @@ class WebApps:
             return json_response(200, {"id": f"{site_path}/config/appsettings", "name": "appsettings",
                                        "type": "Microsoft.Web/sites/config", "location": site.get("location"),
                                        "properties": site.get("_appsettings", {})})
+        if site is not None and req.method == "POST" and (tail == "/host/default/listkeys"
+                                                           or re.fullmatch(r"/functions/[^/]+/listkeys", tail)):
+            keys = site_keys(self.sim, site)
+            if tail == "/host/default/listkeys":
+                return json_response(200, {"masterKey": keys["master"], "functionKeys": {"default": keys["default"]},
+                                           "systemKeys": {}})
+            return json_response(200, {"id": f"{site_path}{req.path[m.end():]}", "name": "functionKeys",
+                                       "properties": {"default": keys["default"]}})  # a StringDictionary
         if tail == "" and req.method == "GET" and site is not None:
             return json_response(200, {k: v for k, v in site.items() if not k.startswith("_")})
         return None
+
+    def swap(self, site: dict[str, Any], slot_name: str) -> Response:
+        """Swap a slot with production: what each runs (its deployments) and its app settings."""
+        slot = self.sim.get(f"{site['id']}/slots/{slot_name}")
+        if slot is None:
+            return json_response(404, {"error": {"code": "ResourceNotFound", "message": f"Slot {slot_name} not found."}})
+        labels = [str(r["properties"]["defaultHostName"]).split(".")[0] for r in (site, slot)]
+        kudu = self.sim.state["kudu"]
+        a, b = kudu.get(labels[0], {"deployments": []}), kudu.get(labels[1], {"deployments": []})
+        kudu[labels[0]], kudu[labels[1]] = b, a
+        site["_appsettings"], slot["_appsettings"] = slot.get("_appsettings", {}), site.get("_appsettings", {})
+        return Response(200)
 
 
 class Kudu:
@@ -67,8 +144,7 @@ class Kudu:
 
     def handle(self, req: Request) -> Response | None:
         name = SCM_HOST.match(req.host).group(1)  # type: ignore[union-attr]
-        site = next((r for r in self.sim.state["resources"].values()
-                     if r.get("type", "").lower() == "microsoft.web/sites" and r["name"].lower() == name), None)
+        site = find_site(self.sim, name)
         if site is None:
             return json_response(404, {"Message": f"Site {name} not found."})
         state = self.sim.state["kudu"].setdefault(name, {"deployments": []})
@@ -77,22 +153,151 @@ class Kudu:
             if last and last["end"] > self.sim.clock.now():
                 return Response(409, b"There is a deployment currently in progress. Please try again when it completes.",
                                 TEXT)
+            data: bytes | None = req.body
+            if req.path.lower() == "/api/publish" and req.body[:1] == b"{":  # OneDeploy from a URL
+                data = self.package_from_uri((json.loads(req.body) or {}).get("packageUri", ""))
+            if data is None:
+                return Response(400, b"packageUri does not name a readable blob.", TEXT)
             try:
-                files = sorted(zipfile.ZipFile(io.BytesIO(req.body)).namelist())
+                files = sorted(zipfile.ZipFile(io.BytesIO(data)).namelist())
             except zipfile.BadZipFile:
                 return Response(400, b"The uploaded file is not a zip archive.", TEXT)
             dep = {"id": self.sim.new_id(), "status": 4, "complete": True, "files": files,
+                   "zip": base64.b64encode(data).decode(),
                    "start": self.sim.clock.now(), "end": self.sim.clock.now() + self.sim.latency.lro_seconds("default")}
             state["deployments"].append(dep)
             is_async = req.query.get("isasync", "").lower() == "true"
+            if req.path.lower() == "/api/publish":  # OneDeploy: always asynchronous, with the id
+                return Response(202, dep["id"].encode(), {"Location": f"https://{req.host}/api/deployments/{dep['id']}"})
             headers = {"Location": f"https://{req.host}/api/deployments/latest"} if is_async else {}
             return Response(202 if is_async else 200, b"", headers)
-        if req.method == "GET" and req.path.lower() in ("/api/deployments/latest", "/api/deployments"):
+        by_id = re.fullmatch(r"/api/deployments/([0-9a-f-]{36})", req.path.lower())
+        if req.method == "GET" and (by_id or req.path.lower() in ("/api/deployments/latest", "/api/deployments")):
             if not state["deployments"]:
                 return json_response(404, {"Message": "No deployment found."})
             last = state["deployments"][-1]
+            if by_id:
+                last = next((d for d in state["deployments"] if d["id"] == by_id.group(1)), None)
+                if last is None:
+                    return json_response(404, {"Message": f"Deployment {by_id.group(1)} not found."})
             done = last["end"] <= self.sim.clock.now()
             out = {"id": last["id"], "status": 4 if done else 1, "complete": done, "status_text": "" if done else "Building",
                    "files": last["files"]}
-            return json_response(200, out if req.path.lower().endswith("latest") else [out])
+            return json_response(200, [out] if req.path.lower() == "/api/deployments" else out)
         return None
+
+    def package_from_uri(self, uri: str) -> bytes | None:
+        from orchestrator.azure.simulator.providers import storage
+
+        m = BLOB_URL.match(uri)
+        return storage.get_blob(self.sim, m.group(1), m.group(2), m.group(3)) if m else None
+
+
+def current_package(sim: Any, site_name: str) -> dict[str, Any] | None:
+    """The site's last successful, finished deployment (what the site runs)."""
+    deps = sim.state["kudu"].get(site_name, {}).get("deployments", [])
+    return next((d for d in reversed(deps) if d.get("zip") and d["end"] <= sim.clock.now()), None)
+
+
+class FunctionSites:
+    """``https://<site>.azurewebsites.net``: the deployed function app, run for real."""
+
+    def __init__(self, sim: Any) -> None:
+        self.sim = sim
+        self.hosts: dict[str, tuple[str, subprocess.Popen[bytes], int]] = {}
+        self.tmp = tempfile.TemporaryDirectory(prefix="deployctl-sim-functions-")
+        self._finalizer = weakref.finalize(self, _stop_hosts, self.hosts, self.tmp)
+
+    def owns(self, req: Request) -> bool:
+        return bool(APP_HOST.match(req.host)) and not SCM_HOST.match(req.host)
+
+    def operation(self, req: Request) -> str:
+        return "FunctionApp_Invoke"
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def handle(self, req: Request) -> Response | None:
+        name = APP_HOST.match(req.host).group(1)  # type: ignore[union-attr]
+        site = find_site(self.sim, name)
+        if site is None:
+            return Response(404, f"Web app {name} not found.".encode(), TEXT)
+        dep = current_package(self.sim, name)
+        if dep is None:
+            return Response(404, b"Function host is not running: no package has been deployed.", TEXT)
+        try:
+            port = self.host_for(name, site, dep)
+        except RuntimeError as e:
+            return Response(503, f"Function host is not running: {e}".encode(), TEXT)
+        url = f"http://127.0.0.1:{port}{req.path}" + (f"?{req.url.split('?', 1)[1]}" if "?" in req.url else "")
+        headers = {k: v for k, v in req.headers.items() if k.lower() not in ("host", "content-length")}
+        r = urllib.request.Request(url, data=req.body if req.method != "GET" else None, method=req.method,
+                                   headers=headers)
+        try:
+            with urllib.request.urlopen(r, timeout=120) as resp:
+                return Response(resp.status, resp.read(), dict(resp.headers.items()))
+        except urllib.error.HTTPError as e:
+            return Response(e.code, e.read(), dict(e.headers.items()))
+
+    def local_storage(self, conn: str) -> str:
+        """The connection string rewritten to this simulator's 127.0.0.1 endpoint (served on demand),
+        so the app's process reaches the simulated queues and blobs (the host rides in the path)."""
+        parts = dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
+        if self.sim._server is None:
+            self.sim.serve()
+        base, account = self.sim._server.url, parts.get("AccountName", "")
+        return (f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={parts.get('AccountKey', '')};"
+                f"BlobEndpoint={base}/{account}.blob.core.windows.net;QueueEndpoint={base}/{account}.queue.core.windows.net;")
+
+    def host_for(self, label: str, site: dict[str, Any], dep: dict[str, Any]) -> int:
+        held = self.hosts.get(label)
+        if held and held[0] == dep["id"] and held[1].poll() is None:
+            return held[2]
+        if held:
+            stop_process(held[1])
+        work = Path(self.tmp.name) / dep["id"]
+        if not work.exists():
+            zipfile.ZipFile(io.BytesIO(base64.b64decode(dep["zip"]))).extractall(work / "pkg")
+        keys = site_keys(self.sim, site)
+        settings = {**site.get("_appsettings", {}), "WEBSITE_SITE_NAME": label}
+        if "AccountKey=" in settings.get("AzureWebJobsStorage", ""):
+            settings["AzureWebJobsStorage"] = self.local_storage(settings["AzureWebJobsStorage"])
+        (work / "config.json").write_text(json.dumps({"settings": settings, "keys": [keys["default"], keys["master"]]}))
+        ready = work / "ready.json"
+        ready.unlink(missing_ok=True)
+        log = open(work / "host.log", "ab")  # noqa: SIM115 - the process holds it
+        repo = str(Path(__file__).resolve().parents[4])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}
+        proc = subprocess.Popen([sys.executable, "-m", "targets.web.host", "--package", str(work / "pkg"), "--config",
+                                 str(work / "config.json"), "--ready-file", str(ready)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
+        log.close()
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop_process(proc)
+                tail = (work / "host.log").read_text(errors="replace").strip().splitlines()[-8:]
+                raise RuntimeError("the worker did not start: " + " | ".join(tail))
+            time.sleep(0.05)
+        port = int(json.loads(ready.read_text())["port"])
+        self.hosts[label] = (dep["id"], proc, port)
+        self.sim.state["logs"].setdefault(site["id"].lower(), []).append(f"host started for deployment {dep['id']}")
+        return port
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 5 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _stop_hosts(hosts: dict[str, tuple[str, subprocess.Popen[bytes], int]], tmp: tempfile.TemporaryDirectory[str]) -> None:
+    for _, proc, _ in hosts.values():
+        stop_process(proc)
+    hosts.clear()
+    tmp.cleanup()

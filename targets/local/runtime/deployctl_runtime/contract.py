@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import threading
+import time
 import traceback
 import types
 from pathlib import Path
@@ -47,6 +48,39 @@ def traceback_tail(exc: BaseException, lines: int = 12) -> str:
         [f for f in tb.stack if not os.path.abspath(f.filename).startswith(_RUNTIME_DIR + os.sep)])
     text = "".join(tb.format())
     return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+LOG_FORMAT = "%(asctime)s %(levelname).1s [%(process)d] %(name)s - %(message)s"  # azmlinfsrv's
+
+
+def configure_logging(code_dir: str) -> None:
+    """Make the scoring script's ``logging`` calls reach the deployment's log (stderr).
+
+    A ``logging.json`` in the code folder is applied as azmlinfsrv applies it (``dictConfig``).
+    Otherwise the root logger writes INFO and above in azmlinfsrv's format.  (azmlinfsrv itself
+    leaves the root logger at WARNING, so a script's ``logging.info`` is lost there: a local
+    deployment shows it, as the scoring script's author expects.)"""
+    import logging
+
+    config = os.path.join(code_dir, "logging.json")
+    if os.path.isfile(config):
+        import logging.config
+
+        try:
+            with open(config, encoding="utf-8") as f:
+                logging.config.dictConfig(json.load(f))
+        except (OSError, ValueError, TypeError, AttributeError, ImportError) as e:
+            raise ScriptError(f"{config} is not a valid logging configuration: {e}") from e
+        return
+    root = logging.getLogger()
+    if root.handlers:  # configured already (this process, or a library at import)
+        return
+    formatter = logging.Formatter(LOG_FORMAT)
+    formatter.converter = time.gmtime
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
 
 
 def _is_schema_decorated(fn: Any) -> bool:
@@ -81,6 +115,7 @@ class UserScript:
             raise
 
     def _load(self) -> None:
+        configure_logging(self.code_dir)
         path = os.path.join(self.code_dir, self.entry)
         if self.code_dir not in sys.path:
             sys.path.insert(0, self.code_dir)

@@ -10,12 +10,23 @@ one generated from inference-schema's schemas, or open objects for an undecorate
 key file is given.  Near-real-time mode (``--queue DB``): ``POST /score`` queues the request and
 answers 202 with its id; ``GET /requests/<id>`` answers its state and result.
 
+Hostile or broken clients (see :class:`Handler`): the key is checked before a body is read; a
+body must be framed unambiguously (400 otherwise, unread) and fit ``--max-body-bytes`` (413);
+the request head has size limits (414, 431) and, with an idle keep-alive connection, one
+``--header-timeout``; a body or an answer one ``--body-timeout`` (408, or the connection is
+dropped); each worker holds at most ``--max-connections`` connections (503 beyond).  A client's
+doing never leaves a traceback in the log.
+
 Process model: the parent binds a private 127.0.0.1 port and takes the public listening socket,
 then forks the workers (each runs init() once, then serves; run() calls are serialised per worker
-like azmlinfsrv's sync workers) and supervises them.
+like azmlinfsrv's sync workers) and supervises them.  Before anything else it writes its own
+record (``--pid-file``: pid and start time), so a version is findable from disk before it can take
+traffic whatever happens to the process that started it; the workers die with it, even by SIGKILL
+(:mod:`deployctl_runtime.lifecycle`).
 
 Zero downtime: the public listening socket is never closed while a version is live.  A new
-version receives the running version's socket over a unix socket (``--handoff``, SCM_RIGHTS),
+version receives the running version's socket over that version's unix socket (``--handoff-from``,
+SCM_RIGHTS; each version offers it on its own, ``--handoff``),
 serves only its private port until smoke-tested, and on SIGUSR1 starts accepting on the shared
 public socket too; the previous version is then stopped with SIGTERM (stop accepting, finish
 in-flight requests, exit).  Connections waiting in the socket's backlog are accepted by whichever
@@ -26,8 +37,10 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import io
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -48,6 +61,7 @@ from deployctl_runtime.contract import (
     traceback_tail,
     write_json_atomic,
 )
+from deployctl_runtime.lifecycle import die_with_parent, register
 
 VERSION = "deployctl-runtime/1"
 
@@ -59,15 +73,15 @@ def write_status(path: str, doc: dict[str, Any]) -> None:
         pass  # a replaced version's folder is removed while it drains; nobody reads it any more
 
 
-def listen(port: int) -> socket.socket:
+def listen(port: int, host: str = "127.0.0.1") -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", port))  # loopback only, always
+    s.bind((host, port))  # loopback unless a container asks for its own interface (--host)
     s.listen(256)
     return s
 
 
-def take_public_socket(port: int, handoff: str | None) -> socket.socket:
+def take_public_socket(port: int, handoff: str | None, host: str = "127.0.0.1") -> socket.socket:  # handoff: where to take it from
     """The running version's listening socket when there is one (same socket, same backlog),
     else a new one on ``port``."""
     if handoff and os.path.exists(handoff):
@@ -83,7 +97,7 @@ def take_public_socket(port: int, handoff: str | None) -> socket.socket:
                 sock.close()
         except OSError:
             pass  # the previous version is gone: bind afresh
-    return listen(port)
+    return listen(port, host)
 
 
 def serve_handoff(path: str, public: socket.socket) -> None:
@@ -111,6 +125,67 @@ def serve_handoff(path: str, public: socket.socket) -> None:
     threading.Thread(target=loop, daemon=True).start()
 
 
+# Limits on what a client may send before it is answered (hostile or broken clients must not hold
+# memory or threads): a request line as long as http.server allows, header lines and a whole head
+# as gunicorn bounds them (azmlinfsrv's server), chunk-size lines of a sane length.
+MAX_REQUEST_LINE = 65536
+MAX_HEADER_LINE = 16384
+MAX_HEADERS = 100
+MAX_HEAD_BYTES = 65536
+MAX_CHUNK_LINE = 1024
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_DIGITS = re.compile(r"[0-9]+")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+CHUNKED = -1  # the body's length when it comes in chunks
+_BUSY_BODY = json.dumps({"message": "too many connections; try again shortly"}).encode()
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+         b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
+
+
+class Reject(Exception):
+    """Answer ``status`` with ``message`` and close the connection (its framing is not trusted)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Watchdog:
+    """Ends what a client takes too long to send or to read (slowloris: headers or a body a byte at
+    a time, or nothing at all on an open connection; a response never read).  One thread for all
+    connections of a worker; the hot path only writes a deadline in a dict.  Shutting the socket
+    down wakes the handler blocked on it: reading returns what came so far and the handler
+    answers 408, or a write fails and the connection is dropped."""
+
+    def __init__(self, tick: float = 0.1) -> None:
+        self.deadlines: dict[Handler, tuple[float, int]] = {}
+        self.lock = threading.Lock()
+        self.tick = tick
+        threading.Thread(target=self._loop, name="watchdog", daemon=True).start()
+
+    def arm(self, handler: Handler, seconds: float, how: int = socket.SHUT_RD) -> None:
+        with self.lock:
+            self.deadlines[handler] = (time.monotonic() + seconds, how)
+
+    def disarm(self, handler: Handler) -> None:
+        with self.lock:
+            self.deadlines.pop(handler, None)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.tick)
+            now = time.monotonic()
+            with self.lock:
+                expired = [(h, how) for h, (at, how) in self.deadlines.items() if at <= now]
+                for handler, how in expired:
+                    del self.deadlines[handler]
+                    handler.timed_out = True
+                    try:
+                        handler.connection.shutdown(how)
+                    except OSError:
+                        pass  # already closed by the client
+
+
 class _Server(ThreadingMixIn, HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -120,6 +195,40 @@ class _Server(ThreadingMixIn, HTTPServer):
         self.socket.close()
         self.socket = sock
         self.app = app
+        self.watchdog = Watchdog()
+        self.connections = 0
+        self.connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread per connection, up to ``--max-connections``; beyond that an immediate 503."""
+        with self.connections_lock:
+            busy = self.connections >= self.app.args.max_connections
+            if not busy:
+                self.connections += 1
+        if busy:
+            try:
+                request.setblocking(False)
+                request.send(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)  # type: ignore[misc]
+        finally:
+            with self.connections_lock:
+                self.connections -= 1
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line, never a traceback: a client that goes away mid-request is not an error."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        print(f"connection from {client_address[0]}:{client_address[1]} ended: {type(exc).__name__}: {exc}",
+              file=sys.stderr, flush=True)
 
 
 class App:
@@ -163,10 +272,20 @@ class App:
 
 
 class Handler(BaseHTTPRequestHandler):
+    """One connection.  The request head is read here with its own limits and deadline, the body
+    only once the route and the key are known good (an unauthenticated client cannot make the
+    server read, or hold, its body), and only as framed unambiguously: one Content-Length of
+    digits, or ``Transfer-Encoding: chunked`` alone (both at once is how requests are smuggled
+    past proxies: 400).  A body left unread closes the connection after the answer."""
+
     protocol_version = "HTTP/1.1"  # keep-alive
     server_version = VERSION
     sys_version = ""
     server: _Server
+    timed_out = False
+    body_length = 0  # declared: bytes, CHUNKED, or 0 (none)
+    body_pending = False  # declared and not read: the connection cannot carry another request
+    expect_continue = False
 
     def setup(self) -> None:
         self.request.setblocking(True)  # accepted from a non-blocking listening socket
@@ -180,21 +299,211 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # per-request logging costs throughput; errors are logged where they happen
 
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        pass
+
+    # -- reading a request -----------------------------------------------------------------
+    def handle_one_request(self) -> None:
+        args = self.server.app.args
+        self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""  # for an early answer
+        self.body_length, self.body_pending, self.expect_continue = 0, False, False
+        # Idle keep-alive time counts as header time: a connection that sends nothing is closed.
+        self.server.watchdog.arm(self, args.header_timeout)
+        try:
+            if not self._read_head():
+                return
+            self.server.watchdog.disarm(self)  # run() may take its time: only the client's part is bounded
+            method = getattr(self, "do_" + self.command, None)
+            if method is None:
+                raise Reject(501, f"unsupported method ({self.command!r})")
+            method()
+        except Reject as e:
+            self.server.watchdog.disarm(self)  # (the answer is armed on its own)
+            self.close_connection = True
+            self._error(e.status, str(e))
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+        finally:
+            self.server.watchdog.disarm(self)  # whatever ended the request (dict.pop: cheap)
+        if self.body_pending:
+            self.close_connection = True
+
+    def _read_head(self) -> bool:
+        """Read and parse the request line and headers; False when there is nothing to answer."""
+        line = self.rfile.readline(MAX_REQUEST_LINE + 1)
+        if not line:  # closed, or idle past the header timeout: nothing was asked
+            self.close_connection = True
+            return False
+        if len(line) > MAX_REQUEST_LINE:
+            raise Reject(414, f"request line longer than {MAX_REQUEST_LINE} bytes")
+        if not line.endswith(b"\n"):
+            self._incomplete("request line")
+        lines, size = [], 0
+        while True:
+            h = self.rfile.readline(MAX_HEADER_LINE + 1)
+            if len(h) > MAX_HEADER_LINE:
+                raise Reject(431, f"a header line is longer than {MAX_HEADER_LINE} bytes")
+            if not h.endswith(b"\n"):
+                self._incomplete("headers")
+            if h in (b"\r\n", b"\n"):
+                break
+            name, colon, _ = h.partition(b":")
+            if not colon or not _TOKEN.fullmatch(name):  # obs-fold, "Name :", no colon: ambiguous
+                raise Reject(400, "malformed header line")
+            lines.append(h)
+            size += len(h)
+            if len(lines) > MAX_HEADERS or size > MAX_HEAD_BYTES:
+                raise Reject(431, f"more than {MAX_HEADERS} headers or {MAX_HEAD_BYTES} bytes of them")
+        # http.server parses what was read within the limits above (never the socket itself).
+        self.raw_requestline = line
+        rfile, self.rfile = self.rfile, io.BytesIO(b"".join(lines) + b"\r\n")  # type: ignore[assignment]
+        try:
+            ok = self.parse_request()
+        finally:
+            self.rfile = rfile
+        if not ok:  # parse_request answered (send_error)
+            return False
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.1"
+            raise Reject(400, "HTTP/0.9 requests are not supported")
+        self.body_length = self._framing()
+        self.body_pending = self.body_length != 0
+        return True
+
+    def _framing(self) -> int:
+        """The declared body: its length, CHUNKED, or 0; Reject when it is ambiguous or invalid."""
+        te = self.headers.get_all("Transfer-Encoding")
+        cl = self.headers.get_all("Content-Length")
+        if te:
+            if cl:
+                raise Reject(400, "both Content-Length and Transfer-Encoding: the body's length is ambiguous")
+            if ",".join(te).strip().lower() != "chunked":
+                raise Reject(501, f"unsupported Transfer-Encoding {','.join(te)!r} (only chunked is)")
+            return CHUNKED
+        if not cl:
+            return 0
+        values = {v.strip() for item in cl for v in item.split(",")}
+        value = values.pop()
+        if values or not _DIGITS.fullmatch(value):
+            raise Reject(400, f"invalid Content-Length {', '.join(cl)!r}")
+        return int(value) if len(value) <= 18 else 10**18  # (int() of thousands of digits raises)
+
+    def handle_expect_100(self) -> bool:
+        self.expect_continue = True  # sent when the body is wanted: after the route and key checks
+        return True
+
+    def _incomplete(self, what: str) -> None:
+        if self.timed_out:
+            raise Reject(408, f"the request's {what} did not arrive in time")
+        raise ConnectionError(f"the client closed the connection during the {what}")
+
+    def read_body(self) -> bytes:
+        """The request body, within ``--max-body-bytes`` and ``--body-timeout``."""
+        args = self.server.app.args
+        limit, n = args.max_body_bytes, self.body_length
+        if n > limit:
+            raise Reject(413, f"request body of {n} bytes is over the limit of {limit}")
+        if self.expect_continue:
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.server.watchdog.arm(self, args.body_timeout)
+        try:
+            body = self._read_chunked(limit) if n == CHUNKED else self.rfile.read(n)
+        finally:
+            self.server.watchdog.disarm(self)
+        if n != CHUNKED and len(body) < n:
+            self._incomplete("body")
+        self.body_pending = False
+        return body
+
+    def _read_chunked(self, limit: int) -> bytes:
+        parts, total = [], 0
+        while True:
+            line = self.rfile.readline(MAX_CHUNK_LINE + 1)
+            if len(line) > MAX_CHUNK_LINE:
+                raise Reject(400, "chunk size line too long")
+            if not line.endswith(b"\n"):
+                self._incomplete("body")
+            size_text = line.split(b";", 1)[0].strip()  # chunk extensions are ignored
+            if not _HEX.fullmatch(size_text):
+                raise Reject(400, "invalid chunk size")
+            size = int(size_text, 16)
+            if size == 0:
+                break
+            total += size
+            if total > limit:
+                raise Reject(413, f"request body over the limit of {limit} bytes")
+            data = self.rfile.read(size + 2)
+            if len(data) < size + 2:
+                self._incomplete("body")
+            if data[-2:] != b"\r\n":
+                raise Reject(400, "a chunk is not followed by CRLF")
+            parts.append(data[:-2])
+        for _ in range(MAX_HEADERS + 1):  # trailers: read and ignored
+            line = self.rfile.readline(MAX_HEADER_LINE + 1)
+            if len(line) > MAX_HEADER_LINE:
+                raise Reject(431, "trailer line too long")
+            if not line.endswith(b"\n"):
+                self._incomplete("body")
+            if line in (b"\r\n", b"\n"):
+                return b"".join(parts)
+        raise Reject(431, f"more than {MAX_HEADERS} trailers")
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except OSError:
+            pass
+        if self.body_pending:
+            self._linger()
+
+    def _linger(self) -> None:
+        """Closing a socket with unread data sends a reset, which can destroy the answer before
+        the client reads it: say we are done writing, then discard what still arrives for a
+        moment (bounded in time and bytes, never kept), then close."""
+        sock = self.connection
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + 1.0
+            left = 16 * 1024 * 1024
+            while left > 0 and (remaining := deadline - time.monotonic()) > 0:
+                sock.settimeout(remaining)
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:
+            pass
+
+    # -- answering -------------------------------------------------------------------------
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (a bad request line...), as JSON like every other answer."""
+        if not self.request_version.startswith("HTTP/1."):
+            self.request_version = "HTTP/1.1"
+        self.close_connection = True
+        self._error(code, message or self.responses.get(code, ("error",))[0])
+
     def _send(self, status: int, body: bytes, extra: dict[str, str] | None = None,
               content_type: str = "application/json") -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("x-ms-request-id", self.headers.get("x-ms-client-request-id") or uuid.uuid4().hex)
+        headers = getattr(self, "headers", None)
+        self.send_header("x-ms-request-id", (headers and headers.get("x-ms-client-request-id")) or uuid.uuid4().hex)
         self.send_header("x-ms-server-version", VERSION)
         for k, v in (extra or {}).items():
             self.send_header(k, v)
-        if self.server.app.draining:  # this version is stopping: the client reconnects to the next
+        # A stopping version (the client reconnects to the next), a body left unread, a request
+        # that was rejected: the connection ends after this answer.
+        if self.server.app.draining or self.body_pending or self.close_connection:
             self.send_header("Connection", "close")
             self.close_connection = True
         # Headers and body in one write (end_headers() would flush the headers on their own).
         self._headers_buffer.append(b"\r\n" + body)  # type: ignore[attr-defined]
-        self.flush_headers()
+        self.server.watchdog.arm(self, self.server.app.args.body_timeout, socket.SHUT_RDWR)  # a client not reading
+        try:
+            self.flush_headers()
+        finally:
+            self.server.watchdog.disarm(self)
 
     def _error(self, status: int, message: str, extra: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps({"message": message}).encode(), extra)
@@ -263,20 +572,13 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] != "/score":
             self._error(404, f"no route {self.path}")
             return
-        length = self.headers.get("Content-Length")
-        if length is None:
-            self._error(411, "Content-Length is required")
-            self.close_connection = True
-            return
-        n = int(length)
-        if n > app.args.max_body_bytes:
-            self._error(413, f"request body of {n} bytes is over the limit of {app.args.max_body_bytes}")
-            self.close_connection = True  # the unread body would corrupt the next request
-            return
-        body = self.rfile.read(n)
-        if not self._authorized():
+        if not self._authorized():  # before the body: an unauthenticated body is never read
             self._error(401, "missing or invalid key (Authorization: Bearer <key>)")
             return
+        if self.body_length == 0 and "Content-Length" not in self.headers:
+            self._error(411, "Content-Length is required")
+            return
+        body = self.read_body()
         if app.queue is not None:
             key = self.headers.get("Idempotency-Key") or self.headers.get("x-ms-idempotency-key")
             mid, created = app.queue.submit(body, key)
@@ -408,23 +710,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--public-port", type=int, default=0)
     ap.add_argument("--public-now", action="store_true", help="bind the public port at once (first version)")
     ap.add_argument("--key-file")
+    ap.add_argument("--host", default="127.0.0.1", help="the public socket's address (a container: 0.0.0.0)")
     ap.add_argument("--max-body-bytes", type=int, default=100 * 1024 * 1024)
+    ap.add_argument("--header-timeout", type=float, default=20,
+                    help="longest time for a request's line and headers (and an idle keep-alive connection)")
+    ap.add_argument("--body-timeout", type=float, default=60, help="longest time to receive a body or send an answer")
+    ap.add_argument("--max-connections", type=int, default=128, help="open connections per worker; more get a 503")
     ap.add_argument("--queue", help="near-real-time mode: the SQLite queue")
     ap.add_argument("--queue-workers", type=int, default=0, help="near-real-time: processes scoring the queue")
     ap.add_argument("--visibility-timeout", type=float, default=60)
     ap.add_argument("--max-attempts", type=int, default=5)
     ap.add_argument("--version", default="")
     ap.add_argument("--drain-seconds", type=float, default=30, help="longest wait for in-flight requests when stopping")
-    ap.add_argument("--handoff", help="unix socket through which versions pass the public socket on")
+    ap.add_argument("--handoff", help="unix socket through which this version passes the public socket on")
+    ap.add_argument("--handoff-from", help="the running version's handoff socket (default: --handoff)")
+    ap.add_argument("--pid-file", help="this process's record (pid, start time), written before anything else: "
+                    "the version is findable from disk before it can take traffic")
     ap.add_argument("--exit-with-parent", action="store_true",
                     help="stop when the process that started this one exits (embedded use: the Scorer)")
     ap.add_argument("--exit-without", metavar="PATH",
                     help="stop once PATH no longer exists (a simulated cloud's warm scorer: its state file is gone)")
     args = ap.parse_args(argv)
+    if args.pid_file:
+        register(args.pid_file)
 
     private = listen(args.private_port)
     try:
-        public_sock = take_public_socket(args.public_port, args.handoff)
+        public_sock = take_public_socket(args.public_port, args.handoff_from or args.handoff, args.host)
     except OSError as e:
         status: dict[str, Any] = {"state": "failed", "pid": os.getpid(), "error": f"cannot listen on port {args.public_port}: {e}"}
         with open(args.status_file + ".error", "w") as f:
@@ -436,11 +748,13 @@ def main(argv: list[str] | None = None) -> int:
     children: dict[int, int] = {}  # pid -> slot
     public = args.public_now
     stopping = False
+    supervisor = os.getpid()
 
     def spawn(slot: int) -> int:
         """Slots 0..workers-1 serve HTTP; the rest (near-real-time) score the queue."""
         pid = os.fork()
         if pid == 0:
+            die_with_parent(supervisor)  # a worker never serves unsupervised (nor holds the port)
             os.close(ready_r)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the worker installs its handler

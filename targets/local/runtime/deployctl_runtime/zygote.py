@@ -19,7 +19,8 @@ Protocol (one JSON line each way on the unix socket)::
 The child leaves the zygote's session (it outlives the zygote, like a cold start), takes the
 given environment, working directory and log, and runs :func:`deployctl_runtime.server.main`.
 A package that fails to import is skipped (the version imports it itself).  SIGTERM stops the
-zygote only; the versions it started keep serving.
+zygote only; the versions it started keep serving.  It records itself (``--pid-file``: pid and
+start time) before anything else, so one whose starter was killed is still found and stopped.
 """
 
 from __future__ import annotations
@@ -94,7 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--socket", required=True)
     ap.add_argument("--modules", required=True)
+    ap.add_argument("--pid-file", help="this process's record (pid, start time), written first")
     args = ap.parse_args(argv)
+    if args.pid_file:
+        from deployctl_runtime.lifecycle import register
+
+        register(args.pid_file)
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the versions we start
     stop = False

@@ -1,0 +1,157 @@
+"""The ``functions`` target end to end against the Azure simulator: the real azure-mgmt-web,
+azure-mgmt-storage and storage clients, OneDeploy to the simulated SCM host, and the deployed
+package really running (tests/functions/test_app.py covers the app itself)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import orchestrator as deployctl
+from orchestrator.errors import ManifestError
+from orchestrator.plan import Action
+
+SUB = "00000000-0000-0000-0000-0000000000f1"
+RG = "ml-functions"
+
+
+def manifest(project: Path, **target: object) -> dict:
+    return {"apiVersion": "deployctl/v1", "name": "iris-fn", "model": {"path": "./model"},
+            "code": {"path": "./src", "entry": "score.py"},
+            "scoring": {"type": "real-time", "sample_request": "./sample-request.json"},
+            "targets": [{"name": "prod", "kind": "functions", "subscription": SUB, "resource_group": RG,
+                         "region": "eastus", **target}]}
+
+
+@pytest.fixture
+def sim(azure_simulator):
+    azure_simulator.add_resource_group(SUB, RG)
+    return azure_simulator
+
+
+def load(project: Path, sim, state: Path, **target: object):
+    return deployctl.load(manifest(project, **target), base_dir=project, state_dir=state, azure=sim.session())
+
+
+def actions(plan) -> dict[str, str]:
+    return {f"{c.type}/{c.name}": c.action.value for t in plan.targets for c in t.changes}
+
+
+def package_uploads(sim) -> list[str]:
+    return [r.path for r in sim.requests if r.method == "PUT" and "/deployments/packages/" in r.path]
+
+
+def test_apply_invoke_replan_and_destroy(project, sim, tmp_path):
+    d = load(project, sim, tmp_path / "state")
+    result = d.apply(d.plan())
+    assert result.ok, result
+    outputs = result.targets[0].outputs
+    assert outputs["hosting"] == "flex" and outputs["plan_sku"] == "FC1"
+    assert outputs["scoring_uri"] == "https://iris-fn-prod.azurewebsites.net/api/score"
+    assert outputs["first_answer_ms"] > 0  # the smoke test's answer, cold start included
+    assert "function_key" not in json.dumps(outputs)
+    r = d.invoke(body={"data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]})
+    assert r.ok and r.body == ["setosa", "virginica"]
+    site = next(v for v in sim.state["resources"].values() if v["type"] == "Microsoft.Web/sites")
+    storage = site["properties"]["functionAppConfig"]["deployment"]["storage"]
+    assert storage["value"].endswith(".blob.core.windows.net/deployments")
+    assert set(actions(d.plan()).values()) == {"no-op"}  # an unchanged manifest is a no-op
+    assert d.destroy().ok
+    assert not [v for v in sim.state["resources"].values() if v["type"].startswith(("Microsoft.Web", "Microsoft.Storage"))]
+
+
+def test_code_change_publishes_only_the_package_and_an_old_package_is_not_uploaded_again(project, sim, tmp_path):
+    d = load(project, sim, tmp_path / "state")
+    assert d.apply(d.plan()).ok
+    original = (project / "src" / "score.py").read_text()
+    (project / "src" / "score.py").write_text(original.replace("out.append(weights[\"classes\"]",
+                                                               "out.append(\"v2-\" + weights[\"classes\"]"))
+    d = load(project, sim, tmp_path / "state")
+    plan = d.plan()
+    assert [k for k, v in actions(plan).items() if v != "no-op"] == ["function-package/iris-fn-prod"]
+    before = len(package_uploads(sim))
+    assert d.apply(plan).ok
+    assert len(package_uploads(sim)) == before + 1
+    assert d.invoke(body={"data": [[5.1, 3.5, 1.4, 0.2]]}).body == ["v2-setosa"]
+    (project / "src" / "score.py").write_text(original)  # back to the first version: its zip is in the container
+    d = load(project, sim, tmp_path / "state")
+    assert d.apply(d.plan()).ok
+    assert len(package_uploads(sim)) == before + 1  # published from the blob already there
+    assert d.invoke(body={"data": [[5.1, 3.5, 1.4, 0.2]]}).body == ["setosa"]
+
+
+def test_a_package_failing_its_smoke_test_is_rolled_back(project, sim, tmp_path):
+    d = load(project, sim, tmp_path / "state")
+    assert d.apply(d.plan()).ok
+    (project / "src" / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    raise RuntimeError('broken')\n")
+    d = load(project, sim, tmp_path / "state")
+    result = d.apply(d.plan())
+    assert not result.ok
+    assert "failed its smoke test" in str(result) and "RuntimeError: broken" in str(result)
+    assert "previous package is live again" in str(result)
+    r = d.invoke(body={"data": [[5.1, 3.5, 1.4, 0.2]]})
+    assert r.ok and r.body == ["setosa"]  # the previous package answers
+
+
+def test_a_model_over_the_flex_memory_is_a_clear_error(project, sim, tmp_path):
+    d = deployctl.load({**manifest(project, hosting="flex"), "resources": {"memory_gb": 8}}, base_dir=project,
+                       state_dir=tmp_path / "state", azure=sim.session())
+    plan = d.plan()
+    text = str(plan.to_json())
+    assert "over the largest Flex Consumption instance (4096 MB)" in text and "hosting: premium" in text
+    d = deployctl.load({**manifest(project), "resources": {"memory_gb": 6}}, base_dir=project,
+                       state_dir=tmp_path / "state2", azure=sim.session())
+    assert any(c.spec.get("sku") == "EP2" for t in d.plan().targets for c in t.changes if c.action == Action.create)
+
+
+def test_linux_consumption_is_refused_with_the_reason(project):
+    with pytest.raises(ManifestError, match="retiring on 2028-09-30"):
+        deployctl.load(manifest(project, hosting="consumption"), base_dir=project)
+
+
+def test_durable_mode_is_refused_under_simulate_with_the_reason(project, sim, tmp_path):
+    doc = manifest(project)
+    doc["scoring"] = {"type": "near-real-time", "sample_request": "./sample-request.json", "queue": {"mode": "durable"}}
+    d = deployctl.load(doc, base_dir=project, state_dir=tmp_path / "state", azure=sim.session())
+    text = json.dumps(d.plan().to_json())
+    assert "needs the real Functions host" in text and "use mode: queue" in text
+
+
+def swaps(sim) -> int:
+    return sum(1 for r in sim.requests if r.method == "POST" and r.path.endswith("/slotsswap"))
+
+
+def test_premium_blue_green_through_the_staging_slot(project, sim, tmp_path):
+    d = load(project, sim, tmp_path / "state", hosting="premium")
+    result = d.apply(d.plan())
+    assert result.ok, result
+    assert result.targets[0].outputs["plan_sku"] == "EP1" and swaps(sim) == 1
+    assert d.invoke(body={"data": [[5.1, 3.5, 1.4, 0.2]]}).body == ["setosa"]
+    # a broken package is smoke-tested on the slot and never swapped in
+    (project / "src" / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    raise RuntimeError('broken')\n")
+    d = load(project, sim, tmp_path / "state", hosting="premium")
+    result = d.apply(d.plan())
+    assert not result.ok and "failed its smoke test on the staging slot" in str(result)
+    assert swaps(sim) == 1
+    r = d.invoke(body={"data": [[5.1, 3.5, 1.4, 0.2]]})
+    assert r.ok and r.body == ["setosa"]  # production never saw the broken package
+
+
+def test_flex_apps_have_no_slots(sim):
+    """The simulator answers as App Service does: no slot on a Flex Consumption plan."""
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.web import WebSiteManagementClient
+
+    web = WebSiteManagementClient(sim.credential, SUB, transport=sim.transport)
+    plan = web.app_service_plans.begin_create_or_update(RG, "p", {"location": "eastus", "sku": {"name": "FC1",
+                                                                                             "tier": "FlexConsumption"}}).result()
+    storage = {"type": "blobContainer", "value": "https://a.blob.core.windows.net/deployments",
+               "authentication": {"type": "StorageAccountConnectionString",
+                                  "storageAccountConnectionStringName": "DEPLOYMENT_STORAGE_CONNECTION_STRING"}}
+    web.web_apps.begin_create_or_update(RG, "app", {"location": "eastus", "properties": {
+        "serverFarmId": plan.id, "functionAppConfig": {"deployment": {"storage": storage}}}}).result()
+    with pytest.raises(HttpResponseError, match="do not support deployment slots"):
+        web.web_apps.begin_create_or_update_slot(RG, "app", "staging", {"location": "eastus", "properties": {
+            "serverFarmId": plan.id}}).result()
