@@ -130,7 +130,7 @@ def test_a_starting_scorer_does_not_hold_up_other_requests(sim):
     import threading
     import time
 
-    from targets.azureml.scoring import score
+    from orchestrator.azure.scoring import score
 
     ml = mlclient(sim)
     _assets(sim, ml, SLOW_INIT)
