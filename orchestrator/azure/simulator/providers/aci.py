@@ -118,15 +118,24 @@ def image_config(sim: Any, image: str) -> dict[str, Any] | None:
     return dict(json.loads(_blob(sim, _image_parts(image)[0], doc["config"]["digest"])))
 
 
-def _can_pull(sim: Any, body: dict[str, Any], image: str) -> str | None:
-    """None when the group may pull ``image``; else why not (the message ACI gives)."""
-    from orchestrator.azure.simulator.providers.acr import credentials_work
-
+def image_problem(sim: Any, image: str) -> str | None:
+    """Why ``image`` cannot be pulled from the simulated cloud whatever the credentials, or None."""
     host = _image_parts(image)[0]
     if not host.endswith(".azurecr.io"):
         return f"registry {host} is not reachable from the simulated cloud"
     if _manifest(sim, image) is None:
         return f"the image '{image}' was not found in {host}"
+    return None
+
+
+def _can_pull(sim: Any, body: dict[str, Any], image: str) -> str | None:
+    """None when the group may pull ``image``; else why not (the message ACI gives)."""
+    from orchestrator.azure.simulator.providers.acr import credentials_work
+
+    host = _image_parts(image)[0]
+    missing = image_problem(sim, image)
+    if missing:
+        return missing
     props = body.get("properties") or {}
     creds = [c for c in props.get("imageRegistryCredentials") or [] if str(c.get("server", "")).lower() == host]
     if not creds:
@@ -348,12 +357,17 @@ def unpack(sim: Any, image: str, root: Path) -> dict[str, Any]:
 
 
 def prepare_container(sim: Any, res: dict[str, Any], workdir: Path) -> tuple[Path, Path, str, Path, dict[str, str]]:
-    """Stage a group's container for the scorer: (python, code dir, entry, model dir, environment).
+    """Stage a group's container for the scorer (see :func:`prepare_image`)."""
+    return prepare_image(sim, res["properties"]["containers"][0]["properties"]["image"], _plain_env(res), workdir)
+
+
+def prepare_image(sim: Any, image: str, plain_env: dict[str, str], workdir: Path) -> tuple[Path, Path, str, Path, dict[str, str]]:
+    """Stage ``image`` of the simulated registry for the scorer, as a container platform (ACI, App
+    Service) runs it with ``plain_env``: (python, code dir, entry, model dir, environment).
     The image's own runtime and site-packages go first on PYTHONPATH; the interpreter is a plain
     one of the image's Python version (the base image's own cannot run on this machine)."""
     from targets.local.envs import build_environment
 
-    image = res["properties"]["containers"][0]["properties"]["image"]
     root = workdir / "rootfs"
     config = unpack(sim, image, root)
     env = dict(e.split("=", 1) for e in (config.get("config") or {}).get("Env") or [] if "=" in e)
@@ -365,7 +379,7 @@ def prepare_container(sim: Any, res: dict[str, Any], workdir: Path) -> tuple[Pat
 
     run_env = {k: v for k, v in env.items() if k not in ("PATH", "PYTHONPATH", "HOME", "PORT")}
     run_env["PYTHONPATH"] = ":".join(inside(p) for p in env.get("PYTHONPATH", "").split(":") if p)
-    run_env.update(_plain_env(res))
+    run_env.update(plain_env)
     run_env.pop("PORT", None)
     return (Path(build_environment(requirements="", python=python)), Path(inside(env.get("DEPLOYCTL_CODE_DIR", "/opt/deployctl/code"))),
             env.get("DEPLOYCTL_ENTRY", "score.py"), Path(inside(env.get("AZUREML_MODEL_DIR", "/opt/deployctl/model"))), run_env)

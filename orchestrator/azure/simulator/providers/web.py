@@ -67,6 +67,10 @@ class WebApps:
         self.sim = sim
 
     def handle(self, req: Request, operation: str | None) -> Response | None:
+        from orchestrator.azure.simulator.providers import appservice
+
+        if (answer := appservice.handle_arm(self.sim, req)) is not None:
+            return answer
         m = SITE.search(req.path)
         if not m:
             return None
@@ -129,6 +133,9 @@ class WebApps:
         a, b = kudu.get(labels[0], {"deployments": []}), kudu.get(labels[1], {"deployments": []})
         kudu[labels[0]], kudu[labels[1]] = b, a
         site["_appsettings"], slot["_appsettings"] = slot.get("_appsettings", {}), site.get("_appsettings", {})
+        from orchestrator.azure.simulator.providers.appservice import swap_config
+
+        swap_config(site, slot)
         return Response(200)
 
 
@@ -222,6 +229,10 @@ class FunctionSites:
         site = find_site(self.sim, name)
         if site is None:
             return Response(404, f"Web app {name} not found.".encode(), TEXT)
+        if "functionapp" not in str(site.get("kind", "")).lower():  # an App Service app
+            from orchestrator.azure.simulator.providers.appservice import serve
+
+            return serve(self.sim, req, site, name)  # type: ignore[return-value]
         dep = current_package(self.sim, name)
         if dep is None:
             return Response(404, b"Function host is not running: no package has been deployed.", TEXT)

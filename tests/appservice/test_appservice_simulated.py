@@ -1,0 +1,168 @@
+"""The ``app-service`` target end to end: the real azure-mgmt-web (and registry) clients, Kudu zip
+deploys and deployctl's image builder against the Azure simulator, whose web apps really run the
+deployed package or image through deployctl's runtime.  Nothing of deployctl is mocked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from orchestrator.target import InvokeRequest
+from tests.aci import scenarios
+
+pytest.importorskip("azure.mgmt.web", reason="the Azure SDKs are not installed (pip install 'deployctl[azure]')")
+
+SUB = "00000000-0000-0000-0000-0000000000b1"
+IDENTITY = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/pull"
+MANIFEST = """\
+apiVersion: deployctl/v1
+name: iris
+model:
+  path: ./model
+environment:
+  python: "3.11"
+{image}code:
+  path: ./src
+  entry: score.py
+scoring:
+  type: real-time
+  sample_request: ./sample.json
+targets:
+  - name: prod
+    kind: app-service
+    subscription: {sub}
+    resource_group: rg
+    region: westeurope
+{extra}"""
+SCORE = scenarios.SCORE
+BROKEN = "def init():\n    raise RuntimeError('model file is corrupt')\n\ndef run(raw):\n    return 1\n"
+
+
+@pytest.fixture
+def project(tmp_path, azure_simulator):
+    azure_simulator.add_resource_group(SUB, "rg", "westeurope")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "w.txt").write_text("w1\n")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "score.py").write_text(SCORE.format(version=1))
+    (tmp_path / "sample.json").write_text('{"data": [[1, 2, 3, 4]]}')
+
+    def write(image: str = "", **extra: object) -> Path:
+        lines = "".join(f"    {k}: {json.dumps(v)}\n" for k, v in extra.items())
+        path = tmp_path / "deployctl.yaml"
+        path.write_text(MANIFEST.format(sub=SUB, image=f"  image: {image}\n" if image else "", extra=lines))
+        return path
+
+    return write
+
+
+def engine(path: Path, sim, **opts):
+    return scenarios.engine(path, sim.session(), sim.clock.sleep, **opts)
+
+
+def apply(path: Path, sim, destroy: bool = False, **opts):
+    return scenarios.apply(path, sim.session(), sim.clock.sleep, destroy=destroy, **opts)
+
+
+def score(path: Path, sim, body=None):
+    return engine(path, sim).invoke("prod", InvokeRequest(body=body or {"data": [[1, 2], [3, 4]]}))
+
+
+def sites(sim) -> dict[str, dict]:
+    return {r["name"]: r for r in sim.state["resources"].values() if r.get("type", "").lower().startswith("microsoft.web/sites")}
+
+
+def error_of(result) -> str:
+    return json.dumps(result.model_dump(mode="json"))
+
+
+def test_package_create_score_noop_code_change_through_slot_and_destroy(project, azure_simulator):
+    sim = azure_simulator
+    path = project(run="package")
+    plan = engine(path, sim).plan()
+    findings = " ".join(f.message for f in plan.targets[0].findings)
+    assert "plan: P0v3" in findings and "staging slot" in findings and "westeurope offers PremiumV3" in findings
+    assert "start time limit 230 s" in findings
+    _, result = apply(path, sim)
+    assert result.ok, error_of(result)
+    out = result.targets[0].outputs
+    assert out["scoring_uri"] == "https://iris-prod.azurewebsites.net/score" and out["plan_sku"] == "P0v3"
+    answer = score(path, sim)
+    assert answer.ok and answer.body == {"weights": "w1", "n": 2, "version": 1}, answer
+    site = sites(sim)["iris-prod"]
+    conf = site["properties"]["siteConfig"]
+    assert conf["appCommandLine"] == "python -m deployctl_runtime.container" and conf["linuxFxVersion"] == "PYTHON|3.11"
+    assert conf["alwaysOn"] is True and conf["healthCheckPath"] == "/"
+    assert site["_appsettings"]["WEBSITE_RUN_FROM_PACKAGE"] == "1"
+    assert site["_appsettings"]["SCM_DO_BUILD_DURING_DEPLOYMENT"] == "false"
+    key = (path.parent / ".state").rglob("scoring-key").__next__().read_text()
+    assert key not in json.dumps([s.model_dump(mode="json") for s in engine(path, sim).status()])
+    from orchestrator.azure.scoring import score as raw_score
+
+    assert raw_score(sim.session(), out["scoring_uri"], "wrong", {"data": [[1]]})[0] == 401
+    again, _ = apply(path, sim)
+    assert not again.has_changes, again.to_json()
+    # a code change: staged on the slot, smoke-tested on its own host name, swapped in
+    (path.parent / "src" / "score.py").write_text(SCORE.format(version=2))
+    _, result = apply(path, sim)
+    assert result.ok, error_of(result)
+    assert score(path, sim).body["version"] == 2
+    from orchestrator.azure.http import request_json
+
+    slot = request_json(sim.session(), "POST", "https://iris-prod-staging.azurewebsites.net/score",
+                        headers={"Authorization": f"Bearer {key}"}, body={"data": [[1]]})
+    assert slot[0] == 200 and slot[1]["version"] == 1  # the previous version, swapped out to the slot
+    # a failing version is never swapped in
+    (path.parent / "src" / "score.py").write_text(BROKEN)
+    _, result = apply(path, sim)
+    assert not result.ok and "staging slot" in error_of(result) and "model file is corrupt" in error_of(result)
+    assert score(path, sim).body["version"] == 2
+    (path.parent / "src" / "score.py").write_text(SCORE.format(version=2))
+    _, result = apply(path, sim, destroy=True)
+    assert result.ok, error_of(result)
+    assert sites(sim) == {}
+
+
+def test_basic_tier_replaces_in_place_and_restores_the_previous_package(project, azure_simulator):
+    sim = azure_simulator
+    path = project(run="package", sku="B1")
+    plan = engine(path, sim).plan()
+    assert any("no blue/green (the Basic tier has no deployment slots)" in f.message for f in plan.targets[0].findings)
+    assert apply(path, sim)[1].ok
+    assert score(path, sim).body["version"] == 1
+    (path.parent / "src" / "score.py").write_text(BROKEN)
+    _, result = apply(path, sim)
+    assert not result.ok and "previous version" in error_of(result) and "is back" in error_of(result)
+    assert score(path, sim).body["version"] == 1  # the rollback package serves again
+    assert not [n for n in sites(sim) if "staging" in n]
+
+
+def test_a_slot_asked_on_a_basic_plan_is_one_clear_error(project, azure_simulator):
+    path = project(run="package", sku="B2", staging_slot=True)
+    with pytest.raises(Exception) as e:
+        engine(path, azure_simulator).plan()
+    assert "Basic tier (B2) has no deployment slots" in str(e.value)
+
+
+def test_a_start_command_that_exits_and_a_port_the_app_does_not_listen_on(project, azure_simulator):
+    sim = azure_simulator
+    path = project(run="package", sku="B1", startup_command="gunicorn app:app")
+    _, result = apply(path, sim)
+    assert not result.ok and "startup command exited" in error_of(result)
+    assert "deployctl_runtime.container" in error_of(result)  # the hint
+    path = project(run="package", sku="B1", app_settings={"PORT": "9000"})
+    _, result = apply(path, sim)
+    assert not result.ok and "pings on port: 8000" in error_of(result)
+
+
+def test_a_region_without_the_tier_is_refused_before_any_write(project, azure_simulator):
+    sim = azure_simulator
+    from orchestrator.azure.simulator.providers.appservice import settings
+
+    settings(sim)["unavailable"]["westeurope"] = ["PremiumV3"]
+    path = project(run="package")
+    _, result = apply(path, sim)
+    assert not result.ok and "does not offer PremiumV3" in error_of(result)
+    assert sites(sim) == {}
