@@ -71,7 +71,9 @@ def score(path: Path, sim, body=None):
 
 
 def sites(sim) -> dict[str, dict]:
-    return {r["name"]: r for r in sim.state["resources"].values() if r.get("type", "").lower().startswith("microsoft.web/sites")}
+    """Web apps and slots by host label (a slot's is <app>-<slot>)."""
+    return {str(r["properties"]["defaultHostName"]).split(".")[0]: r for r in sim.state["resources"].values()
+            if r.get("type", "").lower().startswith("microsoft.web/sites")}
 
 
 def error_of(result) -> str:
@@ -141,9 +143,9 @@ def test_basic_tier_replaces_in_place_and_restores_the_previous_package(project,
 
 def test_a_slot_asked_on_a_basic_plan_is_one_clear_error(project, azure_simulator):
     path = project(run="package", sku="B2", staging_slot=True)
-    with pytest.raises(Exception) as e:
-        engine(path, azure_simulator).plan()
-    assert "Basic tier (B2) has no deployment slots" in str(e.value)
+    plan = engine(path, azure_simulator).plan()
+    assert "Basic tier (B2) has no deployment slots" in (plan.targets[0].error or ""), plan.to_json()
+    assert sites(azure_simulator) == {}
 
 
 def test_a_start_command_that_exits_and_a_port_the_app_does_not_listen_on(project, azure_simulator):
@@ -166,3 +168,54 @@ def test_a_region_without_the_tier_is_refused_before_any_write(project, azure_si
     _, result = apply(path, sim)
     assert not result.ok and "does not offer PremiumV3" in error_of(result)
     assert sites(sim) == {}
+
+
+@pytest.fixture
+def base_image(azure_simulator, tmp_path):
+    """devacr with a tiny base image (Python 3.11 announced, no interpreter needed: the simulator
+    runs the image's layers with a local Python of that version)."""
+    pytest.importorskip("azure.mgmt.containerregistry", reason="the Azure SDKs are not installed")
+    from orchestrator.images.registry import RegistryAuth
+    from tests.aci.test_aci_simulated import _registry
+    from tests.images.conftest import push_base
+
+    sim = azure_simulator
+    _registry(sim, SUB, "devacr")
+    root = tmp_path / "base-root" / "usr" / "local" / "bin"
+    root.mkdir(parents=True)
+    (root / "python3.11").write_text("")
+    return push_base("devacr.azurecr.io", "base/python", tmp_path / "base-root", tmp_path / "base-cache",
+                     env=["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHON_VERSION=3.11.9"],
+                     auth=RegistryAuth(credential=sim.credential), transport=sim.transport)
+
+
+def test_image_by_digest_pulled_with_the_identity_blue_green_and_a_registry_it_cannot_pull(project, azure_simulator,
+                                                                                           base_image):
+    sim = azure_simulator
+    path = project(image=base_image, registry="devacr", identity=IDENTITY)
+    _, result = apply(path, sim)
+    assert result.ok, error_of(result)
+    site = sites(sim)["iris-prod"]
+    fx = site["properties"]["siteConfig"]["linuxFxVersion"]
+    assert fx.startswith("DOCKER|devacr.azurecr.io/deployctl/iris@sha256:")
+    assert site["properties"]["siteConfig"]["acrUseManagedIdentityCreds"] is True
+    assert site["_appsettings"]["WEBSITES_PORT"] == "8000" and "WEBSITE_RUN_FROM_PACKAGE" not in site["_appsettings"]
+    assert score(path, sim).body == {"weights": "w1", "n": 2, "version": 1}
+    assert not apply(path, sim)[0].has_changes
+    (path.parent / "src" / "score.py").write_text(SCORE.format(version=2))
+    _, result = apply(path, sim)
+    assert result.ok, error_of(result)
+    assert score(path, sim).body["version"] == 2
+    new_fx = sites(sim)["iris-prod"]["properties"]["siteConfig"]["linuxFxVersion"]
+    assert new_fx != fx and sites(sim)["iris-prod-staging"]["properties"]["siteConfig"]["linuxFxVersion"] == fx
+    # the identity loses AcrPull: the next version cannot be pulled on the slot, production keeps serving
+    sim.state.setdefault("denied_pulls", []).append(IDENTITY)
+    (path.parent / "src" / "score.py").write_text(SCORE.format(version=3))
+    _, result = apply(path, sim)
+    assert not result.ok and "image pull failed" in error_of(result) and "AcrPull" in error_of(result)
+    assert score(path, sim).body["version"] == 2
+
+
+def test_image_mode_without_registry_or_identity_is_one_clear_error(project, azure_simulator):
+    plan = engine(project(), azure_simulator).plan()
+    assert "run: image needs `registry`" in (plan.targets[0].error or ""), plan.to_json()

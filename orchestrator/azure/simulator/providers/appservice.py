@@ -113,9 +113,12 @@ def _what_runs(sim: Any, site: dict[str, Any], label: str) -> dict[str, Any]:
     fx = str(conf.get("linuxFxVersion") or "")
     if fx.upper().startswith("DOCKER|"):
         image = fx.split("|", 1)[1]
-        why = _pull_problem(sim, site, image)
+        pulled = settings(sim).setdefault("pulled", [])  # images already on the workers: running ones stay
+        why = None if image in pulled else _pull_problem(sim, site, image)
         if why:
             return {"error": f"Container {label} failed to start: image pull failed ({why})"}
+        if image not in pulled:
+            pulled.append(image)
         from orchestrator.azure.simulator.providers.aci import image_config, prepare_image
 
         img_env = dict(e.split("=", 1) for e in ((image_config(sim, image) or {}).get("config") or {}).get("Env") or []
