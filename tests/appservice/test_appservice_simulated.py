@@ -11,6 +11,7 @@ import pytest
 
 from orchestrator.target import InvokeRequest
 from tests.aci import scenarios
+from tests.appservice import scenarios as app_scenarios
 
 pytest.importorskip("azure.mgmt.web", reason="the Azure SDKs are not installed (pip install 'deployctl[azure]')")
 
@@ -37,7 +38,7 @@ targets:
     region: westeurope
 {extra}"""
 SCORE = scenarios.SCORE
-BROKEN = "def init():\n    raise RuntimeError('model file is corrupt')\n\ndef run(raw):\n    return 1\n"
+BROKEN = app_scenarios.BROKEN
 
 
 @pytest.fixture
@@ -104,24 +105,12 @@ def test_package_create_score_noop_code_change_through_slot_and_destroy(project,
     from orchestrator.azure.scoring import score as raw_score
 
     assert raw_score(sim.session(), out["scoring_uri"], "wrong", {"data": [[1]]})[0] == 401
-    again, _ = apply(path, sim)
-    assert not again.has_changes, again.to_json()
-    # a code change: staged on the slot, smoke-tested on its own host name, swapped in
-    (path.parent / "src" / "score.py").write_text(SCORE.format(version=2))
-    _, result = apply(path, sim)
-    assert result.ok, error_of(result)
-    assert score(path, sim).body["version"] == 2
+    app_scenarios.blue_green(path, sim.session(), sim.clock.sleep)  # no-op, code change via slot + swap, failure
     from orchestrator.azure.http import request_json
 
     slot = request_json(sim.session(), "POST", "https://iris-prod-staging.azurewebsites.net/score",
                         headers={"Authorization": f"Bearer {key}"}, body={"data": [[1]]})
-    assert slot[0] == 200 and slot[1]["version"] == 1  # the previous version, swapped out to the slot
-    # a failing version is never swapped in
-    (path.parent / "src" / "score.py").write_text(BROKEN)
-    _, result = apply(path, sim)
-    assert not result.ok and "staging slot" in error_of(result) and "model file is corrupt" in error_of(result)
-    assert score(path, sim).body["version"] == 2
-    (path.parent / "src" / "score.py").write_text(SCORE.format(version=2))
+    assert slot[0] == 503 and "model file is corrupt" in str(slot[1])  # the failing version stayed on the slot
     _, result = apply(path, sim, destroy=True)
     assert result.ok, error_of(result)
     assert sites(sim) == {}
