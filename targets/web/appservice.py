@@ -242,7 +242,7 @@ class AppServiceTarget(AzureTarget):
         key = settings.get(KEY_ENV)
         if key:
             self.ctx.secret(key)
-        identities = list(((s.get("identity") or {}).get("userAssignedIdentities") or {}))
+        identities = list((s.get("identity") or {}).get("userAssignedIdentities") or {})
         spec = {"location": webapps.norm_location(s.get("location")),
                 "plan": str((s.get("properties") or {}).get("serverFarmId") or "").rsplit("/", 1)[-1],
                 "run": "image" if str(cp.get("linuxFxVersion") or "").upper().startswith("DOCKER|") or

@@ -90,6 +90,10 @@ def test_package_create_score_noop_code_change_through_slot_and_destroy(project,
     assert "start time limit 230 s" in findings
     _, result = apply(path, sim)
     assert result.ok, error_of(result)
+    creates = {r.operation: r.status for r in sim.requests if r.method == "PUT" and "Microsoft.Web/" in r.path
+               and r.operation.endswith(("CreateOrUpdate", "CreateOrUpdateSlot"))}
+    assert creates == {"AppServicePlans_CreateOrUpdate": 202, "WebApps_CreateOrUpdate": 202,
+                       "WebApps_CreateOrUpdateSlot": 202}, creates  # as Microsoft.Web answers a create
     out = result.targets[0].outputs
     assert out["scoring_uri"] == "https://iris-prod.azurewebsites.net/score" and out["plan_sku"] == "P0v3"
     answer = score(path, sim)

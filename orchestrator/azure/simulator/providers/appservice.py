@@ -1,6 +1,7 @@
 """App Service (Linux web apps) beyond what :mod:`.web` does for every site: regions offering a
 tier (``geoRegions``), the site configuration (``config/web``), no slots on Free and Basic plans,
-and apps that really run on ``https://<app>[-<slot>].azurewebsites.net``.
+creates of plans, sites and slots answered 202 + Location as Microsoft.Web does, and apps that
+really run on ``https://<app>[-<slot>].azurewebsites.net``.
 
 What runs is the site configuration's: ``DOCKER|<image>`` — the image pulled from the simulated
 registry with the app's user-assigned identity (``acrUserManagedIdentityID``; identities in
@@ -30,6 +31,7 @@ from orchestrator.azure.simulator.messages import Deferred, Request, Response, a
 
 GEO = re.compile(r"^/subscriptions/[^/]+/providers/Microsoft\.Web/geoRegions$", re.IGNORECASE)
 SITE_CONFIG = re.compile(r"(/providers/Microsoft\.Web/sites/[^/]+(?:/slots/[^/]+)?)/config/web$", re.IGNORECASE)
+FARM = re.compile(r"/providers/Microsoft\.Web/serverfarms/[^/]+$", re.IGNORECASE)
 SLOT_PUT = re.compile(r"/providers/Microsoft\.Web/sites/([^/]+)/slots/([^/]+)$", re.IGNORECASE)
 REGIONS = ("westeurope", "northeurope", "eastus", "eastus2", "westus2", "uksouth", "swedencentral")
 NO_SLOTS = ("free", "shared", "basic")
@@ -55,6 +57,13 @@ def handle_arm(sim: Any, req: Request) -> Response | None:
         off = settings(sim)["unavailable"]
         return arm.list_response([{"id": f"{req.path}/{r}", "name": r, "type": "Microsoft.Web/geoRegions",
                                    "properties": {"displayName": r}} for r in REGIONS if tier not in off.get(r, [])])
+    if (m := FARM.search(req.path)) and req.method == "PUT" and sim.get(req.path) is None:
+        body = req.json()
+        if not isinstance(body, dict):
+            return arm_error(400, "InvalidRequestContent", "The request content was invalid and could not be deserialized.")
+        new = sim.put_resource(req.path, {**body, "properties": dict(body.get("properties") or {})},
+                               location=body.get("location"))
+        return accepted(sim, req, req.path, new, "AppServicePlans_CreateOrUpdate")
     if m := SITE_CONFIG.search(req.path):
         site = sim.get(req.path[: m.end(1)])
         if site is None:
@@ -77,6 +86,16 @@ def handle_arm(sim: Any, req: Request) -> Response | None:
                              f"'{m.group(1)}': the {tier} tier does not support deployment slots. Scale the plan "
                              "to Standard or Premium.")
     return None
+
+
+def accepted(sim: Any, req: Request, path: str, res: dict[str, Any], operation: str) -> Response:
+    """A create Microsoft.Web accepts: 202 with a Location to poll; the resource is there at once
+    (provisioning), and the operation's end reports it."""
+    res.setdefault("properties", {})["provisioningState"] = "InProgress"
+    op = arm.start_operation(sim, path, "create", kind="default", operation=operation,
+                             location=str(res.get("location") or sim.default_location).replace(" ", "").lower(),
+                             namespace="Microsoft.Web")
+    return arm.lro_response(sim, op, 202, None, style="location", api_version=req.query.get("api-version", ""))
 
 
 def swap_config(site: dict[str, Any], slot: dict[str, Any]) -> None:

@@ -100,6 +100,10 @@ class WebApps:
             props.update({"defaultHostName": f"{name}.azurewebsites.net", "state": "Running",
                           "enabledHostNames": [f"{name}.azurewebsites.net", f"{name}.scm.azurewebsites.net"]})
             new = self.sim.put_resource(site_path, {**body, "properties": props}, location=body.get("location"))
+            if site is None:  # a create: 202 and an operation to follow, as Microsoft.Web answers
+                from orchestrator.azure.simulator.providers.appservice import accepted
+
+                return accepted(self.sim, req, site_path, new, "WebApps_CreateOrUpdate" + ("Slot" if slot else ""))
             return json_response(200, new)
         if tail in ("/config/appsettings", "/config/appsettings/list"):
             if site is None:
