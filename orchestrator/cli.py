@@ -259,12 +259,10 @@ def _guard(run: _Run | None, body: Callable[[], int]) -> NoReturn:
             run.ci.error(redact(str(e).splitlines()[0]))
         code, message = e.exit_code, redact(str(e).splitlines()[0])
     except ModuleNotFoundError as e:  # deployctl's own optional module (the simulator's azure-core...)
-        from rich.markup import escape
-
         from orchestrator.registry import missing_module_error
 
         why = missing_module_error(e, needed_by="deployctl")
-        err.print(f"[bold red]error[/]: {escape(_safe(str(why)))}", markup=True)  # 'pkg[extra]' stays
+        err.print(f"[bold red]error[/]: {_markup_safe(str(why))}", markup=True)  # 'pkg[extra]' stays
         if run:
             run.ci.error(str(why))
         code, message = why.exit_code, str(why)
@@ -579,7 +577,7 @@ def invoke(
                               else json.dumps(result.body, indent=2, default=str)])
             for k in ("request_id", "state", "output"):
                 if getattr(result, k) and not (submitted and k == "request_id"):
-                    err.print(f"{k}: {getattr(result, k)}")
+                    err.print(_safe(f"{k}: {getattr(result, k)}"), markup=False)
         return EXIT_OK if result.ok else EXIT_FAILED
 
     _guard(run, body)

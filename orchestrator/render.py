@@ -32,21 +32,23 @@ def plan_table(plan: Plan) -> Table:
     from rich.table import Table
     from rich.text import Text
 
-    t = Table(title=f"Plan for {plan.manifest_name}" + (" (destroy)" if plan.destroy else ""), expand=False)
+    t = Table(title=Text(f"Plan for {plan.manifest_name}" + (" (destroy)" if plan.destroy else "")), expand=False)
     for col in ("target", "action", "resource", "why / what changes"):
         t.add_column(col)
+    # Cells are Text, never markup: an address, a reason or a value may hold '[a-z]'.
     for tp in plan.targets:
         if tp.error:
-            t.add_row(tp.target, Text("error", style="bold red"), "", redact(tp.error))
+            t.add_row(Text(tp.target), Text("error", style="bold red"), "", Text(redact(tp.error)))
         for c in tp.changes:
             what = c.reason
             if c.diff:
                 what += "\n" + "\n".join(f"{d.path}: {_short(d.before, 30)} → {_short(d.after, 30)}" for d in c.diff)
-            t.add_row(tp.target, Text(f"{_SYMBOL[c.action.value]} {c.action.value}", style=_STYLE[c.action.value]),
-                      c.address, what)
+            t.add_row(Text(tp.target), Text(f"{_SYMBOL[c.action.value]} {c.action.value}", style=_STYLE[c.action.value]),
+                      Text(c.address), Text(redact(what)))
         for f in tp.findings:
             style = {"error": "bold red", "warning": "yellow", "info": "cyan"}[f.severity.value]
-            t.add_row(tp.target, Text(f.severity.value, style=style), "", redact(f.message + (f"\nTo fix: {f.hint}" if f.hint else "")))
+            t.add_row(Text(tp.target), Text(f.severity.value, style=style), "",
+                      Text(redact(f.message + (f"\nTo fix: {f.hint}" if f.hint else ""))))
     n = plan.counts()
     t.caption = (f"{n['create']} to create, {n['update']} to update, {n['replace']} to replace, "
                  f"{n['delete']} to delete, {n['no-op']} unchanged")

@@ -167,6 +167,9 @@ def _prescan(text: str, file: str) -> ManifestIssue | None:
     return None
 
 
+_INVALID = object()  # a scalar YAML resolves to a type it then cannot build
+
+
 def _template(node: yaml.Node) -> str | None:
     """The name in ``{{NAME}}`` when YAML read an unquoted template as a mapping of a mapping."""
     if not (isinstance(node, yaml.MappingNode) and node.flow_style and len(node.value) == 1):
@@ -250,7 +253,10 @@ def load_source(text: str, file: str, variables: Mapping[str, str]) -> SourceDoc
                     issues.append(ManifestIssue(_loc(file, key_node), format_path(path), "keys must be plain strings",
                                                 hint="quote a key that starts with '{' or '['"))
                     continue
-                key = str(constructor.construct_object(key_node))
+                key = construct(key_node, path)
+                if key is _INVALID:
+                    continue
+                key = str(key)
                 if key in out:
                     first = smap.keys[path + (key,)]
                     issues.append(ManifestIssue(
@@ -263,13 +269,19 @@ def load_source(text: str, file: str, variables: Mapping[str, str]) -> SourceDoc
             return out
         return [build(item, path + (i,)) for i, item in enumerate(node.value)]
 
-    def build_scalar(node: yaml.Node, path: Path_) -> Any:
-        smap.scalars.add(path)
+    def construct(node: yaml.Node, path: Path_) -> Any:
+        """A scalar's value (a key's or a value's), or _INVALID with the issue recorded."""
         try:
-            value = constructor.construct_object(node)
+            return constructor.construct_object(node)
         except ValueError:  # a 5,000-digit integer, the 30th of February
             issues.append(ManifestIssue(_loc(file, node), format_path(path), f"invalid value {str(node.value)[:40]!r}",
                                         hint="quote it if it is meant as a string"))
+            return _INVALID
+
+    def build_scalar(node: yaml.Node, path: Path_) -> Any:
+        smap.scalars.add(path)
+        value = construct(node, path)
+        if value is _INVALID:
             return None
         if isinstance(value, float) and not math.isfinite(value):
             issues.append(ManifestIssue(_loc(file, node), format_path(path), f"{node.value} is not a number",

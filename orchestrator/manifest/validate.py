@@ -36,6 +36,8 @@ class LoadedManifest:
 
 
 MAX_MANIFEST_BYTES = 256 << 10  # a real manifest is a few KiB; YAML is parsed in pure Python
+_TOO_LARGE = f"the manifest is larger than {MAX_MANIFEST_BYTES >> 10} KiB"
+_TOO_LARGE_HINT = "a manifest names its model, code and files; it does not hold them"
 
 
 class _CoreTarget(TargetConfig):
@@ -78,6 +80,8 @@ def load_manifest(
     else:
         text, path = str(source), (base_dir or Path.cwd()) / "<string>"
     display = display_path(path)
+    if len(text) > MAX_MANIFEST_BYTES:  # a YAML string or a dict given to the Python API
+        raise ManifestError(issues=[ManifestIssue(Location(display), "", _TOO_LARGE, _TOO_LARGE_HINT)])
     doc = load_source(text, display, env)
     issues = list(doc.issues)
     reported = {i.field for i in doc.issues if i.field}  # pydantic would report them again
@@ -195,8 +199,7 @@ def _read_manifest(path: Path, shown: str) -> str:
             raise fail("the manifest is not a regular file", "give the path of a .yaml file")
         data = f.read(MAX_MANIFEST_BYTES + 1)
     if len(data) > MAX_MANIFEST_BYTES:
-        raise fail(f"the manifest is larger than {MAX_MANIFEST_BYTES >> 10} KiB",
-                   "a manifest names its model, code and files; it does not hold them")
+        raise fail(_TOO_LARGE, _TOO_LARGE_HINT)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -3,14 +3,14 @@
 Resources (see :mod:`.spec`): code, environment and model versions, the endpoint, one
 deployment per content version, and the traffic split.  Changing the model, code, environment
 or instance type makes a new deployment beside the live one; the traffic change then runs the
-safe rollout (:mod:`.rollout`): smoke test at 0% through the ``azureml-model-deployment``
+safe rollout (:mod:`orchestrator.azure.rollout`): smoke test at 0% through the ``azureml-model-deployment``
 header, optional mirroring, traffic steps with health checks, rollback on failure.  The old
 deployment is deleted afterwards (a delete change in the same plan) unless
 ``rollout.keep_previous``.
 
 A deployment whose provisioning fails is deleted again (it had no traffic) and reported with the
 service's error and the last lines of its logs; it is not retried blindly.  409 "Updating" and
-OperationCanceled are retried by :func:`targets.azureml.client.run_op`.
+OperationCanceled are retried by :func:`orchestrator.azure.ops.run_op`.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from typing import Any
 
 from orchestrator import sizing
 from orchestrator.azure.base import AzureTarget
+from orchestrator.azure.budgets import PROVISION
 from orchestrator.manifest.model import ScoringType, dns_name
 from orchestrator.packaging import tree_size
 from orchestrator.plan import Change
@@ -241,7 +242,7 @@ class FunctionsTarget(AzureTarget):
                 "properties": {"minimumTlsVersion": "TLS1_2", "allowBlobPublicAccess": False,
                                "supportsHttpsTrafficOnly": True}}
         self.op("create storage account", lambda: self.storage.storage_accounts.begin_create(rg, name, body).result(),
-                resource=r.address)
+                resource=r.address, budget=PROVISION)
         blobs, queues = self._data_clients()
         from azure.core.exceptions import ResourceExistsError
 
@@ -281,7 +282,7 @@ class FunctionsTarget(AzureTarget):
     def _create_plan(self, r: Resource, tags: dict[str, str]) -> None:
         body = webapps.plan_body(r.spec["location"], r.spec["sku"], tags, max_burst=self.cfg.maximum_instance_count)
         self.op("create plan", lambda: self.web.app_service_plans.begin_create_or_update(
-            self.cfg.resource_group, r.name, body).result(), resource=r.address)
+            self.cfg.resource_group, r.name, body).result(), resource=r.address, budget=PROVISION)
 
     def _site_body(self, s: Mapping[str, Any], tags: Mapping[str, str]) -> dict[str, Any]:
         props: dict[str, Any] = {"serverFarmId": self._id(T_PLAN, s["plan"]), "reserved": True, "httpsOnly": True}
@@ -305,7 +306,7 @@ class FunctionsTarget(AzureTarget):
         rg, s = self.cfg.resource_group, r.spec
         body = self._site_body(s, tags)
         self.op("create function app", lambda: self.web.web_apps.begin_create_or_update(rg, r.name, body).result(),
-                resource=r.address)
+                resource=r.address, budget=PROVISION)
         current = self.op("list app settings", lambda: webapps.app_settings(self.web, rg, r.name))
         conn = self._connection_string()
         settings = {**s["settings"], "AzureWebJobsStorage": conn}
@@ -359,7 +360,7 @@ class FunctionsTarget(AzureTarget):
         app = next(x for x in self.desired() if x.type == T_APP)
         body = self._site_body(app.spec, tags)
         self.op("create staging slot", lambda: self.web.web_apps.begin_create_or_update_slot(
-            rg, self.app_name, SLOT, body).result(), resource=r.address)
+            rg, self.app_name, SLOT, body).result(), resource=r.address, budget=PROVISION)
         slot_settings = {k: v for k, v in settings.items() if k != RECORD}
         self.op("set slot app settings", lambda: webapps.put_app_settings(self.web, rg, self.app_name, slot_settings,
                                                                           slot=SLOT), resource=r.address)
@@ -369,7 +370,8 @@ class FunctionsTarget(AzureTarget):
             raise self.fail(f"the new package failed its smoke test on the {SLOT} slot: {problem}; production was "
                             "not swapped and still runs the previous package", resource=r.address)
         self.ctx.progress(f"smoke test passed on the {SLOT} slot: swapping it into production")
-        self.op("swap slot", lambda: webapps.swap_into_production(self.web, rg, self.app_name, SLOT), resource=r.address)
+        self.op("swap slot", lambda: webapps.swap_into_production(self.web, rg, self.app_name, SLOT),
+                resource=r.address, budget=PROVISION)
         return first_ms
 
     def _blob_uri(self, sha: str, with_sas: bool = True) -> str:
@@ -407,7 +409,7 @@ class FunctionsTarget(AzureTarget):
         cred = self.session.get_credential(self.cfg.subscription)
         scm = f"{self._host_label(slot)}.scm.azurewebsites.net"
         self.op("publish package", lambda: webapps.publish(self.session, cred, scm, uri, sleep=self.sleep),
-                resource=address)
+                resource=address, budget=PROVISION)
 
     def _smoke(self, slot: str | None = None) -> tuple[float | None, str | None]:
         """(first answer in ms, problem): the sample request through the app (or a slot) after a deploy."""
@@ -418,9 +420,12 @@ class FunctionsTarget(AzureTarget):
         try:
             result = self._score(sample.read_bytes(), timeout_s=300, slot=slot)
         except Exception as e:  # noqa: BLE001 - any failure of the new package is a failed smoke test
+            self.ctx.smoke_tested(False, detail=str(e)[:300])
             return None, str(e)
         ms = round((time.perf_counter() - t0) * 1000, 1)
-        return ms, None if result.ok else f"HTTP {result.status_code}: {str(result.body)[:300]}"
+        problem = None if result.ok else f"HTTP {result.status_code}: {str(result.body)[:300]}"
+        self.ctx.smoke_tested(result.ok, status=result.status_code, latency_ms=ms, detail=problem or "")
+        return ms, problem
 
     def update(self, resource: Resource, observed: Observed, tags: Mapping[str, str]) -> None:
         self.create(resource, tags)

@@ -63,3 +63,19 @@ def test_apply_converges_under_faults_with_no_duplicates_and_a_noop_second_apply
         again = d.plan()
         assert not again.blocked and not again.has_changes, [
             (c.address, c.action) for t in again.targets for c in t.changes if c.action is not Action.noop]
+
+
+def test_a_write_meeting_409_updating_for_minutes_waits_within_its_budget(tmp_path):
+    """The endpoint's create is polled through four 503s (azure-core gives up), so the runner
+    sends the PUT again while the endpoint is still 'Updating' for its simulated minute: 409s
+    for longer than the old budget (6 attempts, ~30 s), then the create goes through."""
+    with simulated_session(tmp_path / "sim.json", latency="endpoint=150") as session:
+        sim = session.simulator
+        sim.faults.on("OperationStatus_Get", "503", times=4)
+        d = deployctl.load(MANIFEST, azure=session, state_dir=tmp_path / "state")
+        result = d.apply(d.plan())
+        assert result.ok, [t.error for t in result.targets]
+        conflicts = [r for r in sim.requests if r.status == 409]
+        # the retried PUT met the busy endpoint more often than the old budget's 6 attempts allowed
+        assert len(conflicts) > 6, len(conflicts)
+        assert len(_ml_resources(sim, "onlineendpoints")) == 1 and len(_ml_resources(sim, "deployments")) == 1

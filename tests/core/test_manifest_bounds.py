@@ -106,6 +106,19 @@ def test_the_terminal_reporter_prints_brackets_verbatim():
     assert "endpoint/[x]: bad [red]value" in text
 
 
+def test_the_plan_table_prints_brackets_verbatim(project, memory_clouds, tmp_path):
+    from rich.console import Console
+
+    from orchestrator.api import load
+    from orchestrator.render import plan_table
+
+    path = project(targets='  - name: dev\n    kind: memory\n    things: ["ep[a-z]", "[bold]x"]\n')
+    plan = load(path, state_dir=tmp_path / "state").plan()
+    buf = io.StringIO()
+    Console(file=buf, width=200, force_terminal=False).print(plan_table(plan))
+    assert "ep[a-z]" in buf.getvalue() and "[bold]x" in buf.getvalue()
+
+
 # -- item 6: bounded in time, memory and what is read -------------------------------------------
 BILLION_LAUGHS = "".join(
     f"{k}: &{k} [{', '.join(['*' + prev] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
@@ -119,6 +132,7 @@ BILLION_LAUGHS = "".join(
     (BILLION_LAUGHS, "expands to more than 10,000 values", 1),
     ("x: [" + ", ".join(["1"] * 20_000) + "]\n", "more than 10,000 values", 1),
     ("apiVersion: deployctl/v1\nname: " + "9" * 5000 + "\n", "invalid value '99999", 2),
+    ("apiVersion: deployctl/v1\n2001-02-30: x\n", "invalid value '2001-02-30'", 2),  # a key YAML cannot build
     ("apiVersion: deployctl/v1\nresources:\n  memory_gb: .inf\n", ".inf is not a number", 3),
     ("apiVersion: deployctl/v1\nresources:\n  cpu: .nan\n", ".nan is not a number", 3),
     ("apiVersion: deployctl/v1\nresources:\n  cpu: 1.0e+400\n", "1.0e+400 is not a number", 3),
@@ -144,6 +158,7 @@ def test_a_float_setting_of_a_target_cannot_be_infinite(project):
 def test_a_huge_manifest_or_a_fifo_is_refused_before_it_is_read(project, tmp_path):
     big = project("name: " + "x" * (1 << 20) + "\n", name="big.yaml")
     assert "larger than 256 KiB" in only(issues_of(big)).message
+    assert "larger than 256 KiB" in only(issues_of(big.read_text())).message  # the Python API's YAML string
     fifo = tmp_path / "fifo.yaml"
     os.mkfifo(fifo)
     assert "not a regular file" in only(finishes(lambda: issues_of(fifo))).message

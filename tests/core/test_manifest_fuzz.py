@@ -44,19 +44,23 @@ VALUES = st.recursive(HOSTILE_SCALARS, lambda inner: st.one_of(
 SNIPPETS = [
     "a: &a [*a]\n", "x: " + "[" * 400 + "]" * 400 + "\n", "- *undefined\n", "\t\n", "name: a: b\n",
     "!!python/object:os.system x\n", "%YAML 1.1\n---\n", "---\n---\n", "model: {{M}}\n", "'unclosed\n",
-    "k: !!binary AAAA\n", "k: 2001-02-30\n", "k: " + "9" * 5000 + "\n", "? [complex, key]\n: v\n",
+    "k: !!binary AAAA\n", "k: 2001-02-30\n", "2001-02-30: k\n", "1.5: k\n", "null: k\n", "[a]: k\n", "k: " + "9" * 5000 + "\n", "? [complex, key]\n: v\n",
     "&anchor\n", "\ufeff\n", "targets: []\n", "targets:\n  - {name: Dev, kind: memory}\n",
 ]
 
 
-def _paths(node: Any, prefix: tuple = ()) -> list[tuple]:
+def _paths(node: Any, prefix: tuple = (), inside: frozenset[int] = frozenset()) -> list[tuple]:
+    """Every path into the document (a cycle made by an "alias" mutation is not followed)."""
     out = [prefix]
+    if id(node) in inside or len(prefix) > 8:
+        return out
+    inside = inside | {id(node)}
     if isinstance(node, dict):
         for k, v in node.items():
-            out += _paths(v, prefix + (k,))
+            out += _paths(v, prefix + (k,), inside)
     elif isinstance(node, list):
         for i, v in enumerate(node):
-            out += _paths(v, prefix + (i,))
+            out += _paths(v, prefix + (i,), inside)
     return out
 
 
@@ -79,14 +83,23 @@ def manifests(draw: st.DrawFn) -> bytes:
     for _ in range(draw(st.integers(1, 3))):
         paths = _paths(doc)
         path = draw(st.sampled_from(paths))
-        action = draw(st.sampled_from(["replace", "delete", "add"]))
+        action = draw(st.sampled_from(["replace", "delete", "add", "alias"]))
+        if action == "alias" and path:  # one object in two places: YAML anchors, recursive when inside itself
+            source = draw(st.sampled_from(paths))
+            node = doc
+            for p in source:
+                node = node[p]
+            doc = _set(doc, path, node, delete=False)
+            continue
         if action == "add" and isinstance(doc, dict):
             holder = doc
             for p in path:
                 if isinstance(holder, (dict, list)):
                     holder = holder[p]
             if isinstance(holder, dict):
-                holder[draw(st.sampled_from(["sise", "kind", "name", "python", "max_body_mb", "extra"]))] = draw(VALUES)
+                key = draw(st.one_of(st.sampled_from(["sise", "kind", "name", "python", "max_body_mb", "targets"]),
+                                     st.text(max_size=10)))
+                holder[key] = draw(VALUES)
             continue
         doc = _set(doc, path, draw(VALUES), delete=action == "delete" and bool(path))
     text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=draw(st.booleans()))

@@ -4,6 +4,7 @@ host stand-in (the venv's azure-functions; the process environment and sys.path 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,6 +24,15 @@ def stage(tmp: Path, score: str | None = None, *, max_attempts: int = 3, name: s
         (code / "score.py").write_text(score)
     cfg = package.app_config("score.py", max_attempts, {}, mode)
     return package.stage(tmp / name, code_dir=code, model_path=EXAMPLE / "model", config=cfg, site_packages_dir=None)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the real-time example's code, model and sample request, to change in a test."""
+    shutil.copytree(EXAMPLE / "src", tmp_path / "src")
+    shutil.copytree(EXAMPLE / "model", tmp_path / "model")
+    shutil.copy(EXAMPLE / "sample-request.json", tmp_path / "sample-request.json")
+    return tmp_path
 
 
 @pytest.fixture

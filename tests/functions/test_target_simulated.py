@@ -5,7 +5,6 @@ package really running (tests/functions/test_app.py covers the app itself)."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,18 +12,9 @@ import pytest
 import orchestrator as deployctl
 from orchestrator.errors import ManifestError
 from orchestrator.plan import Action
-from tests.functions.conftest import EXAMPLE
 
 SUB = "00000000-0000-0000-0000-0000000000f1"
 RG = "ml-functions"
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    shutil.copytree(EXAMPLE / "src", tmp_path / "src")
-    shutil.copytree(EXAMPLE / "model", tmp_path / "model")
-    shutil.copy(EXAMPLE / "sample-request.json", tmp_path / "sample-request.json")
-    return tmp_path
 
 
 def manifest(project: Path, **target: object) -> dict:

@@ -56,7 +56,8 @@ def test_environment_built_once_locked_shared_and_resynced(tmp_path):
 def test_missing_python_is_a_clear_error(tmp_path):
     from targets.local.envs import ensure_environment
 
-    with pytest.raises(UserError, match=r"Python 3\.2 is not installed"):
-        ensure_environment(["joblib==1.6.0"], "3.2", cache=tmp_path)
+    with pytest.raises(UserError, match=r"Python 3\.2, asked for by conda\.yaml:4, is not installed") as exc:
+        ensure_environment(["joblib==1.6.0"], "3.2", cache=tmp_path, python_source="conda.yaml:4")
+    assert "uv python install 3.2" in str(exc.value)
 
 

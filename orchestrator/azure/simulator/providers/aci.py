@@ -121,8 +121,8 @@ def image_config(sim: Any, image: str) -> dict[str, Any] | None:
 def image_problem(sim: Any, image: str) -> str | None:
     """Why ``image`` cannot be pulled from the simulated cloud whatever the credentials, or None."""
     host = _image_parts(image)[0]
-    if not host.endswith(".azurecr.io"):
-        return f"registry {host} is not reachable from the simulated cloud"
+    if not host.endswith(".azurecr.io"):  # Docker Hub ("nginx"), MCR...: outside the simulated cloud, assumed pullable
+        return None
     if _manifest(sim, image) is None:
         return f"the image '{image}' was not found in {host}"
     return None
@@ -213,9 +213,12 @@ def _started(sim: Any, op: dict[str, Any], res: dict[str, Any] | None) -> None:
     state = "Running"
     for c in props.get("containers", []):
         image = c["properties"]["image"]
-        config = image_config(sim, image) or {}
-        env = dict(e.split("=", 1) for e in (config.get("config") or {}).get("Env") or [] if "=" in e)
-        if "DEPLOYCTL_ENTRY" in env:
+        config = image_config(sim, image) if _image_parts(image)[0].endswith(".azurecr.io") else None
+        env = dict(e.split("=", 1) for e in ((config or {}).get("config") or {}).get("Env") or [] if "=" in e)
+        if config is None:  # a public image the simulator does not hold: it runs, it cannot be called
+            view = {"restartCount": 0, "currentState": {"state": "Running", "detailStatus": ""}}
+            log = f"{image}: a public image; the simulator runs only images pushed to its registries\n"
+        elif "DEPLOYCTL_ENTRY" in env:
             view = {"restartCount": 0, "currentState": {"state": "Running", "detailStatus": ""}}
             log = ""
         else:
