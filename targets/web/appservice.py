@@ -30,17 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import sizing
-from orchestrator.azure.base import AzureTarget
 from orchestrator.azure.errors import AzureNotFound
 from orchestrator.azure.keys import KEY_ENV, ScoringKey
-from orchestrator.manifest.model import ScoringType, dns_name
+from orchestrator.manifest.model import ScoringType
 from orchestrator.packaging import tree_digest, tree_size
 from orchestrator.plan import Change, digest, spec_hash
-from orchestrator.requirements import parse_requirements
 from orchestrator.state import write_atomic
 from orchestrator.target import TAG_SPEC, Finding, InvokeRequest, InvokeResult, Observed, Resource, Severity
 from targets.web import package, webapps
 from targets.web.appservice_config import AppServiceConfig, PlanChoice, choose_plan, start_time_limit
+from targets.web.base import WebTarget
 
 T_PLAN, T_APP, T_VERSION = "app-service-plan", "app-service", "app-service-version"
 SLOT = "staging"
@@ -49,7 +48,7 @@ WWWROOT = "/home/site/wwwroot"  # where run-from-package mounts the zip
 RUNTIME_COMMAND = "python -m deployctl_runtime.container"
 
 
-class AppServiceTarget(AzureTarget):
+class AppServiceTarget(WebTarget):
     kind = "app-service"
     scoring_types = frozenset({ScoringType.real_time})
     config_model = AppServiceConfig
@@ -60,24 +59,7 @@ class AppServiceTarget(AzureTarget):
         assert isinstance(self.config, AppServiceConfig)
         return self.config
 
-    # -- names, sizes, inputs (pure) --------------------------------------------------------------
-    @cached_property
-    def app_name(self) -> str:
-        return self.cfg.app_name or dns_name(self.manifest.name, self.cfg.name, max_len=59)
-
-    @property
-    def plan_name(self) -> str:
-        return f"{self.app_name}-plan"
-
-    def _id(self, kind: str, name: str) -> str:
-        ns = "Microsoft.Web/serverfarms" if kind == T_PLAN else "Microsoft.Web/sites"
-        return f"/subscriptions/{self.cfg.subscription}/resourceGroups/{self.cfg.resource_group}/providers/{ns}/{name}"
-
-    @cached_property
-    def requirements(self) -> list[str]:
-        env = self.manifest.environment
-        return parse_requirements(env.requirements, env.conda_file)[0]
-
+    # -- sizes and inputs (pure; names, ids, requirements: WebTarget) ----------------------------
     @cached_property
     def model_bytes(self) -> int:
         return tree_size(self.manifest.model.path) if self.manifest.model.path else 0
@@ -157,12 +139,12 @@ class AppServiceTarget(AzureTarget):
             "scoring_key": self.scoring_key.spec_value()}
         return [
             Resource(T_PLAN, self.plan_name, {"location": region, "sku": choice.sku.name},
-                     key=self._id(T_PLAN, self.plan_name), replace_on=("location",)),
-            Resource(T_APP, self.app_name, app_spec, key=self._id(T_APP, self.app_name),
+                     key=self.plan_id(), replace_on=("location",)),
+            Resource(T_APP, self.app_name, app_spec, key=self.site_id(),
                      depends_on=(f"{T_PLAN}/{self.plan_name}",), replace_on=("location",), exact=("settings",)),
             Resource(T_VERSION, self.app_name, {"run": self.cfg.run, "digest": self.version_digest,
                                                 "staging_slot": choice.slot},
-                     key=self._id(T_APP, self.app_name) + "/version", depends_on=(f"{T_APP}/{self.app_name}",)),
+                     key=self.site_id() + "/version", depends_on=(f"{T_APP}/{self.app_name}",)),
         ]
 
     def _startup_command(self) -> str:
@@ -220,18 +202,10 @@ class AppServiceTarget(AzureTarget):
                             f"(offered in: {', '.join(sorted(names)[:8]) or 'none'})")]
         return [Finding(severity=Severity.info, message=f"{self.cfg.region} offers {choice.sku.tier} Linux plans")]
 
-    @cached_property
-    def web(self) -> Any:
-        return webapps.web_client(self.session, self.cfg.subscription)
-
     def read(self) -> list[Observed]:
-        rg, out = self.cfg.resource_group, []
-        plan = self.op("get plan", lambda: webapps.get_or_none(lambda: self.web.app_service_plans.get(rg, self.plan_name)))
-        if plan is not None:
-            p = webapps.as_dict(plan)
-            out.append(Observed(T_PLAN, self.plan_name, {"location": webapps.norm_location(p.get("location")),
-                                                         "sku": (p.get("sku") or {}).get("name")},
-                                tags=p.get("tags") or {}, key=self._id(T_PLAN, self.plan_name)))
+        rg = self.cfg.resource_group
+        plan = self.observe_plan(T_PLAN)
+        out = [plan] if plan is not None else []
         site = self.op("get web app", lambda: webapps.get_or_none(lambda: self.web.web_apps.get(rg, self.app_name)))
         if site is None:
             return out
@@ -252,11 +226,11 @@ class AppServiceTarget(AzureTarget):
                 "identity": identities[0] if identities else None,
                 "settings": {k: v for k, v in settings.items() if k not in (KEY_ENV, RECORD)},
                 "scoring_key": ScoringKey.fingerprint(key) if key else "(none)"}
-        out.append(Observed(T_APP, self.app_name, spec, tags=s.get("tags") or {}, key=self._id(T_APP, self.app_name)))
+        out.append(Observed(T_APP, self.app_name, spec, tags=s.get("tags") or {}, key=self.site_id()))
         record = json.loads(settings.get(RECORD) or "null")
         if record:
             out.append(Observed(T_VERSION, self.app_name, record["spec"], tags=record["tags"],
-                                key=self._id(T_APP, self.app_name) + "/version"))
+                                key=self.site_id() + "/version"))
         return out
 
     # -- writing ----------------------------------------------------------------------------------
@@ -281,7 +255,7 @@ class AppServiceTarget(AzureTarget):
         if linux_fx:
             conf["linuxFxVersion"] = linux_fx
         body: dict[str, Any] = {"location": app["location"], "kind": "app,linux" + (",container" if self.cfg.run == "image" else ""),
-                                "tags": dict(tags), "properties": {"serverFarmId": self._id(T_PLAN, self.plan_name),
+                                "tags": dict(tags), "properties": {"serverFarmId": self.plan_id(),
                                                                    "reserved": True, "httpsOnly": True, "siteConfig": conf}}
         if self.cfg.run == "image" and self.cfg.identity:
             body["identity"] = {"type": "UserAssigned", "userAssignedIdentities": {self.cfg.identity: {}}}
@@ -461,11 +435,7 @@ class AppServiceTarget(AzureTarget):
     def delete(self, observed: Observed) -> None:
         rg = self.cfg.resource_group
         if observed.type == T_VERSION:  # goes with the app; forget the record if the app stays
-            settings = self.op("list app settings", lambda: webapps.get_or_none(
-                lambda: webapps.app_settings(self.web, rg, self.app_name)))
-            if settings and RECORD in settings:
-                settings.pop(RECORD)
-                self.op("forget the version", lambda: webapps.put_app_settings(self.web, rg, self.app_name, settings))
+            self.forget_setting(RECORD)
         elif observed.type == T_APP:
             self.op("delete web app", lambda: webapps.get_or_none(lambda: self.web.web_apps.delete(
                 rg, observed.name, delete_empty_server_farm=False)))

@@ -28,6 +28,7 @@ import io
 import json
 import re
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -402,6 +403,35 @@ def _scorer_log(sim: Any, res: dict[str, Any]) -> str:
         return ""
 
 
+def runtime_request(req: Request, key: str | None, scorer: Callable[[], Any], crashed: Callable[[Exception], Response],
+                    health_paths: tuple[str, ...] = ("/",)) -> Response | Deferred:
+    """A request to a container running deployctl's runtime (ACI, App Service): a health path
+    starts it (``scorer()``, warm afterwards), ``/score`` checks the key as the runtime does; a
+    container that exits while starting answers ``crashed(error)``."""
+    if req.method == "GET" and req.path in health_paths:
+        def health() -> Response:
+            try:
+                scorer()
+            except Exception as e:  # init() failing: the container exits
+                return crashed(e)
+            return Response(200, b"Healthy", dict(TEXT))
+        return Deferred(health)
+    if req.path != "/score":
+        return Response(404, b'{"message": "not found"}', {"Content-Type": "application/json"})
+    auth = (req.header("authorization") or "").removeprefix("Bearer ").strip()
+    if key and auth != key:
+        return json_response(401, {"message": "Authorization: Bearer <key> is required (see deployctl status --show-keys)"})
+    body, ctype = req.body, req.header("content-type") or "application/json"
+
+    def score() -> Response:
+        try:
+            status, out, headers = scorer().score(body, {"Content-Type": ctype})
+        except Exception as e:
+            return crashed(e)
+        return Response(status, out, {"Content-Type": headers.get("content-type", "application/json")})
+    return Deferred(score)
+
+
 class ContainerEndpoints:
     """``http://<label>.<region>.azurecontainer.io:<port>/...``: the group's container."""
 
@@ -426,15 +456,7 @@ class ContainerEndpoints:
             return Response(502, b"connection refused", dict(TEXT))
         key = _secure_env(group).get(KEY_ENV)
         res = copy.deepcopy(group)
-        if req.method == "GET" and req.path == "/":
-            return Deferred(lambda: self._health(res))
-        if req.path != "/score":
-            return Response(404, b'{"message": "not found"}', {"Content-Type": "application/json"})
-        auth = (req.header("authorization") or "").removeprefix("Bearer ").strip()
-        if key and auth != key:
-            return json_response(401, {"message": "Authorization: Bearer <key> is required (see deployctl status --show-keys)"})
-        body, ctype = req.body, req.header("content-type") or "application/json"
-        return Deferred(lambda: self._score(res, body, ctype))
+        return runtime_request(req, key, lambda: self._scorer(res), lambda e: self._crashed(res, e))
 
     def _scorer(self, res: dict[str, Any]) -> Any:
         sim = self.sim
@@ -455,17 +477,3 @@ class ContainerEndpoints:
                     live.setdefault("_logs", {})[c["name"]] = str(e)
         return Response(502, f"connection refused: the container exited ({str(e).splitlines()[0] if str(e) else e!r})".encode(),
                         dict(TEXT))
-
-    def _health(self, res: dict[str, Any]) -> Response:
-        try:
-            self._scorer(res)
-        except Exception as e:
-            return self._crashed(res, e)
-        return Response(200, b"Healthy", dict(TEXT))
-
-    def _score(self, res: dict[str, Any], body: bytes, ctype: str) -> Response:
-        try:
-            status, out, headers = self._scorer(res).score(body, {"Content-Type": ctype})
-        except Exception as e:
-            return self._crashed(res, e)
-        return Response(status, out, {"Content-Type": headers.get("content-type", "application/json")})

@@ -194,7 +194,7 @@ def served_digests(sim: Any) -> set[str]:
 
 def serve(sim: Any, req: Request, site: dict[str, Any], label: str) -> Response | Deferred:
     """A request to an App Service app (or slot) host."""
-    from orchestrator.azure.simulator.providers.aci import _runtime
+    from orchestrator.azure.simulator.providers.aci import _runtime, runtime_request
 
     with sim._lock:
         run = _what_runs(sim, site, label)
@@ -213,25 +213,4 @@ def serve(sim: Any, req: Request, site: dict[str, Any], label: str) -> Response 
         return Response(503, f":( Application Error. Container {label} exited while starting: {detail}".encode(),
                         dict(TEXT))
 
-    if req.method == "GET" and req.path in ("/", health):
-        def health_check() -> Response:
-            try:
-                scorer()
-            except Exception as e:  # init() failing: the container exits
-                return failed(e)
-            return Response(200, b"Healthy", dict(TEXT))
-        return Deferred(health_check)
-    if req.path != "/score":
-        return Response(404, b'{"message": "not found"}', {"Content-Type": "application/json"})
-    auth = (req.header("authorization") or "").removeprefix("Bearer ").strip()
-    if key and auth != key:
-        return json_response(401, {"message": "Authorization: Bearer <key> is required (see deployctl status --show-keys)"})
-    body, ctype = req.body, req.header("content-type") or "application/json"
-
-    def score() -> Response:
-        try:
-            status, out, headers = scorer().score(body, {"Content-Type": ctype})
-        except Exception as e:
-            return failed(e)
-        return Response(status, out, {"Content-Type": headers.get("content-type", "application/json")})
-    return Deferred(score)
+    return runtime_request(req, key, scorer, failed, health_paths=("/", health))
