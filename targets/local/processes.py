@@ -65,8 +65,6 @@ def alive(pid: int | None, marker: str = "deployctl_runtime") -> bool:
         while True:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             if fields[0] == "Z":
-                if len(os.listdir(f"/proc/{pid}/task")) > 1:
-                    return True  # its main thread is done, but the others still hold its files (a port)
                 with contextlib.suppress(ChildProcessError):
                     reaped, status = os.waitpid(pid, os.WNOHANG)
                     if reaped:

@@ -378,6 +378,10 @@ class LocalTarget(Target):
         self._reap([v for v in live if not source or v["pid"] != source["pid"]])
         Path(record["handoff"]).unlink(missing_ok=True)
         port = self._port(source or previous)
+        if source is None:
+            # A process that just ended may hold the port a moment longer (its main thread is
+            # done, its other threads are still exiting): bind once it is free, not before.
+            _port_closed(port)
         status_file = vdir / "status.json"
         cmd = [env["python"], "-m", "deployctl_runtime.server", "--code", str(code), "--entry", self.manifest.code.entry,
                "--status-file", str(status_file), "--workers", str(self.cfg.workers), "--public-port", str(port),

@@ -275,3 +275,16 @@ def test_an_image_without_deployctls_runtime_starts_and_exits_with_a_reason(clou
     assert got.instance_view.state == "Failed"
     assert got.containers[0].instance_view.current_state.state == "Terminated"
     assert "runtime is not in this image" in aci.containers.list_logs("rg", "bare", "c").content
+
+
+def test_a_user_assigned_identity_pulls_without_any_token(project, cloud):
+    sim, _ = cloud
+    identity = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/puller"
+    path = project(identity=identity)
+    plan, result = apply(path, sim)
+    assert result.ok, result.model_dump_json(indent=2)
+    [g] = groups(sim)
+    assert g["properties"]["imageRegistryCredentials"] == [{"server": "devacr.azurecr.io", "identity": identity}]
+    assert identity in g["identity"]["userAssignedIdentities"]
+    assert not [r for r in sim.state["resources"] if "/tokens/" in r]  # no token made
+    assert engine(path, sim).invoke("prod", InvokeRequest(body={"data": [[1]]})).ok

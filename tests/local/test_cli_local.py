@@ -82,7 +82,8 @@ def test_invoke_before_apply_and_bad_input_are_clear_errors(quickstart):
     (proj / "deployctl.yaml").write_text((proj / "deployctl.yaml").read_text().replace('python: "3.11"', 'python: "3.99"'))
     r = cli("apply", manifest, "--yes", env=env)
     assert r.returncode == 2, r.stdout + r.stderr
-    assert "Python 3.99 is not installed" in r.stdout + r.stderr and "Traceback" not in r.stderr
+    out = r.stdout + r.stderr
+    assert "Python 3.99, asked for by environment.python" in out and "is not installed" in out and "Traceback" not in r.stderr
 
 
 @pytest.fixture

@@ -14,10 +14,11 @@ JSON nothing.  Repository-scoped tokens (``tokens`` with the built-in ``_reposit
 scope map, ``generateCredentials``) log in like admin credentials do.  ``importImage`` copies a manifest and its blobs from another simulated
 registry (any subscription), by tag or digest, without the client moving a byte.
 
-ACR Tasks: the upload URL points at a simulated blob; ``scheduleRun`` reads the uploaded tar.gz
-context and refuses (a Failed run, with the reason in its log) a context without the Dockerfile
-or a Dockerfile without ``FROM``; otherwise the run succeeds after its simulated duration and
-its log lists the Dockerfile's steps.  No image is really built.
+ACR Tasks: the upload URL points at a simulated blob; ``scheduleRun`` reads an uploaded tar.gz
+context (a source location that is a URL, or none, is taken on trust) and refuses (a Failed
+run, with the reason in its log) a context without the Dockerfile or a Dockerfile without
+``FROM``; otherwise the run succeeds after its simulated duration and its log lists the
+Dockerfile's steps.  No image is really built.
 """
 
 from __future__ import annotations
@@ -218,7 +219,9 @@ class AcrManagement(ContainerRegistry):
         data = get_blob(self.sim, account, container, name)
         steps, problem = [], None
         dockerfile = str(body.get("dockerFilePath") or "Dockerfile")
-        if data is None:
+        if not body.get("sourceLocation") or "://" in str(body["sourceLocation"]):
+            pass  # a git or remote URL (or none): nothing uploaded here to check, taken on trust
+        elif data is None:
             problem = f"the source location {body.get('sourceLocation')!r} holds no uploaded context"
         else:
             try:
