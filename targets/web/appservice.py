@@ -319,7 +319,8 @@ class AppServiceTarget(WebTarget):
             start_s = self._through_slot(r, tags, settings, fx, data, what)
         else:
             start_s = self._in_place(r, previous, fx, data, what)
-        write_atomic(self.start_file, f"{start_s:.1f}")
+        # the longest start seen: the limit only grows, so a replan after a quick start changes nothing
+        write_atomic(self.start_file, f"{max(start_s, self._measured_start() or 0.0):.1f}")
         record = {"spec": dict(r.spec), "tags": tags, "what": what, "linux_fx": fx, "start_s": round(start_s, 1),
                   "previous": (previous or {}).get("what")}
         if data is not None:

@@ -114,8 +114,9 @@ def choose_plan(cfg: AppServiceConfig, need_gib: float, need_cpu: float, *, reas
 
 
 def start_time_limit(cfg: AppServiceConfig, measured_init_s: float | None, model_bytes: int) -> tuple[int, str]:
-    """WEBSITES_CONTAINER_START_TIME_LIMIT and why: the setting, else 3x the measured start (plus a
-    minute for the pull), else an estimate of one minute per GiB of model; 230..1800 s."""
+    """WEBSITES_CONTAINER_START_TIME_LIMIT and why: the setting, else 3x the longest measured start
+    (plus a minute for the pull), else an estimate of one minute per GiB of model; whole minutes
+    within 230..1800 s."""
     if cfg.start_time_limit_s is not None:
         return cfg.start_time_limit_s, "named in the manifest"
     if measured_init_s is not None:
@@ -123,4 +124,5 @@ def start_time_limit(cfg: AppServiceConfig, measured_init_s: float | None, model
     else:
         gib = model_bytes / 2**30
         raw, why = 120 + 60 * gib, f"estimated from the model's {gib:.2f} GiB (no start measured yet)"
-    return max(DEFAULT_START_LIMIT_S, min(MAX_START_LIMIT_S, math.ceil(raw))), why
+    # whole minutes: small differences between measurements do not change the app's settings
+    return max(DEFAULT_START_LIMIT_S, min(MAX_START_LIMIT_S, 60 * math.ceil(raw / 60))), why
