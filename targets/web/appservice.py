@@ -465,6 +465,13 @@ class AppServiceTarget(WebTarget):
         key = self.scoring_key.read()
         return {"key": key} if key else {}
 
+    def logs(self, tail: int = 100, deployment: str | None = None) -> str:
+        """The production app's container log (``deployment: staging`` for the slot's), last ``tail`` lines."""
+        cred = self.session.get_credential(self.cfg.subscription)
+        text = self.op("read the container log", lambda: webapps.docker_log(
+            self.session, cred, f"{self._label(deployment)}.scm.azurewebsites.net"))
+        return "\n".join(text.splitlines()[-tail:]) if tail else text
+
     def invoke(self, request: InvokeRequest) -> InvokeResult:
         from orchestrator.azure.scoring import score
 

@@ -162,6 +162,20 @@ def _follow(client: Any, base: str, scm_host: str, dep_id: str, *, sleep: Callab
         sleep(2)
 
 
+def docker_log(session: Any, credential: Any, scm_host: str) -> str:
+    """The app's current container log through Kudu (``/api/logs/docker`` names the file)."""
+    from azure.core.rest import HttpRequest
+
+    base = f"https://{scm_host}"
+    with _pipeline(session, base, credential) as client:
+        listing = client.send_request(HttpRequest("GET", f"{base}/api/logs/docker"))
+        if listing.status_code != 200 or not listing.json():
+            return ""
+        newest = sorted(listing.json(), key=lambda f: str(f.get("lastUpdated") or ""))[-1]
+        resp = client.send_request(HttpRequest("GET", str(newest["href"])))
+        return resp.text() if resp.status_code == 200 else ""
+
+
 def call_app(session: Any, url: str, *, key: str | None, body: Any = None, method: str = "POST",
              timeout_s: float = 60) -> tuple[int, Any, dict[str, str]]:
     """A request to the deployed app (function key in ``x-functions-key``); (status, body, headers)."""

@@ -109,6 +109,8 @@ def test_package_create_score_noop_code_change_through_slot_and_destroy(project,
     from orchestrator.azure.scoring import score as raw_score
 
     assert raw_score(sim.session(), out["scoring_uri"], "wrong", {"data": [[1]]})[0] == 401
+    log = engine(path, sim).logs("prod", tail=50)
+    assert "ready" in log.lower() and key not in log  # the runtime's own log, through Kudu
     app_scenarios.blue_green(path, sim.session(), sim.clock.sleep)  # no-op, code change via slot + swap, failure
     from orchestrator.azure.http import request_json
 
@@ -147,6 +149,7 @@ def test_a_start_command_that_exits_and_a_port_the_app_does_not_listen_on(projec
     _, result = apply(path, sim)
     assert not result.ok and "startup command exited" in error_of(result)
     assert "deployctl_runtime.container" in error_of(result)  # the hint
+    assert "startup command exited" in engine(path, sim).logs("prod")
     path = project(run="package", sku="B1", app_settings={"PORT": "9000"})
     _, result = apply(path, sim)
     assert not result.ok and "pings on port: 8000" in error_of(result)

@@ -176,6 +176,26 @@ def _what_runs(sim: Any, site: dict[str, Any], label: str) -> dict[str, Any]:
     return {"digest": digest, "prepare": prepare, "key": key}
 
 
+def docker_logs(sim: Any, req: Request, site: dict[str, Any], label: str) -> Response:
+    """Kudu's ``/api/logs/docker`` (the current container log's descriptor, ``href`` to read it) and
+    ``/api/logs/docker/current`` (the platform's lines for the site, then the app's own log)."""
+    if req.path.lower().rstrip("/") == "/api/logs/docker":
+        return json_response(200, [{"machineName": "sim0", "path": f"/home/LogFiles/{label}_docker.log",
+                                    "href": f"https://{req.host}/api/logs/docker/current"}])
+    from orchestrator.azure.simulator.providers.aci import _runtime
+
+    with sim._lock:
+        lines = list(sim.state["logs"].get(site["id"].lower(), []))
+        run = _what_runs(sim, site, label)
+    app = ""
+    if run.get("digest"):
+        try:
+            app = _runtime(sim).log_of(arm.key_of(site["id"]), run["digest"])
+        except (LookupError, OSError):
+            app = ""
+    return Response(200, ("".join(f"{line}\n" for line in lines) + app).encode(), dict(TEXT))
+
+
 def served_digests(sim: Any) -> set[str]:
     """What every web app of the cloud serves (the scorers to keep warm)."""
     out = set()

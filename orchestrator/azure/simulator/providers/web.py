@@ -158,6 +158,10 @@ class Kudu:
         site = find_site(self.sim, name)
         if site is None:
             return json_response(404, {"Message": f"Site {name} not found."})
+        if req.method == "GET" and req.path.lower().startswith("/api/logs/docker"):
+            from orchestrator.azure.simulator.providers.appservice import docker_logs
+
+            return docker_logs(self.sim, req, site, name)
         state = self.sim.state["kudu"].setdefault(name, {"deployments": []})
         if req.method == "POST" and req.path.lower() in ("/api/zipdeploy", "/api/publish"):
             last = state["deployments"][-1] if state["deployments"] else None
