@@ -46,6 +46,7 @@ SLOT = "staging"
 RECORD = "DEPLOYCTL_VERSION"
 WWWROOT = "/home/site/wwwroot"  # where run-from-package mounts the zip
 RUNTIME_COMMAND = "python -m deployctl_runtime.container"
+IDENTITY_API = "2023-01-31"  # Microsoft.ManagedIdentity/userAssignedIdentities
 
 
 class AppServiceTarget(WebTarget):
@@ -174,6 +175,12 @@ class AppServiceTarget(WebTarget):
                                    "managed identity with AcrPull on the registry (the app pulls with it)",
                                    hint="set identity, or run: package"))
             out += self._registry_findings()
+            if self.cfg.identity:
+                try:
+                    _ = self.identity_client_id
+                except AzureNotFound:
+                    out.append(Finding(severity=Severity.error, message=f"identity {self.cfg.identity} does not exist",
+                                       hint="create it and give it AcrPull on the registry, or fix `identity`"))
         out += self._region_findings(choice)
         return out
 
@@ -259,8 +266,18 @@ class AppServiceTarget(WebTarget):
                                                                    "reserved": True, "httpsOnly": True, "siteConfig": conf}}
         if self.cfg.run == "image" and self.cfg.identity:
             body["identity"] = {"type": "UserAssigned", "userAssignedIdentities": {self.cfg.identity: {}}}
-            conf.update({"acrUseManagedIdentityCreds": True, "acrUserManagedIdentityID": self.cfg.identity})
+            conf.update({"acrUseManagedIdentityCreds": True, "acrUserManagedIdentityID": self.identity_client_id})
         return body
+
+    @cached_property
+    def identity_client_id(self) -> str:
+        """The pull identity's client id (what ``acrUserManagedIdentityID`` takes)."""
+        from orchestrator.azure.arm import arm_get
+
+        ident = str(self.cfg.identity)
+        doc = self.op("read the pull identity", lambda: arm_get(
+            self.session, self.session.get_credential(self.cfg.subscription), ident, IDENTITY_API))
+        return str(((doc or {}).get("properties") or {}).get("clientId") or "")
 
     def _live_fx(self, slot: str | None = None) -> str | None:
         rg = self.cfg.resource_group

@@ -17,6 +17,7 @@ pytest.importorskip("azure.mgmt.web", reason="the Azure SDKs are not installed (
 
 SUB = "00000000-0000-0000-0000-0000000000b1"
 IDENTITY = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/pull"
+CLIENT_ID = "5f1b0c8e-0000-4000-8000-00000000c11d"
 MANIFEST = """\
 apiVersion: deployctl/v1
 name: iris
@@ -189,12 +190,18 @@ def test_image_by_digest_pulled_with_the_identity_blue_green_and_a_registry_it_c
                                                                                            base_image):
     sim = azure_simulator
     path = project(image=base_image, registry="devacr", identity=IDENTITY)
+    plan = engine(path, sim).plan()
+    assert any(f.severity == "error" and f"identity {IDENTITY} does not exist" in f.message
+               for f in plan.targets[0].findings), plan.to_json()
+    sim.put_resource(IDENTITY, {"location": "westeurope", "properties": {"clientId": CLIENT_ID, "principalId": "p1"}},
+                     location="westeurope")
     _, result = apply(path, sim)
     assert result.ok, error_of(result)
     site = sites(sim)["iris-prod"]
     fx = site["properties"]["siteConfig"]["linuxFxVersion"]
     assert fx.startswith("DOCKER|devacr.azurecr.io/deployctl/iris@sha256:")
     assert site["properties"]["siteConfig"]["acrUseManagedIdentityCreds"] is True
+    assert site["properties"]["siteConfig"]["acrUserManagedIdentityID"] == CLIENT_ID  # the client id, as Azure takes it
     assert site["_appsettings"]["WEBSITES_PORT"] == "8000" and "WEBSITE_RUN_FROM_PACKAGE" not in site["_appsettings"]
     assert score(path, sim).body == {"weights": "w1", "n": 2, "version": 1}
     assert not apply(path, sim)[0].has_changes

@@ -4,7 +4,7 @@ creates of plans, sites and slots answered 202 + Location as Microsoft.Web does,
 really run on ``https://<app>[-<slot>].azurewebsites.net``.
 
 What runs is the site configuration's: ``DOCKER|<image>`` — the image pulled from the simulated
-registry with the app's user-assigned identity (``acrUserManagedIdentityID``; identities in
+registry with the app's user-assigned identity (``acrUserManagedIdentityID``, its client id; identities in
 ``state["denied_pulls"]`` have no AcrPull) and run with the app settings as its environment, as
 :mod:`.aci` runs a container — or ``PYTHON|<version>`` with a startup command, running the last
 zip deployed through Kudu (run from package).  Only deployctl's runtime command starts
@@ -111,14 +111,16 @@ def _pull_problem(sim: Any, site: dict[str, Any], image: str) -> str | None:
     if why:
         return why
     conf = (site.get("properties") or {}).get("siteConfig") or {}
-    ident = str(conf.get("acrUserManagedIdentityID") or "")
-    if not conf.get("acrUseManagedIdentityCreds") or not ident:
+    client_id = str(conf.get("acrUserManagedIdentityID") or "")
+    if not conf.get("acrUseManagedIdentityCreds") or not client_id:
         return "no managed identity to pull with (acrUseManagedIdentityCreds), and ACR refuses anonymous pulls"
-    assigned = {k.lower() for k in ((site.get("identity") or {}).get("userAssignedIdentities") or {})}
-    if ident.lower() not in assigned:
-        return f"the identity {ident} is not assigned to the app"
-    if ident.lower() in {d.lower() for d in sim.state.get("denied_pulls", [])}:
-        return f"the identity {ident} has no AcrPull role on {image.split('/', 1)[0]} (unauthorized)"
+    # acrUserManagedIdentityID is the identity's client id: one of the identities assigned to the app
+    assigned = [k for k in ((site.get("identity") or {}).get("userAssignedIdentities") or {})
+                if str(((sim.get(k) or {}).get("properties") or {}).get("clientId") or "").lower() == client_id.lower()]
+    if not assigned:
+        return f"no identity with client id {client_id} is assigned to the app"
+    if assigned[0].lower() in {d.lower() for d in sim.state.get("denied_pulls", [])}:
+        return f"the identity {assigned[0]} has no AcrPull role on {image.split('/', 1)[0]} (unauthorized)"
     return None
 
 
