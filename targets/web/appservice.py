@@ -34,7 +34,7 @@ from orchestrator.azure.errors import AzureNotFound
 from orchestrator.azure.keys import KEY_ENV, ScoringKey
 from orchestrator.manifest.model import ScoringType
 from orchestrator.packaging import tree_digest, tree_size
-from orchestrator.plan import Change, digest, spec_hash
+from orchestrator.plan import Action, Change, digest, spec_hash
 from orchestrator.state import write_atomic
 from orchestrator.target import TAG_SPEC, Finding, InvokeRequest, InvokeResult, Observed, Resource, Severity
 from targets.web import package, webapps
@@ -167,8 +167,8 @@ class AppServiceTarget(WebTarget):
         if self.manifest.scoring.sample_request is None:
             out.append(Finding(severity=Severity.warning, message="no scoring.sample_request: a new version is only "
                                "health-checked, not smoke-tested"))
-        if not any(c.action.value != "noop" for c in changes if c.type in (T_PLAN, T_APP, T_VERSION)):
-            return out
+        if not any(c.action in (Action.create, Action.update, Action.replace) for c in changes):
+            return out  # nothing will be written: no pre-write checks
         if self.cfg.run == "image":
             if not self.cfg.identity:
                 out.append(Finding(severity=Severity.error, message="run: image needs `identity`: a user-assigned "

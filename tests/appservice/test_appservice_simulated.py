@@ -112,6 +112,10 @@ def test_package_create_score_noop_code_change_through_slot_and_destroy(project,
     assert raw_score(sim.session(), out["scoring_uri"], "wrong", {"data": [[1]]})[0] == 401
     log = engine(path, sim).logs("prod", tail=50)
     assert "ready" in log.lower() and key not in log  # the runtime's own log, through Kudu
+    reads = len(sim.requests)
+    again = engine(path, sim).plan()
+    assert not again.has_changes and not any("offers" in f.message for f in again.targets[0].findings)
+    assert not [r for r in sim.requests[reads:] if "geoRegions" in r.path]  # no pre-write checks without writes
     app_scenarios.blue_green(path, sim.session(), sim.clock.sleep)  # no-op, code change via slot + swap, failure
     from orchestrator.azure.http import request_json
 
