@@ -226,3 +226,22 @@ def test_image_by_digest_pulled_with_the_identity_blue_green_and_a_registry_it_c
 def test_image_mode_without_registry_or_identity_is_one_clear_error(project, azure_simulator):
     plan = engine(project(), azure_simulator).plan()
     assert "run: image needs `registry`" in (plan.targets[0].error or ""), plan.to_json()
+
+
+def test_production_failing_after_the_swap_is_swapped_back(project, azure_simulator):
+    sim = azure_simulator
+    path = project(run="package")
+    assert apply(path, sim)[1].ok
+    from orchestrator.azure.simulator.providers.appservice import settings
+
+    (path.parent / "src" / "score.py").write_text(SCORE.format(version=2))
+    settings(sim)["unhealthy"].append("iris-prod")  # production's instances fail; the slot's are fine
+    _, result = apply(path, sim)
+    assert not result.ok and "swapped back to the previous version" in error_of(result)
+    settings(sim)["unhealthy"].clear()
+    assert score(path, sim).body["version"] == 1  # the previous version is production again
+    assert sites(sim)["iris-prod-staging"]["properties"]["siteConfig"]["linuxFxVersion"] == "PYTHON|3.11"
+    (path.parent / "src" / "score.py").write_text(SCORE.format(version=3))
+    _, result = apply(path, sim)  # the next apply rolls out again (the failed version was not recorded)
+    assert result.ok, error_of(result)
+    assert score(path, sim).body["version"] == 3

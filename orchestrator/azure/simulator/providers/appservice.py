@@ -41,8 +41,10 @@ KEY_ENV = "DEPLOYCTL_SCORING_KEY"
 
 
 def settings(sim: Any) -> dict[str, Any]:
-    """Knobs tests turn: ``unavailable`` {region: [tier, ...]} (tiers a region does not offer)."""
-    return sim.state.setdefault("appservice", {"unavailable": {}})
+    """Knobs tests turn: ``unavailable`` {region: [tier, ...]} (tiers a region does not offer),
+    ``unhealthy`` [host label, ...] (hosts whose instances answer 503 whatever they run: an outage
+    of production alone, say a dependency only it reaches)."""
+    return sim.state.setdefault("appservice", {"unavailable": {}, "unhealthy": []})
 
 
 def _plan_tier(sim: Any, site: dict[str, Any] | None) -> str:
@@ -219,6 +221,8 @@ def serve(sim: Any, req: Request, site: dict[str, Any], label: str) -> Response 
     from orchestrator.azure.simulator.providers.aci import _runtime, runtime_request
 
     with sim._lock:
+        if label in settings(sim).get("unhealthy", []):
+            return Response(503, f":( Application Error. The instances of {label} are unhealthy.".encode(), dict(TEXT))
         run = _what_runs(sim, site, label)
         if "error" in run:
             sim.state["logs"].setdefault(site["id"].lower(), []).append(run["error"])
