@@ -443,12 +443,17 @@ class AppServiceTarget(WebTarget):
             return start_s, None
         from orchestrator.azure.scoring import score
 
+        t0 = time.perf_counter()
         try:
             status, body, _ = score(self.session, f"{base}/score", self.scoring_key.read(), sample.read_bytes(),
                                     timeout_s=300)
         except Exception as e:  # noqa: BLE001 - any failure of the new version is a failed smoke test
+            self.ctx.smoke_tested(False, detail=str(e)[:300])
             return start_s, f"smoke test: {e}"
-        return start_s, None if status == 200 else f"smoke test: HTTP {status}: {str(body)[:300]}"
+        problem = None if status == 200 else f"smoke test: HTTP {status}: {str(body)[:300]}"
+        self.ctx.smoke_tested(status == 200, status=status, latency_ms=(time.perf_counter() - t0) * 1000,
+                              detail=problem or "")
+        return start_s, problem
 
     def delete(self, observed: Observed) -> None:
         rg = self.cfg.resource_group

@@ -97,6 +97,7 @@ def test_package_create_score_noop_code_change_through_slot_and_destroy(project,
                        "WebApps_CreateOrUpdateSlot": 202}, creates  # as Microsoft.Web answers a create
     out = result.targets[0].outputs
     assert out["scoring_uri"] == "https://iris-prod.azurewebsites.net/score" and out["plan_sku"] == "P0v3"
+    assert result.targets[0].smoke_test.passed and result.targets[0].smoke_test.status == 200
     answer = score(path, sim)
     assert answer.ok and answer.body == {"weights": "w1", "n": 2, "version": 1}, answer
     site = sites(sim)["iris-prod"]
