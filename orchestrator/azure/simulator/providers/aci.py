@@ -134,6 +134,8 @@ def _can_pull(sim: Any, body: dict[str, Any], image: str) -> str | None:
     from orchestrator.azure.simulator.providers.acr import credentials_work
 
     host = _image_parts(image)[0]
+    if not host.endswith(".azurecr.io"):  # a public registry: pulled anonymously
+        return None
     missing = image_problem(sim, image)
     if missing:
         return missing

@@ -110,7 +110,7 @@ def _pull_problem(sim: Any, site: dict[str, Any], image: str) -> str | None:
     from orchestrator.azure.simulator.providers.aci import image_problem
 
     why = image_problem(sim, image)
-    if why:
+    if why or not image.split("/", 1)[0].lower().endswith(".azurecr.io"):  # a public registry: no identity needed
         return why
     conf = (site.get("properties") or {}).get("siteConfig") or {}
     client_id = str(conf.get("acrUserManagedIdentityID") or "")
