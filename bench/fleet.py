@@ -32,12 +32,13 @@ REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart"
 _SCRIPT = Path(sys.executable).with_name("deployctl")
 DEPLOYCTL = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "orchestrator.cli"]
+SUBSCRIPTION = "00000000-0000-0000-0000-000000000001"
 AZURE_S = {"endpoint": 90, "deployment": 300, "delete": 60, "default": 20}
 
 
 def manifest(n: int, folder: Path) -> Path:
     targets = "\n".join(
-        f"  - {{ name: t{i:03d}, kind: online-endpoint, subscription: 00000000-0000-0000-0000-000000000001, "
+        f"  - {{ name: t{i:03d}, kind: online-endpoint, subscription: {SUBSCRIPTION}, "
         f"resource_group: fleet-rg, workspace: fleet-ws-{i:03d}, instance_count: 1, "
         f"rollout: {{ steps: [100], health_checks: 1 }} }}" for i in range(n))
     path = folder / f"fleet-{n}.yaml"
@@ -74,6 +75,12 @@ def run_ok(*args: str, latency: str | None = None) -> tuple[float, int, float]:
     return seconds, usage.ru_maxrss // 1024, usage.ru_utime + usage.ru_stime
 
 
+def seed_quota(state_file: Path) -> None:
+    """Room for the whole fleet (the default is 100 vCPUs per family: 25 targets of 4)."""
+    subprocess.run([sys.executable, "-m", "orchestrator.azure.simulator", "quota", str(state_file), SUBSCRIPTION,
+                    "eastus", "*", "100000"], capture_output=True, check=True, cwd=REPO)
+
+
 def reset(state_file: Path) -> None:
     subprocess.run([sys.executable, "-m", "orchestrator.azure.simulator", "reset", str(state_file)],
                    capture_output=True, check=False, cwd=REPO)
@@ -96,6 +103,7 @@ def main() -> None:
             state = work / f"state-{n}"
             m = manifest(n, work)
             sim = ("--simulate", "--state-dir", str(state))
+            seed_quota(state / "simulated-azure.json")
             t, peak, cpu = run_ok("apply", str(m), "--yes", "--parallel", str(min(n, 64)), *sim, latency=latency)
             applied[n] = t
             plans = [run_ok("plan", str(m), "--parallel", str(min(n, 64)), *sim) for _ in range(3)]

@@ -71,6 +71,16 @@ class _LazyConsole:
             self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True, emoji=False)
         return self._console
 
+    def plain(self, text: str) -> None:
+        """One line of plain text: through rich on a terminal, written as it is elsewhere (no
+        rich import for a pipe or a CI log)."""
+        if self.is_terminal:
+            self._get().print(text, markup=False, highlight=False)
+        else:
+            stream = sys.stderr if self._stderr else sys.stdout
+            stream.write(text + "\n")
+            stream.flush()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._get(), name)
 
@@ -577,7 +587,7 @@ def invoke(
                               else json.dumps(result.body, indent=2, default=str)])
             for k in ("request_id", "state", "output"):
                 if getattr(result, k) and not (submitted and k == "request_id"):
-                    err.print(_safe(f"{k}: {getattr(result, k)}"), markup=False)
+                    err.plain(_safe(f"{k}: {getattr(result, k)}"))
         return EXIT_OK if result.ok else EXIT_FAILED
 
     _guard(run, body)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from functools import cached_property
+from pathlib import Path
 from typing import Any, ClassVar
 
 from orchestrator.azure import quota, rollout
@@ -341,6 +342,7 @@ class OnlineEndpointTarget(AzureMLTarget):
                 self.op(f"delete deployment {name}", lambda: self.ml.online_deployments.begin_delete(
                     name, self.d.endpoint).result(), observed.address, budget=PROVISION)
             elif observed.type == T_ENDPOINT:
+                self._invoke_cache.unlink(missing_ok=True)  # its key and URI go with it
                 self.op(f"delete endpoint {self.d.endpoint}",
                         lambda: self.ml.online_endpoints.begin_delete(self.d.endpoint).result(), observed.address,
                         budget=PROVISION)
@@ -364,12 +366,51 @@ class OnlineEndpointTarget(AzureMLTarget):
         key = self._key
         return {"key": key} if key else {}
 
+    @property
+    def _invoke_cache(self) -> Path:
+        return self.ctx.state_dir / "scoring.json"
+
+    def _cached_scoring(self) -> tuple[str, str] | None:
+        """(scoring URI, key) remembered from an earlier invoke of this endpoint, so an invoke is one
+        request (no Azure ML client, no ARM round trips).  Key auth only: tokens expire."""
+        if self.ocfg.auth_mode != "key":
+            return None
+        from orchestrator.state import read_json
+
+        c = read_json(self._invoke_cache) or {}
+        if c.get("endpoint") != self._endpoint_id or not c.get("scoring_uri") or not c.get("key"):
+            return None
+        self.ctx.secret(c["key"])
+        return str(c["scoring_uri"]), str(c["key"])
+
+    @property
+    def _endpoint_id(self) -> str:
+        return f"{self.cfg.subscription}/{self.cfg.resource_group}/{self.cfg.workspace}/{self.d.endpoint}".lower()
+
     def invoke(self, request: InvokeRequest) -> InvokeResult:
         body = request.body if request.body is not None else self._sample()
         if body is None:
             raise self.fail("nothing to send: give a request body or scoring.sample_request")
-        status, resp, headers = score(self.session, self._scoring_uri(), self._key, body,
-                                      deployment=request.deployment, timeout_s=request.timeout_s)
+        cached = self._cached_scoring()
+        if cached is not None:
+            status, resp, headers = score(self.session, cached[0], cached[1], body, deployment=request.deployment,
+                                          timeout_s=request.timeout_s)
+            if status not in (401, 403, 404):  # else: a rotated key or a re-created endpoint: look again
+                return self._invoked(status, resp, headers, request)
+        uri, key = self._scoring_uri(), self._key
+        if key and self.ocfg.auth_mode == "key":
+            import os
+
+            from orchestrator.state import write_json
+
+            write_json(self._invoke_cache, {"endpoint": self._endpoint_id, "scoring_uri": uri, "key": key})
+            os.chmod(self._invoke_cache, 0o600)
+        status, resp, headers = score(self.session, uri, key, body, deployment=request.deployment,
+                                      timeout_s=request.timeout_s)
+        return self._invoked(status, resp, headers, request)
+
+    @staticmethod
+    def _invoked(status: int, resp: Any, headers: dict[str, str], request: InvokeRequest) -> InvokeResult:
         return InvokeResult(ok=200 <= status < 300, status_code=status, body=resp,
                             request_id=headers.get("x-request-id") or headers.get("x-ms-request-id"),
                             details={"deployment": headers.get("azureml-model-deployment", request.deployment)})

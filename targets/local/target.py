@@ -645,7 +645,8 @@ class LocalTarget(Target):
         dep = read_json(self.state / "deployment.json") or {}
         log = self.state / ("batch.log" if dep.get("type") == "local.batch" else "server.log")
         if not log.exists():
-            raise TargetError("no logs yet: nothing has been deployed to this target", target=self.config.name)
+            why = "no batch has run on this target yet" if dep else "nothing has been deployed to this target"
+            raise TargetError(f"no logs yet: {why}", target=self.config.name)
         return _tail(log, tail)
 
     def invoke(self, request: InvokeRequest) -> InvokeResult:

@@ -287,3 +287,23 @@ def test_aml_token_auth_and_mirrored_rollout(project, cloud):
     assert any((p.get("mirrorTraffic") or {}).get(second) == 10 for p in puts), puts
     assert any((p.get("traffic") or {}).get(second) == 50 for p in puts), puts
     assert puts[-1]["authMode"].lower() == "amltoken"
+
+
+def test_a_second_invoke_is_one_scoring_request(project, cloud):
+    """The scoring URI and key are remembered from the first invoke (key auth): later invokes send
+    only the scoring request, no Azure ML client round trips; a stale entry is looked up again."""
+    sim, session, rec = cloud
+    path = project(online_target())
+    assert apply(path, session)[1].ok
+    assert engine(path, session).invoke("prod", InvokeRequest(body={"data": [[1, 2, 3]]})).ok
+    n = len(rec.calls)
+    answer = engine(path, session).invoke("prod", InvokeRequest(body={"data": [[1, 2, 3]]}))
+    assert answer.ok and answer.body == {"n": 1}
+    assert [(m, u.split("?")[0].split("/")[-1]) for m, u in rec.calls[n:]] == [("POST", "score")]
+    cache = next((path.parent / ".state").rglob("scoring.json"))
+    assert oct(cache.stat().st_mode & 0o777) == "0o600"
+    cache.write_text(cache.read_text().replace('"key": "', '"key": "stale'))  # as after a key rotation
+    assert engine(path, session).invoke("prod", InvokeRequest(body={"data": [[1, 2, 3]]})).ok
+    assert "stale" not in cache.read_text()
+    assert apply(path, session, destroy=True)[1].ok
+    assert not cache.exists()

@@ -97,8 +97,12 @@ def assert_converged(p, version: int) -> dict:
     assert status.outputs["health"] == "healthy" and "stray_pids" not in status.outputs
     state = target_of(p).ctx.state_dir
     rec = json.loads((state / "deployment.json").read_text())
-    running = tree(state)
     zygote = json.loads((state / "zygote.json").read_text())["pid"]
+    # a stopped version may still be finishing its exit (a loaded machine takes seconds to tear down
+    # a process whose threads are still ending): converged means it is gone soon, not this instant
+    deadline = time.monotonic() + 20
+    while (running := tree(state))["supervisors"] != {rec["pid"]} and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert running["supervisors"] == {rec["pid"]} and running["zygotes"] == {zygote}, running
     assert running["workers"] == set(json.loads(Path(rec["status_file"]).read_text())["workers"]) and \
         len(running["workers"]) == 1

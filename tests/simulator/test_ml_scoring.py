@@ -114,3 +114,45 @@ def test_batch_endpoint_invoke_runs_a_job_over_the_input_files(sim):
     assert sorted(out.split()) == ["a.csv,1,2", "b.csv,3,4"]
     assert sim.get(f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws/"
                    "computes/cpu")["properties"]["computeType"] == "AmlCompute"
+
+
+SLOW_INIT = b"""import json, time
+def init():
+    time.sleep(4)
+def run(raw):
+    return {"n": len(json.loads(raw)["data"])}
+"""
+
+
+def test_a_starting_scorer_does_not_hold_up_other_requests(sim):
+    """Starting a scorer (its init() takes 4 s here) happens outside the simulator's lock: ARM
+    requests sent meanwhile are answered at once, not after the start (issue 15)."""
+    import threading
+    import time
+
+    from orchestrator.azure.scoring import score
+
+    ml = mlclient(sim)
+    _assets(sim, ml, SLOW_INIT)
+    ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name="slow-ep")).result()
+    dep = ManagedOnlineDeployment(name="blue", endpoint_name="slow-ep", model="azureml:m:1", environment="azureml:e:1",
+                                  code_configuration=CodeConfiguration(code="azureml:c:1", scoring_script="score.py"),
+                                  instance_type="Standard_DS3_v2", instance_count=1)
+    ml.online_deployments.begin_create_or_update(dep).result()
+    ep = ml.online_endpoints.get("slow-ep")
+    key = ml.online_endpoints.get_keys("slow-ep").primary_key
+    done: dict[str, float] = {}
+
+    def first_score() -> None:
+        done["result"] = score(sim.session(), ep.scoring_uri, key, {"data": [[1]]}, deployment="blue")[0]
+        done["scored"] = time.monotonic()
+
+    t = threading.Thread(target=first_score)
+    t.start()
+    time.sleep(1.0)  # the scorer is starting (init() sleeps 4 s)
+    ml.online_endpoints.get("slow-ep")
+    answered = time.monotonic()
+    t.join()
+    assert done["result"] == 200
+    assert answered < done["scored"]  # the GET did not wait for the scorer to start
+    assert [r.status for r in sim.requests if r.operation == "Score"] == [200]

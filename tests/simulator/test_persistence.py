@@ -162,3 +162,27 @@ def test_spec_index_is_cached_by_the_spec_files(tmp_path, monkeypatch):
     assert Checker.load(None)._files() == built and built  # read back from the cache, same index
     cached.write_text("[]")  # the cache is what the second run uses, not a second parse
     assert Checker.load(None)._files() == {}
+
+
+def test_concurrent_mutations_share_writes_and_all_reach_the_file(tmp_path):
+    """Group commit: writers that arrive while the file is being written share the next write."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from orchestrator.azure.simulator.providers import storage
+
+    state = tmp_path / "sim.json"
+    with simulated_session(state) as session:
+        sim = session.simulator
+        ml = mlclient(sim, rg="rg", ws="ws", credential=session.credential)
+        ds = ml.datastores.get("workspaceblobstore", include_secrets=True)
+        with sim._lock:  # a large cloud: every write of the file takes a while
+            storage.put_blob(sim, ds.account_name, ds.container_name, "ballast", os.urandom(3_000_000))
+        from azure.storage.blob import ContainerClient
+
+        cc = ContainerClient(f"https://{ds.account_name}.blob.core.windows.net", ds.container_name,
+                             credential=ds.credentials.account_key, transport=sim.transport)
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda i: cc.upload_blob(f"b{i}", b"x", overwrite=True), range(48)))
+        assert 0 < sim.flushes < 48
+        on_disk = json.loads(state.read_text())["blobs"][ds.account_name][ds.container_name]
+        assert {f"b{i}" for i in range(48)} <= set(on_disk)

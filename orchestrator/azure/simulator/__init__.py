@@ -34,7 +34,9 @@ operation kind; ``realtime=1`` makes the clock a wall clock that really waits.  
 
 A persisted cloud (``deployctl apply --simulate`` keeps it as ``<state-dir>/simulated-azure.json``)
 can be inspected and seeded — e.g. the source model of a cross-subscription copy — with
-``python -m orchestrator.azure.simulator show|add-model|quota|deny STATE ...`` (see :mod:`.__main__`).
+``python -m orchestrator.azure.simulator show|add-model|quota|deny|reset STATE ...`` (see :mod:`.__main__`).
+Every mutation is written to that file as it happens, under a cross-process lock (:mod:`.persist`);
+simulated endpoints' scorers stay warm across runs (:mod:`.scorers`).
 Registries: discovery and the registry data plane on the regional host (``<region>.api.azureml.ms``),
 registry asset versions, and the import that shares a workspace model into a registry
 (:mod:`.providers.ml_registry`).  azure-ai-ml's ``models.share()`` itself builds its registry

@@ -44,14 +44,19 @@ def read_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def write_state(path: Path, state: dict[str, Any]) -> None:
+def dumps(state: dict[str, Any]) -> bytes:
+    return json.dumps(state, separators=(",", ":")).encode()
+
+
+def write_state(path: Path, state: dict[str, Any] | bytes) -> None:
     """Atomic replace without fsync (unlike ``orchestrator.state.write_atomic``): this runs on every
     mutation, and a killed process loses nothing the kernel already has; only a power cut could."""
+    data = state if isinstance(state, bytes) else dumps(state)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(state, f, sort_keys=True, separators=(",", ":"))
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -98,9 +103,12 @@ class Store:
         return state
 
     def write(self, state: dict[str, Any]) -> None:
+        self.write_bytes(dumps(state))
+
+    def write_bytes(self, data: bytes) -> None:
         if self.read_only:
             raise RuntimeError(f"{self.path}: a read-only run does not write the simulated cloud")
-        write_state(self.path, state)
+        write_state(self.path, data)
         self._seen = _signature(self.path)
 
 

@@ -10,7 +10,6 @@ data planes, Azure ML scoring hosts, the App Service SCM (Kudu) host.
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import json
 import random
@@ -95,6 +94,12 @@ class AzureSimulator:
         self.conformance = conformance.Checker.load(specs_dir)
         self._lock = threading.RLock()
         self.store: persist.Store | None = None  # set: every mutation is written to its file (see persist.py)
+        self._writers = 0  # requests of this process between taking the file's lock and their flush
+        self._writers_guard = threading.Lock()
+        self._file_lock: Any = None
+        self._flush_lock = threading.Lock()
+        self._generation = self._flushed = 0  # mutations made / written
+        self.flushes = 0  # writes of the state file by mutating requests
         self.credential = SimulatedCredential()
         from orchestrator.azure.simulator.transport import SimulatorTransport
 
@@ -167,18 +172,25 @@ class AzureSimulator:
         """Answer one request.  Waits (the latency model's, a slow fault's) and starting a scoring
         process happen outside every lock, so concurrent requests proceed side by side as on Azure;
         only reading and changing the state is serialized (a few milliseconds).  With a
-        :attr:`store`, a mutation is written before it is answered, under the file's lock, after
-        re-reading what another process wrote."""
+        :attr:`store`, a mutation is on disk before it is answered (see :meth:`_flush`)."""
         if self.latency.call_seconds():
             self.clock.sleep(self.latency.call_seconds())
         store = self.store
         writes = store is not None and not store.read_only and self.mutates(req)
-        with store.locked() if store is not None and writes else contextlib.nullcontext():
+        if writes:
+            self._enter_writer()
+        try:
             with self._lock:
-                self.refresh()
+                if not writes:
+                    self._refresh_if_idle()
                 resp, wait = self._dispatch(req)
-                if writes:
-                    self.persist()
+                self._generation += writes
+                generation = self._generation
+            if writes:
+                self._flush(generation)
+        finally:
+            if writes:
+                self._leave_writer()
         if wait:
             self.clock.sleep(wait)
         if isinstance(resp, Deferred):  # e.g. scoring: the scorer may need seconds to start
@@ -186,6 +198,47 @@ class AzureSimulator:
         if isinstance(resp, BaseException):
             raise resp
         return resp
+
+    # Writes (group commit).  The first of this process's concurrent writers takes the file's lock
+    # and re-reads what other processes wrote; the lock is kept until the last of them has flushed.
+    # A flush serializes the state under the simulator's lock, then writes it outside it, covering
+    # every mutation made so far: writers that arrive during a write share the next one, so a
+    # fleet's concurrent creates cost a few writes of the file, not one each.
+    def _enter_writer(self) -> None:
+        assert self.store is not None
+        with self._writers_guard:
+            if self._writers == 0:
+                self._file_lock = self.store.locked()
+                self._file_lock.__enter__()
+                with self._lock:
+                    self.refresh()
+            self._writers += 1
+
+    def _leave_writer(self) -> None:
+        with self._writers_guard:
+            self._writers -= 1
+            if self._writers == 0 and self._file_lock is not None:
+                self._file_lock.__exit__(None, None, None)
+                self._file_lock = None
+
+    def _refresh_if_idle(self) -> None:
+        """A read re-reads what other processes wrote, unless this process holds the file (then
+        any change on disk is its own, and older than what it holds)."""
+        if self._writers == 0:
+            self.refresh()
+
+    def _flush(self, generation: int) -> None:
+        assert self.store is not None
+        with self._flush_lock:
+            if self._flushed >= generation:
+                return  # a flush that started after this mutation already wrote it
+            with self._lock:
+                self.state["clock"] = self.clock.now()
+                data = persist.dumps(self.state)
+                upto = self._generation
+            self.store.write_bytes(data)
+            self._flushed = upto
+            self.flushes += 1
 
     @staticmethod
     def mutates(req: Request) -> bool:
@@ -222,7 +275,8 @@ class AzureSimulator:
             if resp is None:
                 resp = self._unsupported(req, f"{operation}: not simulated")
         if isinstance(resp, Deferred):
-            return resp, wait
+            deferred = resp
+            return Deferred(lambda: self._logged(deferred.run(), log)), wait
         log.status = resp.status
         if req.host == "management.azure.com":
             # the budget headers ARM sends (throttling: 429 once they reach 0)
@@ -231,6 +285,11 @@ class AzureSimulator:
             resp.headers.setdefault(f"x-ms-ratelimit-remaining-subscription-{kind}", str(left))
             resp.headers.setdefault("x-ms-request-id", self.new_id())
         return resp, wait
+
+    @staticmethod
+    def _logged(resp: Response, log: LoggedRequest) -> Response:
+        log.status = resp.status
+        return resp
 
     # ---- persistence ------------------------------------------------------------------------
     def adopt_state(self, state: dict[str, Any]) -> None:

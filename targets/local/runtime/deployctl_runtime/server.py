@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import http.client
 import io
 import json
 import os
@@ -137,6 +138,7 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _DIGITS = re.compile(r"[0-9]+")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 CHUNKED = -1  # the body's length when it comes in chunks
+_NO_HEADERS = http.client.HTTPMessage()
 _BUSY_BODY = json.dumps({"message": "too many connections; try again shortly"}).encode()
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
          b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
@@ -307,6 +309,7 @@ class Handler(BaseHTTPRequestHandler):
         args = self.server.app.args
         self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""  # for an early answer
         self.body_length, self.body_pending, self.expect_continue = 0, False, False
+        self.headers = _NO_HEADERS  # (not the previous request's, in an answer to a broken head)
         # Idle keep-alive time counts as header time: a connection that sends nothing is closed.
         self.server.watchdog.arm(self, args.header_timeout)
         try:
@@ -318,7 +321,6 @@ class Handler(BaseHTTPRequestHandler):
                 raise Reject(501, f"unsupported method ({self.command!r})")
             method()
         except Reject as e:
-            self.server.watchdog.disarm(self)  # (the answer is armed on its own)
             self.close_connection = True
             self._error(e.status, str(e))
         except (ConnectionError, TimeoutError):
@@ -338,7 +340,9 @@ class Handler(BaseHTTPRequestHandler):
             raise Reject(414, f"request line longer than {MAX_REQUEST_LINE} bytes")
         if not line.endswith(b"\n"):
             self._incomplete("request line")
-        lines, size = [], 0
+        # The headers are parsed here, within the limits (and 4x faster than http.server's email
+        # parser); http.server parses the request line.
+        headers, count, size = http.client.HTTPMessage(), 0, 0
         while True:
             h = self.rfile.readline(MAX_HEADER_LINE + 1)
             if len(h) > MAX_HEADER_LINE:
@@ -347,22 +351,30 @@ class Handler(BaseHTTPRequestHandler):
                 self._incomplete("headers")
             if h in (b"\r\n", b"\n"):
                 break
-            name, colon, _ = h.partition(b":")
+            name, colon, value = h.partition(b":")
             if not colon or not _TOKEN.fullmatch(name):  # obs-fold, "Name :", no colon: ambiguous
                 raise Reject(400, "malformed header line")
-            lines.append(h)
+            count += 1
             size += len(h)
-            if len(lines) > MAX_HEADERS or size > MAX_HEAD_BYTES:
+            if count > MAX_HEADERS or size > MAX_HEAD_BYTES:
                 raise Reject(431, f"more than {MAX_HEADERS} headers or {MAX_HEAD_BYTES} bytes of them")
-        # http.server parses what was read within the limits above (never the socket itself).
+            headers[name.decode("ascii")] = value.decode("iso-8859-1").lstrip(" \t").rstrip("\r\n")
         self.raw_requestline = line
-        rfile, self.rfile = self.rfile, io.BytesIO(b"".join(lines) + b"\r\n")  # type: ignore[assignment]
+        rfile, self.rfile = self.rfile, io.BytesIO(b"\r\n")  # type: ignore[assignment]
         try:
             ok = self.parse_request()
         finally:
             self.rfile = rfile
         if not ok:  # parse_request answered (send_error)
             return False
+        self.headers = headers
+        connection = headers.get("Connection", "").lower()  # what parse_request does with them
+        if connection == "close":
+            self.close_connection = True
+        elif connection == "keep-alive" and self.protocol_version >= "HTTP/1.1":
+            self.close_connection = False
+        self.expect_continue = (headers.get("Expect", "").lower() == "100-continue"
+                                and self.request_version >= "HTTP/1.1")  # 100 sent when the body is wanted
         if self.request_version == "HTTP/0.9":
             self.request_version = "HTTP/1.1"
             raise Reject(400, "HTTP/0.9 requests are not supported")
@@ -387,10 +399,6 @@ class Handler(BaseHTTPRequestHandler):
         if values or not _DIGITS.fullmatch(value):
             raise Reject(400, f"invalid Content-Length {', '.join(cl)!r}")
         return int(value) if len(value) <= 18 else 10**18  # (int() of thousands of digits raises)
-
-    def handle_expect_100(self) -> bool:
-        self.expect_continue = True  # sent when the body is wanted: after the route and key checks
-        return True
 
     def _incomplete(self, what: str) -> None:
         if self.timed_out:
@@ -487,8 +495,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        headers = getattr(self, "headers", None)
-        self.send_header("x-ms-request-id", (headers and headers.get("x-ms-client-request-id")) or uuid.uuid4().hex)
+        self.send_header("x-ms-request-id", self.headers.get("x-ms-client-request-id") or uuid.uuid4().hex)
         self.send_header("x-ms-server-version", VERSION)
         for k, v in (extra or {}).items():
             self.send_header(k, v)
