@@ -27,9 +27,6 @@ kept in the target's state folder and rotated by deleting that file and applying
 
 from __future__ import annotations
 
-import hashlib
-import os
-import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,12 +35,12 @@ from orchestrator import sizing
 from orchestrator.azure import quota
 from orchestrator.azure.base import AzureTarget
 from orchestrator.azure.errors import AzureNotFound, describe, error_code
+from orchestrator.azure.keys import KEY_ENV, ScoringKey
 from orchestrator.azure.tags import spec_from_tags, spec_tags
 from orchestrator.manifest.model import ScoringType, TargetConfig
 from orchestrator.packaging import tree_digest, tree_size
 from orchestrator.plan import Action, Change, digest, spec_hash
 from orchestrator.requirements import parse_requirements
-from orchestrator.state import write_atomic
 from orchestrator.target import (
     TAG_MANIFEST,
     TAG_SPEC,
@@ -64,7 +61,6 @@ TAG_KEPT = "deployctl-kept"  # a previous version kept running by keep_previous
 TAG_VERSION = "deployctl-version"
 CONTAINER = "scoring"
 TOKEN_SCOPE_MAP = "_repositories_pull"  # ACR's built-in scope map: pull from every repository
-KEY_ENV = "DEPLOYCTL_SCORING_KEY"
 READY_TIMEOUT_S = 900.0  # pulling a multi-GB image and init() of a large model take minutes on ACI
 URI_NOTE = ("the scoring URI changes with each version (ACI cannot move a DNS label between container groups; put "
             "Traffic Manager or Front Door in front for a fixed name)")
@@ -145,33 +141,22 @@ class AciTarget(AzureTarget):
                        "variables": dict(i.variables), "platform": i.platform, "code": tree_digest(i.code),
                        "model": tree_digest(i.model) if i.model else None, "runtime": tree_digest(RUNTIME_SRC)})
 
-    # -- the scoring key -------------------------------------------------------------------------
+    # -- the scoring key (ACI has none: see orchestrator.azure.keys) ------------------------------
+    @cached_property
+    def scoring_key(self) -> ScoringKey:
+        return ScoringKey(self.ctx)
+
     @property
     def key_file(self) -> Path:
-        return self.ctx.state_dir / "scoring-key"
+        return self.scoring_key.file
 
     def _key(self) -> str | None:
-        try:
-            key = self.key_file.read_text().strip()
-        except OSError:
-            return None
-        if key:
-            self.ctx.secret(key)
-        return key or None
+        return self.scoring_key.read()
 
     def _ensure_key(self) -> str:
-        """The key, made (and written, before any group can use it) when there is none."""
-        key = self._key()
-        if key is None:
-            key = secrets.token_urlsafe(32)
-            self.ctx.secret(key)
-            write_atomic(self.key_file, key)
-            os.chmod(self.key_file, 0o600)
-        return key
+        return self.scoring_key.ensure()
 
-    @staticmethod
-    def fingerprint(key: str) -> str:
-        return hashlib.sha256(key.encode()).hexdigest()[:12]
+    fingerprint = staticmethod(ScoringKey.fingerprint)
 
     # -- planning --------------------------------------------------------------------------------
     def group_spec(self) -> dict[str, Any]:

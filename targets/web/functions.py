@@ -28,12 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import sizing
-from orchestrator.azure.base import AzureTarget
 from orchestrator.azure.budgets import PROVISION
-from orchestrator.manifest.model import ScoringType, dns_name
+from orchestrator.manifest.model import ScoringType
 from orchestrator.packaging import tree_size
 from orchestrator.plan import Change
-from orchestrator.requirements import parse_requirements
 from orchestrator.target import (
     Finding,
     InvokeRequest,
@@ -43,6 +41,7 @@ from orchestrator.target import (
     Severity,
 )
 from targets.web import package, webapps
+from targets.web.base import WebTarget
 from targets.web.config import FunctionsConfig, Hosting, choose_hosting
 
 T_STORAGE, T_PLAN, T_APP, T_PACKAGE = "storage-account", "function-plan", "function-app", "function-package"
@@ -55,7 +54,7 @@ SLOT = "staging"  # Premium: new packages start here, are smoke-tested, then swa
 SECRET_SETTINGS = ("AzureWebJobsStorage", "DEPLOYMENT_STORAGE_CONNECTION_STRING")
 
 
-class FunctionsTarget(AzureTarget):
+class FunctionsTarget(WebTarget):
     kind = "functions"
     scoring_types = frozenset({ScoringType.real_time, ScoringType.near_real_time})
     config_model = FunctionsConfig
@@ -66,11 +65,7 @@ class FunctionsTarget(AzureTarget):
         assert isinstance(self.config, FunctionsConfig)
         return self.config
 
-    # -- names and sizes (pure) -------------------------------------------------------------------
-    @cached_property
-    def app_name(self) -> str:
-        return self.cfg.app_name or dns_name(self.manifest.name, self.cfg.name, max_len=60)
-
+    # -- names and sizes (pure; app and plan names, requirements: WebTarget) ----------------------
     @cached_property
     def storage_name(self) -> str:
         if self.cfg.storage_account:
@@ -79,17 +74,8 @@ class FunctionsTarget(AzureTarget):
         return (re.sub(r"[^a-z0-9]", "", self.app_name)[:14] + hashlib.sha256(seed.encode()).hexdigest()[:8])
 
     @property
-    def plan_name(self) -> str:
-        return f"{self.app_name}-plan"
-
-    @property
     def queued(self) -> bool:
         return self.manifest.scoring.type == ScoringType.near_real_time
-
-    @cached_property
-    def requirements(self) -> list[str]:
-        env = self.manifest.environment
-        return parse_requirements(env.requirements, env.conda_file)[0]
 
     @property
     def mode(self) -> str:
@@ -176,10 +162,6 @@ class FunctionsTarget(AzureTarget):
         return out
 
     @cached_property
-    def web(self) -> Any:
-        return webapps.web_client(self.session, self.cfg.subscription)
-
-    @cached_property
     def storage(self) -> Any:
         return webapps.storage_client(self.session, self.cfg.subscription)
 
@@ -192,12 +174,8 @@ class FunctionsTarget(AzureTarget):
             out.append(Observed(T_STORAGE, self.storage_name, {
                 "location": webapps.norm_location(a.get("location")), "sku": (a.get("sku") or {}).get("name"),
                 "kind": a.get("kind")}, tags=a.get("tags") or {}, key=self._id(T_STORAGE, self.storage_name)))
-        plan = self.op("get plan", lambda: webapps.get_or_none(lambda: self.web.app_service_plans.get(rg, self.plan_name)))
-        if plan is not None:
-            p = webapps.as_dict(plan)
-            out.append(Observed(T_PLAN, self.plan_name, {"location": webapps.norm_location(p.get("location")),
-                                                         "sku": (p.get("sku") or {}).get("name")},
-                                tags=p.get("tags") or {}, key=self._id(T_PLAN, self.plan_name)))
+        if (plan := self.observe_plan(T_PLAN)) is not None:
+            out.append(plan)
         site = self.op("get function app", lambda: webapps.get_or_none(lambda: self.web.web_apps.get(rg, self.app_name)))
         if site is not None:
             s = webapps.as_dict(site)
@@ -433,11 +411,7 @@ class FunctionsTarget(AzureTarget):
     def delete(self, observed: Observed) -> None:
         rg = self.cfg.resource_group
         if observed.type == T_PACKAGE:  # goes with the app; forget the record if the app stays
-            settings = self.op("list app settings", lambda: webapps.get_or_none(
-                lambda: webapps.app_settings(self.web, rg, self.app_name)))
-            if settings and RECORD in settings:
-                settings.pop(RECORD)
-                self.op("forget package", lambda: webapps.put_app_settings(self.web, rg, self.app_name, settings))
+            self.forget_setting(RECORD)
             return
         if observed.type == T_APP:
             self.op("delete function app", lambda: webapps.get_or_none(lambda: self.web.web_apps.delete(rg, observed.name)))

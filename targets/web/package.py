@@ -82,13 +82,25 @@ def input_digest(*, code_dir: Path, model_path: Path | None, requirements: list[
 def stage(dest: Path, *, code_dir: Path, model_path: Path | None, config: Mapping[str, Any],
           site_packages_dir: Path | None) -> Path:
     """Lay the package out in ``dest`` (which must not exist)."""
-    dest.mkdir(parents=True)
+    lay_out(dest, code_dir=code_dir, model_path=model_path, site_packages_dir=site_packages_dir,
+            runtime_files=RUNTIME_FILES)
     shutil.copy2(APP_DIR / "function_app.py", dest / "function_app.py")
     (dest / "host.json").write_text(host_json(int(config["max_attempts"])))
     (dest / "deployctl_function.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    (dest / "deployctl_runtime").mkdir()
-    for f in RUNTIME_FILES:
-        shutil.copy2(RUNTIME_DIR / f, dest / "deployctl_runtime" / f)
+    return dest
+
+
+def lay_out(dest: Path, *, code_dir: Path, model_path: Path | None, site_packages_dir: Path | None,
+            runtime_files: tuple[str, ...] | None) -> Path:
+    """What every package holds (Functions and App Service): ``deployctl_runtime/`` (``runtime_files``,
+    or all of it), ``code/``, ``model/<name>`` and the site-packages; ``dest`` must not exist."""
+    dest.mkdir(parents=True)
+    if runtime_files is None:
+        shutil.copytree(RUNTIME_DIR, dest / "deployctl_runtime", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    else:
+        (dest / "deployctl_runtime").mkdir()
+        for f in runtime_files:
+            shutil.copy2(RUNTIME_DIR / f, dest / "deployctl_runtime" / f)
     shutil.copytree(code_dir, dest / "code", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git"))
     (dest / "model").mkdir()  # AZUREML_MODEL_DIR; the model under its own name, as Azure ML mounts it
     if model_path is not None:

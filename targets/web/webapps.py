@@ -122,19 +122,58 @@ def publish(session: Any, credential: Any, scm_host: str, package_uri: str, *,
             raise TargetError(f"OneDeploy publish to {scm_host} answered HTTP {resp.status_code}: {resp.text()[:300]}",
                               retryable=resp.status_code == 409)
         dep_id = resp.text().strip().strip('"') or "latest"
-        deadline = time.monotonic() + timeout_s
-        while True:
-            st = client.send_request(HttpRequest("GET", f"{base}/api/deployments/{dep_id}"))
-            doc = st.json() if st.status_code == 200 else {}
-            status = int(doc.get("status", 0))
-            if status == KUDU_SUCCESS and doc.get("complete", True):
-                return str(doc.get("id") or dep_id)
-            if status in KUDU_FAILED:
-                raise TargetError(f"deployment {dep_id} to {scm_host} ended with Kudu status {status}: "
-                                  f"{doc.get('status_text') or doc.get('message') or ''}".rstrip(": "))
-            if time.monotonic() > deadline:
-                raise TargetError(f"deployment {dep_id} to {scm_host} did not finish in {timeout_s:.0f}s")
-            sleep(2)
+        return _follow(client, base, scm_host, dep_id, sleep=sleep, timeout_s=timeout_s)
+
+
+def zip_deploy(session: Any, credential: Any, scm_host: str, data: bytes, *,
+               sleep: Callable[[float], None], timeout_s: float = 1800) -> str:
+    """Kudu zip deploy of ``data`` (``POST /api/zipdeploy?isAsync=true``), followed until it
+    succeeds; the deployment's id.  With ``WEBSITE_RUN_FROM_PACKAGE=1`` the site runs the zip as
+    uploaded (no remote build).  409 (a deployment in progress) is retryable."""
+    from azure.core.rest import HttpRequest
+
+    base = f"https://{scm_host}"
+    with _pipeline(session, base, credential) as client:
+        req = HttpRequest("POST", f"{base}/api/zipdeploy", params={"isAsync": "true"},
+                          headers={"Content-Type": "application/zip"}, content=data)
+        resp = client.send_request(req)
+        if resp.status_code not in (200, 202):
+            raise TargetError(f"zip deploy to {scm_host} answered HTTP {resp.status_code}: {resp.text()[:300]}",
+                              retryable=resp.status_code == 409)
+        return _follow(client, base, scm_host, "latest", sleep=sleep, timeout_s=timeout_s)
+
+
+def _follow(client: Any, base: str, scm_host: str, dep_id: str, *, sleep: Callable[[float], None],
+            timeout_s: float) -> str:
+    from azure.core.rest import HttpRequest
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        st = client.send_request(HttpRequest("GET", f"{base}/api/deployments/{dep_id}"))
+        doc = st.json() if st.status_code == 200 else {}
+        status = int(doc.get("status", 0))
+        if status == KUDU_SUCCESS and doc.get("complete", True):
+            return str(doc.get("id") or dep_id)
+        if status in KUDU_FAILED:
+            raise TargetError(f"deployment {dep_id} to {scm_host} ended with Kudu status {status}: "
+                              f"{doc.get('status_text') or doc.get('message') or ''}".rstrip(": "))
+        if time.monotonic() > deadline:
+            raise TargetError(f"deployment {dep_id} to {scm_host} did not finish in {timeout_s:.0f}s")
+        sleep(2)
+
+
+def docker_log(session: Any, credential: Any, scm_host: str) -> str:
+    """The app's current container log through Kudu (``/api/logs/docker`` names the file)."""
+    from azure.core.rest import HttpRequest
+
+    base = f"https://{scm_host}"
+    with _pipeline(session, base, credential) as client:
+        listing = client.send_request(HttpRequest("GET", f"{base}/api/logs/docker"))
+        if listing.status_code != 200 or not listing.json():
+            return ""
+        newest = sorted(listing.json(), key=lambda f: str(f.get("lastUpdated") or ""))[-1]
+        resp = client.send_request(HttpRequest("GET", str(newest["href"])))
+        return resp.text() if resp.status_code == 200 else ""
 
 
 def call_app(session: Any, url: str, *, key: str | None, body: Any = None, method: str = "POST",

@@ -14,9 +14,9 @@ from tests.conftest import REPO
 pytest.importorskip("azure.mgmt.containerregistry", reason="the Azure SDKs are not installed (pip install 'deployctl[azure]')")
 
 
-@pytest.mark.slow
-def test_aci_example_applies_scores_replans_clean_and_destroys(tmp_path):
-    manifest = str(REPO / "examples" / "aci" / "deployctl.yaml")
+def round_trip(manifest: str, tmp_path) -> str:
+    """apply, a clean replan, invoke (the quickstart's answer), destroy with no scorer left; the
+    apply's stdout."""
     state = ["--simulate", "--state-dir", str(tmp_path / "state")]
     applied = run("apply", manifest, "--yes", *state)
     assert applied.returncode == 0, applied.stdout + applied.stderr
@@ -27,4 +27,10 @@ def test_aci_example_applies_scores_replans_clean_and_destroys(tmp_path):
     assert json.loads(inv.stdout[inv.stdout.index("{"):])["body"] == [0, 2]
     destroyed = run("destroy", manifest, "--yes", *state)
     assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
-    assert not list((tmp_path / "state").glob("simulated-azure-scorers/*.json"))  # no container left running
+    assert not list((tmp_path / "state").glob("simulated-azure-scorers/*.json"))  # nothing left running
+    return str(applied.stdout)
+
+
+@pytest.mark.slow
+def test_aci_example_applies_scores_replans_clean_and_destroys(tmp_path):
+    round_trip(str(REPO / "examples" / "aci" / "deployctl.yaml"), tmp_path)

@@ -28,6 +28,7 @@ import io
 import json
 import re
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,15 +119,26 @@ def image_config(sim: Any, image: str) -> dict[str, Any] | None:
     return dict(json.loads(_blob(sim, _image_parts(image)[0], doc["config"]["digest"])))
 
 
-def _can_pull(sim: Any, body: dict[str, Any], image: str) -> str | None:
-    """None when the group may pull ``image``; else why not (the message ACI gives)."""
-    from orchestrator.azure.simulator.providers.acr import credentials_work
-
+def image_problem(sim: Any, image: str) -> str | None:
+    """Why ``image`` cannot be pulled from the simulated cloud whatever the credentials, or None."""
     host = _image_parts(image)[0]
     if not host.endswith(".azurecr.io"):  # Docker Hub ("nginx"), MCR...: outside the simulated cloud, assumed pullable
         return None
     if _manifest(sim, image) is None:
         return f"the image '{image}' was not found in {host}"
+    return None
+
+
+def _can_pull(sim: Any, body: dict[str, Any], image: str) -> str | None:
+    """None when the group may pull ``image``; else why not (the message ACI gives)."""
+    from orchestrator.azure.simulator.providers.acr import credentials_work
+
+    host = _image_parts(image)[0]
+    if not host.endswith(".azurecr.io"):  # a public registry: pulled anonymously
+        return None
+    missing = image_problem(sim, image)
+    if missing:
+        return missing
     props = body.get("properties") or {}
     creds = [c for c in props.get("imageRegistryCredentials") or [] if str(c.get("server", "")).lower() == host]
     if not creds:
@@ -351,12 +363,17 @@ def unpack(sim: Any, image: str, root: Path) -> dict[str, Any]:
 
 
 def prepare_container(sim: Any, res: dict[str, Any], workdir: Path) -> tuple[Path, Path, str, Path, dict[str, str]]:
-    """Stage a group's container for the scorer: (python, code dir, entry, model dir, environment).
+    """Stage a group's container for the scorer (see :func:`prepare_image`)."""
+    return prepare_image(sim, res["properties"]["containers"][0]["properties"]["image"], _plain_env(res), workdir)
+
+
+def prepare_image(sim: Any, image: str, plain_env: dict[str, str], workdir: Path) -> tuple[Path, Path, str, Path, dict[str, str]]:
+    """Stage ``image`` of the simulated registry for the scorer, as a container platform (ACI, App
+    Service) runs it with ``plain_env``: (python, code dir, entry, model dir, environment).
     The image's own runtime and site-packages go first on PYTHONPATH; the interpreter is a plain
     one of the image's Python version (the base image's own cannot run on this machine)."""
     from targets.local.envs import build_environment
 
-    image = res["properties"]["containers"][0]["properties"]["image"]
     root = workdir / "rootfs"
     config = unpack(sim, image, root)
     env = dict(e.split("=", 1) for e in (config.get("config") or {}).get("Env") or [] if "=" in e)
@@ -368,7 +385,7 @@ def prepare_container(sim: Any, res: dict[str, Any], workdir: Path) -> tuple[Pat
 
     run_env = {k: v for k, v in env.items() if k not in ("PATH", "PYTHONPATH", "HOME", "PORT")}
     run_env["PYTHONPATH"] = ":".join(inside(p) for p in env.get("PYTHONPATH", "").split(":") if p)
-    run_env.update(_plain_env(res))
+    run_env.update(plain_env)
     run_env.pop("PORT", None)
     return (Path(build_environment(requirements="", python=python)), Path(inside(env.get("DEPLOYCTL_CODE_DIR", "/opt/deployctl/code"))),
             env.get("DEPLOYCTL_ENTRY", "score.py"), Path(inside(env.get("AZUREML_MODEL_DIR", "/opt/deployctl/model"))), run_env)
@@ -386,6 +403,35 @@ def _scorer_log(sim: Any, res: dict[str, Any]) -> str:
         return str(runtime.log_of(arm.key_of(res["id"]), served_digest(sim, res)))
     except (LookupError, OSError):
         return ""
+
+
+def runtime_request(req: Request, key: str | None, scorer: Callable[[], Any], crashed: Callable[[Exception], Response],
+                    health_paths: tuple[str, ...] = ("/",)) -> Response | Deferred:
+    """A request to a container running deployctl's runtime (ACI, App Service): a health path
+    starts it (``scorer()``, warm afterwards), ``/score`` checks the key as the runtime does; a
+    container that exits while starting answers ``crashed(error)``."""
+    if req.method == "GET" and req.path in health_paths:
+        def health() -> Response:
+            try:
+                scorer()
+            except Exception as e:  # init() failing: the container exits
+                return crashed(e)
+            return Response(200, b"Healthy", dict(TEXT))
+        return Deferred(health)
+    if req.path != "/score":
+        return Response(404, b'{"message": "not found"}', {"Content-Type": "application/json"})
+    auth = (req.header("authorization") or "").removeprefix("Bearer ").strip()
+    if key and auth != key:
+        return json_response(401, {"message": "Authorization: Bearer <key> is required (see deployctl status --show-keys)"})
+    body, ctype = req.body, req.header("content-type") or "application/json"
+
+    def score() -> Response:
+        try:
+            status, out, headers = scorer().score(body, {"Content-Type": ctype})
+        except Exception as e:
+            return crashed(e)
+        return Response(status, out, {"Content-Type": headers.get("content-type", "application/json")})
+    return Deferred(score)
 
 
 class ContainerEndpoints:
@@ -412,15 +458,7 @@ class ContainerEndpoints:
             return Response(502, b"connection refused", dict(TEXT))
         key = _secure_env(group).get(KEY_ENV)
         res = copy.deepcopy(group)
-        if req.method == "GET" and req.path == "/":
-            return Deferred(lambda: self._health(res))
-        if req.path != "/score":
-            return Response(404, b'{"message": "not found"}', {"Content-Type": "application/json"})
-        auth = (req.header("authorization") or "").removeprefix("Bearer ").strip()
-        if key and auth != key:
-            return json_response(401, {"message": "Authorization: Bearer <key> is required (see deployctl status --show-keys)"})
-        body, ctype = req.body, req.header("content-type") or "application/json"
-        return Deferred(lambda: self._score(res, body, ctype))
+        return runtime_request(req, key, lambda: self._scorer(res), lambda e: self._crashed(res, e))
 
     def _scorer(self, res: dict[str, Any]) -> Any:
         sim = self.sim
@@ -441,17 +479,3 @@ class ContainerEndpoints:
                     live.setdefault("_logs", {})[c["name"]] = str(e)
         return Response(502, f"connection refused: the container exited ({str(e).splitlines()[0] if str(e) else e!r})".encode(),
                         dict(TEXT))
-
-    def _health(self, res: dict[str, Any]) -> Response:
-        try:
-            self._scorer(res)
-        except Exception as e:
-            return self._crashed(res, e)
-        return Response(200, b"Healthy", dict(TEXT))
-
-    def _score(self, res: dict[str, Any], body: bytes, ctype: str) -> Response:
-        try:
-            status, out, headers = self._scorer(res).score(body, {"Content-Type": ctype})
-        except Exception as e:
-            return self._crashed(res, e)
-        return Response(status, out, {"Content-Type": headers.get("content-type", "application/json")})

@@ -17,7 +17,7 @@ from orchestrator.azure.simulator.messages import Request, Response, arm_error, 
 RG = re.compile(r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)$", re.IGNORECASE)
 RG_LIST = re.compile(r"^/subscriptions/([^/]+)/resourceGroups$", re.IGNORECASE)
 SUB = re.compile(r"^/subscriptions/([^/]+)$", re.IGNORECASE)
-SPECLESS = ("microsoft.storage", "microsoft.containerregistry")
+SPECLESS = ("microsoft.storage", "microsoft.containerregistry", "microsoft.managedidentity")
 NAMESPACE = re.compile(r"/providers/([^/]+)", re.IGNORECASE)
 
 

@@ -222,7 +222,7 @@ class Runtime:
     def reap(self) -> list[str]:
         """Stop the warm scorers no deployment or container group of the cloud serves any more
         (deleted, changed, reset)."""
-        from orchestrator.azure.simulator.providers import aci
+        from orchestrator.azure.simulator.providers import aci, appservice
 
         if self.registry is None or not self.registry.digests():
             return []
@@ -236,6 +236,7 @@ class Runtime:
                 elif r.get("type", "").lower() == aci.GROUPS_TYPE:
                     with contextlib.suppress(LookupError, KeyError, IndexError):
                         keep.add(aci.served_digest(self.sim, r))
+            keep |= appservice.served_digests(self.sim)
         return self.registry.reap(keep)
 
     def close(self) -> None:

@@ -67,6 +67,10 @@ class WebApps:
         self.sim = sim
 
     def handle(self, req: Request, operation: str | None) -> Response | None:
+        from orchestrator.azure.simulator.providers import appservice
+
+        if (answer := appservice.handle_arm(self.sim, req)) is not None:
+            return answer
         m = SITE.search(req.path)
         if not m:
             return None
@@ -96,6 +100,10 @@ class WebApps:
             props.update({"defaultHostName": f"{name}.azurewebsites.net", "state": "Running",
                           "enabledHostNames": [f"{name}.azurewebsites.net", f"{name}.scm.azurewebsites.net"]})
             new = self.sim.put_resource(site_path, {**body, "properties": props}, location=body.get("location"))
+            if site is None:  # a create: 202 and an operation to follow, as Microsoft.Web answers
+                from orchestrator.azure.simulator.providers.appservice import accepted
+
+                return accepted(self.sim, req, site_path, new, "WebApps_CreateOrUpdate" + ("Slot" if slot else ""))
             return json_response(200, new)
         if tail in ("/config/appsettings", "/config/appsettings/list"):
             if site is None:
@@ -129,6 +137,9 @@ class WebApps:
         a, b = kudu.get(labels[0], {"deployments": []}), kudu.get(labels[1], {"deployments": []})
         kudu[labels[0]], kudu[labels[1]] = b, a
         site["_appsettings"], slot["_appsettings"] = slot.get("_appsettings", {}), site.get("_appsettings", {})
+        from orchestrator.azure.simulator.providers.appservice import swap_config
+
+        swap_config(site, slot)
         return Response(200)
 
 
@@ -147,6 +158,10 @@ class Kudu:
         site = find_site(self.sim, name)
         if site is None:
             return json_response(404, {"Message": f"Site {name} not found."})
+        if req.method == "GET" and req.path.lower().startswith("/api/logs/docker"):
+            from orchestrator.azure.simulator.providers.appservice import docker_logs
+
+            return docker_logs(self.sim, req, site, name)
         state = self.sim.state["kudu"].setdefault(name, {"deployments": []})
         if req.method == "POST" and req.path.lower() in ("/api/zipdeploy", "/api/publish"):
             last = state["deployments"][-1] if state["deployments"] else None
@@ -222,6 +237,10 @@ class FunctionSites:
         site = find_site(self.sim, name)
         if site is None:
             return Response(404, f"Web app {name} not found.".encode(), TEXT)
+        if "functionapp" not in str(site.get("kind", "")).lower():  # an App Service app
+            from orchestrator.azure.simulator.providers.appservice import serve
+
+            return serve(self.sim, req, site, name)  # type: ignore[return-value]
         dep = current_package(self.sim, name)
         if dep is None:
             return Response(404, b"Function host is not running: no package has been deployed.", TEXT)
