@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import os
 import stat
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,13 +181,12 @@ class ArchiveInfo:
     reused: int = 0  # segments copied from the previous archive at ``path`` without reading them
 
 
-# An archive is a run of independent zstd frames (concatenated frames are one valid zstd
-# stream: ``tar --zstd -x`` and :func:`extract_archive` read straight through).  Each top-level
-# entry of the tree (a package of a venv, a folder of code) is a *segment*: its tar blocks cut
-# into pieces of at most _PIECE bytes, each compressed on its own by a pool of threads (zstd
-# releases the GIL).  Pieces bound memory and keep both cores busy on small files; segments let a
-# repack copy what did not change.
-_PIECE = 4 << 20
+# An archive is a run of zstd frames (concatenated frames are one valid zstd stream: ``tar --zstd
+# -x`` and :func:`extract_archive` read straight through).  Each top-level entry of the tree (a
+# package of a venv, a folder of code) belongs to a *segment* (a few entries, see _segments): one
+# frame, streamed through zstd's own worker threads and ended with FLUSH_FRAME, so a repack can
+# copy the frames of what did not change.
+_PIECE = 4 << 20  # bytes read or copied at a time
 # A file modified within this long before the previous archive was started may have changed in
 # the same timestamp tick as its stat was taken ("racy git"): it is read again, never trusted.
 RACY_MARGIN_NS = 1_000_000_000
@@ -208,17 +206,36 @@ class _Entry:
         return max(self.signature[1], self.signature[2])
 
 
-def _segments(root: Path) -> list[tuple[str, list[_Entry]]]:
-    """The tree's files grouped by their first path component, in archive order."""
+def _segments(root: Path, group: int = 16) -> list[tuple[str, list[_Entry]]]:
+    """The tree's files in archive order, grouped into segments of whole top-level entries.
+
+    A segment ends after a top-level entry whose name hashes to 0 mod ``group`` (names, not
+    sizes: a package that changes, comes or goes moves no boundary but its own), so a venv's two
+    hundred packages make about a dozen frames: each frame flush drains zstd's worker threads
+    (measured on a 200 MB venv: one frame 0.94 s, 8 frames 1.05 s, 24 frames 1.09 s, one per
+    package, 206 frames, 1.31 s)."""
+    import zlib
+
     out: list[tuple[str, list[_Entry]]] = []
+    current: list[_Entry] = []
+    tops: list[str] = []
+
+    def close() -> None:
+        if current:
+            out.append(("|".join(tops), list(current)))
+            current.clear()
+            tops.clear()
+
     for rel, path, st in walk_files(root):
         e = _Entry(rel, path, st.st_size, bool(st.st_mode & stat.S_IXUSR),
                    (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
         top = rel.split("/", 1)[0]
-        if out and out[-1][0] == top:
-            out[-1][1].append(e)
-        else:
-            out.append((top, [e]))
+        if not tops or tops[-1] != top:
+            if tops and zlib.crc32(tops[-1].encode()) % group == 0:
+                close()
+            tops.append(top)
+        current.append(e)
+    close()
     return out
 
 
@@ -254,17 +271,16 @@ def _unchanged(seg: list[_Entry], old: dict[str, Any] | None, started_ns: int) -
     return True
 
 
-def _tar_stream(seg: list[_Entry], h: Any) -> Iterator[bytes]:
-    """The tar blocks of ``seg`` (normalised headers: no owners, mtime 0), in pieces of at most
-    _PIECE bytes; ``h`` (a sha256 or None) is fed what :func:`tree_digest` reads."""
+def _write_tar(seg: list[_Entry], write: Any, h: Any) -> None:
+    """Write the tar blocks of ``seg`` (normalised headers: no owners, mtime 0) through ``write``;
+    ``h`` (a sha256 or None) is fed what :func:`tree_digest` reads."""
     import tarfile
 
-    buf = bytearray()
     for e in seg:
         with _open_regular(Path(e.path)) as f:
             info = tarfile.TarInfo(e.rel)
             info.size, info.mtime, info.mode = e.size, 0, 0o755 if e.executable else 0o644
-            buf += info.tobuf(tarfile.GNU_FORMAT)
+            write(info.tobuf(tarfile.GNU_FORMAT))
             if h:
                 h.update(f"{e.rel}\0{int(e.executable)}\0".encode())
             left = e.size
@@ -272,23 +288,18 @@ def _tar_stream(seg: list[_Entry], h: Any) -> Iterator[bytes]:
                 chunk = f.read(min(left, _PIECE))
                 if not chunk:
                     raise OSError(f"{e.path} shrank while being archived")
+                write(chunk)
                 if h:
                     h.update(chunk)
-                buf += chunk
                 left -= len(chunk)
-                while len(buf) >= _PIECE:
-                    yield bytes(buf[:_PIECE])
-                    del buf[:_PIECE]
             if h:
                 h.update(b"\0")
         if e.size % tarfile.BLOCKSIZE:
-            buf += b"\0" * (tarfile.BLOCKSIZE - e.size % tarfile.BLOCKSIZE)
-    if buf:
-        yield bytes(buf)
+            write(b"\0" * (tarfile.BLOCKSIZE - e.size % tarfile.BLOCKSIZE))
 
 
 def archive_tree(root: Path, dest: Path, *, level: int = 3, threads: int = -1, digest: bool = False,
-                 incremental: bool = True) -> ArchiveInfo:
+                 incremental: bool = True, group: int = 16) -> ArchiveInfo:
     """Write ``root`` as a zstd-compressed tar at ``dest`` (atomically).
 
     Entries are normalised (no owners, mtime 0) and pieces are compressed independently, so equal
@@ -304,19 +315,19 @@ def archive_tree(root: Path, dest: Path, *, level: int = 3, threads: int = -1, d
     With ``digest=True`` the :func:`tree_digest` is computed from the same reads (no second
     pass); an incremental repack reads reused segments only to hash them, and a fully unchanged
     tree takes the digest recorded with the archive.
-    ``threads``: compression threads (-1: one per core; 0: none, compress inline).
+    ``threads``: zstd's worker threads (-1: one per core; 0: compress in this thread).  ``group``:
+    top-level entries per segment on average (1: one each; the index records which, so a repack
+    with another ``group`` simply packs in full).
     """
     import json
     import time
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
 
     import zstandard
 
     root = Path(root)
     dest.parent.mkdir(parents=True, exist_ok=True)
     started_ns = time.time_ns()
-    segments = _segments(root)
+    segments = _segments(root, group)
     previous = _reusable(dest, root, level) if incremental else None
     reuse: set[str] = set()
     old_segments: dict[str, Any] = {}
@@ -327,70 +338,41 @@ def archive_tree(root: Path, dest: Path, *, level: int = 3, threads: int = -1, d
             return ArchiveInfo(dest, previous["files"], previous["raw_bytes"], dest.stat().st_size,
                                previous["digest"] if digest else None, len(segments), len(segments))
 
-    workers = (os.cpu_count() or 1) if threads < 0 else threads
-    local = threading.local()
-
-    def compress(piece: bytes) -> bytes:
-        if not hasattr(local, "cctx"):
-            local.cctx = zstandard.ZstdCompressor(level=level)
-        return bytes(local.cctx.compress(piece))
-
+    cctx = zstandard.ZstdCompressor(level=level, threads=threads)
     tmp = dest.with_name(f".{dest.name}.tmp")
     h = hashlib.sha256() if digest else None
     files = raw = 0
-    pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 else None
+    index_segments: list[dict[str, Any]] = []
     try:
         with open(tmp, "wb") as out, (open(dest, "rb") if reuse else contextlib.nullcontext()) as old:
-            # Pieces are written in order as they finish; a segment's bounds are where its first
-            # piece starts and its last one ends, so compression runs across segment boundaries.
-            bounds: list[list[int]] = []
-            pending: deque[tuple[int, Any]] = deque()
-
-            def write(i: int, data: bytes) -> None:
-                if len(bounds) <= i:
-                    bounds.append([out.tell(), out.tell()])
-                out.write(data)
-                bounds[i][1] = out.tell()
-
-            def drain(keep: int) -> None:
-                while len(pending) > keep:
-                    i, item = pending.popleft()
-                    write(i, item.result() if pool else item)
-
-            for i, (name, seg) in enumerate(segments):
+            z = cctx.stream_writer(out, closefd=False, write_size=_CHUNK)
+            for name, seg in segments:
+                start = out.tell()  # the previous frame was flushed whole into ``out``
                 if name in reuse and old is not None:
-                    drain(0)
                     src = old_segments[name]
                     old.seek(src["offset"])
                     left = src["length"]
-                    bounds.append([out.tell(), out.tell()])
                     while left > 0:
                         chunk = old.read(min(left, _PIECE))
                         if not chunk:
                             raise OSError(f"{dest} shrank while being repacked")
-                        write(i, chunk)
+                        out.write(chunk)
                         left -= len(chunk)
                     if h:
-                        for _ in _tar_stream(seg, h):  # hashed, not compressed
-                            pass
+                        _write_tar(seg, lambda _b: None, h)  # hashed, not compressed
                 else:
-                    for piece in _tar_stream(seg, h):
-                        pending.append((i, pool.submit(compress, piece) if pool else compress(piece)))
-                        drain(2 * max(workers, 1))
+                    _write_tar(seg, z.write, h)
+                    z.flush(zstandard.FLUSH_FRAME)
+                index_segments.append({"name": name, "offset": start, "length": out.tell() - start,
+                                       "files": [[e.rel, e.executable, list(e.signature)] for e in seg]})
                 files += len(seg)
                 raw += sum(e.size for e in seg)
-            drain(0)
-            index_segments = [{"name": name, "offset": start, "length": end - start,
-                               "files": [[e.rel, e.executable, list(e.signature)] for e in seg]}
-                              for (name, seg), (start, end) in zip(segments, bounds, strict=True)]
-            out.write(compress(b"\0" * 1024))  # tar's end-of-archive marker, a frame of its own
+            z.write(b"\0" * 1024)  # tar's end-of-archive marker, a frame of its own
+            z.flush(zstandard.FLUSH_FRAME)
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    finally:
-        if pool:
-            pool.shutdown(wait=True, cancel_futures=True)
     st = dest.stat()
     tree_sha = h.hexdigest() if h else None
     index = {"version": _INDEX_VERSION, "root": str(root.resolve()), "level": level, "started_ns": started_ns,

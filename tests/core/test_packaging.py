@@ -81,10 +81,10 @@ def venv_like(tmp_path):
 
 def test_an_unchanged_tree_is_repacked_without_reading_and_equals_a_full_pack(venv_like, tmp_path):
     dest = tmp_path / "venv.tar.zst"
-    first = archive_tree(venv_like, dest, digest=True)
+    first = archive_tree(venv_like, dest, digest=True, group=1)
     assert first.segments == 4 and first.reused == 0
     full_bytes = dest.read_bytes()
-    again = archive_tree(venv_like, dest, digest=True)
+    again = archive_tree(venv_like, dest, digest=True, group=1)
     assert again.reused == again.segments == 4
     assert again.digest == first.digest == tree_digest(venv_like)
     assert dest.read_bytes() == full_bytes
@@ -95,15 +95,15 @@ def test_an_unchanged_tree_is_repacked_without_reading_and_equals_a_full_pack(ve
 
 def test_an_overwrite_under_the_same_path_size_and_mtime_is_seen(venv_like, tmp_path):
     dest = tmp_path / "venv.tar.zst"
-    archive_tree(venv_like, dest)
+    archive_tree(venv_like, dest, group=1)
     f = venv_like / "beta" / "m3.py"
     st = f.stat()
     f.write_text(f.read_text().replace("x = 1", "x = 2"))  # same size
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime put back; ctime cannot be
-    repacked = archive_tree(venv_like, dest, digest=True)
+    repacked = archive_tree(venv_like, dest, digest=True, group=1)
     assert repacked.reused == 3  # alpha, gamma, top.pth
     assert repacked.digest == tree_digest(venv_like)
-    fresh = archive_tree(venv_like, tmp_path / "fresh.tar.zst")
+    fresh = archive_tree(venv_like, tmp_path / "fresh.tar.zst", group=1)
     assert dest.read_bytes() == fresh.path.read_bytes()  # incremental == full, byte for byte
     out = tmp_path / "out"
     extract_archive(dest, out)
@@ -119,11 +119,11 @@ def test_racy_files_are_never_trusted(tree, tmp_path):
 
 def test_an_archive_replaced_behind_its_index_is_repacked_in_full(venv_like, tmp_path):
     dest = tmp_path / "a.tar.zst"
-    archive_tree(venv_like, dest)
-    assert archive_tree(venv_like, dest).reused == 4
+    archive_tree(venv_like, dest, group=1)
+    assert archive_tree(venv_like, dest, group=1).reused == 4
     archive_tree(venv_like / "alpha", tmp_path / "other.tar.zst")
     os.replace(tmp_path / "other.tar.zst", dest)
-    again = archive_tree(venv_like, dest)
+    again = archive_tree(venv_like, dest, group=1)
     assert again.reused == 0
     out = tmp_path / "out"
     extract_archive(dest, out)
@@ -145,3 +145,16 @@ def test_walk_matches_os_walk_order_and_skips_linked_folders(tree, tmp_path):
         expected += [name if rel == "." else f"{rel}/{name}" for name in sorted(filenames)]
     assert [rel for rel, _ in iter_files(tree)] == expected
     assert not any("secret" in rel for rel in expected)
+
+
+def test_segments_group_entries_by_name_so_a_change_moves_no_other_boundary(venv_like, tmp_path):
+    from orchestrator.packaging import _segments
+
+    before = [name for name, _ in _segments(venv_like, 2)]
+    assert len(before) < 4 or all("|" not in n for n in before)
+    (venv_like / "beta" / "new.py").write_text("x = 2\n" * 1000)  # a package grows: no boundary moves
+    assert [name for name, _ in _segments(venv_like, 2)] == before
+    a = archive_tree(venv_like, tmp_path / "a.tar.zst", group=2)
+    out = tmp_path / "out"
+    assert extract_archive(a.path, out) == a.files
+    assert tree_digest(out) == tree_digest(venv_like)
