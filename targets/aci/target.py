@@ -146,28 +146,15 @@ class AciTarget(AzureTarget):
     def scoring_key(self) -> ScoringKey:
         return ScoringKey(self.ctx)
 
-    @property
-    def key_file(self) -> Path:
-        return self.scoring_key.file
-
-    def _key(self) -> str | None:
-        return self.scoring_key.read()
-
-    def _ensure_key(self) -> str:
-        return self.scoring_key.ensure()
-
-    fingerprint = staticmethod(ScoringKey.fingerprint)
-
     # -- planning --------------------------------------------------------------------------------
     def group_spec(self) -> dict[str, Any]:
-        key = self._key()
         regions = [self.cfg.region, *[r for r in self.cfg.region_fallbacks if r != self.cfg.region]]
         promote = self._registry(self.cfg.promote_from)[0] if self.cfg.promote_from else None
         return {"image_inputs": self.inputs_digest, "cpu": self.size.cpu, "memory_gb": self.size.memory_gb,
                 "port": self.cfg.port, "restart_policy": self.cfg.restart_policy, "regions": regions,
                 "registry": self.login, "promote_from": promote,
                 "pull": f"identity:{self.cfg.identity.rsplit('/', 1)[-1]}" if self.cfg.identity else f"token:{self.token_name}",
-                "scoring_key": self.fingerprint(key) if key else "(made on apply)", "dns_label": self.label}
+                "scoring_key": self.scoring_key.spec_value(), "dns_label": self.label}
 
     def desired(self) -> list[Resource]:
         spec = self.group_spec()
@@ -299,8 +286,8 @@ class AciTarget(AzureTarget):
 
     def _roll_out(self, resource: Resource, tags: Any) -> None:
         spec = dict(resource.spec)
-        key = self._ensure_key()
-        spec["scoring_key"] = self.fingerprint(key)  # the key made now, or the one the plan saw
+        key = self.scoring_key.ensure()
+        spec["scoring_key"] = ScoringKey.fingerprint(key)  # the key made now, or the one the plan saw
         tags = {**tags, TAG_SPEC: spec_hash(spec)}
         version = self.version_of(spec)
         name = limits.group_name(self.base, version)
@@ -514,7 +501,7 @@ class AciTarget(AzureTarget):
                 "state": g.instance_view.state if g.instance_view else g.provisioning_state, "note": URI_NOTE}
 
     def secrets(self, observed: list[Observed]) -> dict[str, str]:
-        key = self._key()
+        key = self.scoring_key.read()
         return {"key": key} if key else {}
 
     def invoke(self, request: InvokeRequest) -> InvokeResult:
@@ -523,9 +510,9 @@ class AciTarget(AzureTarget):
         if request.run_async or request.request_id:
             raise self.fail("aci serves real-time scoring only", hint="use a functions or local target for --async")
         g = self._live_group()
-        key = self._key()
+        key = self.scoring_key.read()
         if key is None:
-            raise self.fail(f"the scoring key is not in {self.key_file}", hint="apply from this machine (it rotates the key)")
+            raise self.fail(f"the scoring key is not in {self.scoring_key.file}", hint="apply from this machine (it rotates the key)")
         uri = f"http://{g.ip_address.fqdn}:{self.cfg.port}/score"
         status, body, _ = score(self.session, uri, key, request.body, timeout_s=request.timeout_s)
         return InvokeResult(ok=status == 200, status_code=status, body=body, details={"scoring_uri": uri})
