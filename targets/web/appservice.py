@@ -412,9 +412,6 @@ class AppServiceTarget(WebTarget):
             return "give the identity the AcrPull role on the registry, or fix `registry` / `identity`"
         return "see `deployctl logs`; fix the scoring script or the model and apply again"
 
-    def _label(self, slot: str | None) -> str:
-        return f"{self.app_name}-{slot}" if slot else self.app_name
-
     def _warm_and_smoke(self, slot: str | None) -> tuple[float, str | None]:
         """Warm the app (its health path answers 200 within the start time limit), then score the
         sample request on its own host name; (seconds to start, problem or None)."""
@@ -486,13 +483,6 @@ class AppServiceTarget(WebTarget):
     def secrets(self, observed: list[Observed]) -> dict[str, str]:
         key = self.scoring_key.read()
         return {"key": key} if key else {}
-
-    def logs(self, tail: int = 100, deployment: str | None = None) -> str:
-        """The production app's container log (``deployment: staging`` for the slot's), last ``tail`` lines."""
-        cred = self.session.get_credential(self.cfg.subscription)
-        text = self.op("read the container log", lambda: webapps.docker_log(
-            self.session, cred, f"{self._label(deployment)}.scm.azurewebsites.net"))
-        return "\n".join(text.splitlines()[-tail:]) if tail else text
 
     def invoke(self, request: InvokeRequest) -> InvokeResult:
         from orchestrator.azure.scoring import score

@@ -380,12 +380,9 @@ class FunctionsTarget(WebTarget):
             self.op("upload package", lambda: blob.upload_blob(data, overwrite=True))
         return self._blob_uri(info.sha256)
 
-    def _host_label(self, slot: str | None) -> str:
-        return f"{self.app_name}-{slot}" if slot else self.app_name
-
     def _publish(self, uri: str, address: str, slot: str | None = None) -> None:
         cred = self.session.get_credential(self.cfg.subscription)
-        scm = f"{self._host_label(slot)}.scm.azurewebsites.net"
+        scm = f"{self._label(slot)}.scm.azurewebsites.net"
         self.op("publish package", lambda: webapps.publish(self.session, cred, scm, uri, sleep=self.sleep),
                 resource=address, budget=PROVISION)
 
@@ -467,7 +464,7 @@ class FunctionsTarget(WebTarget):
             key = self.op("list slot function keys", lambda: webapps.function_key(
                 self.web, self.cfg.resource_group, self.app_name, "score_http", slot))
             self.ctx.secret(key)
-            status, resp, _ = webapps.call_app(self.session, f"https://{self._host_label(slot)}.azurewebsites.net"
+            status, resp, _ = webapps.call_app(self.session, f"https://{self._label(slot)}.azurewebsites.net"
                                                "/api/score", key=key, body=body, timeout_s=timeout_s)
             return InvokeResult(ok=200 <= status < 300, status_code=status, body=resp)
         if self.mode == "durable":

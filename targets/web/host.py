@@ -19,6 +19,7 @@ azure-storage-queue / -blob clients, so it is whatever those clients point at.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import binascii
 import importlib.util
@@ -29,6 +30,7 @@ import re
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,6 +159,36 @@ class FunctionHost:
         self.load_seconds = time.perf_counter() - t0
         self.functions = list(self.module.app.get_functions())
         self.lock = threading.Lock()  # one invocation at a time, as one Python worker thread
+        self._loop: asyncio.AbstractEventLoop | None = None  # async functions: one loop, as the worker has
+        log.info("Worker process started and initialized: function_app.py loaded in %.3fs", self.load_seconds)
+        log.info("Found the following functions: %s",
+                 ", ".join(f"Host.Functions.{fn.get_function_name()}" for fn in self.functions))
+
+    def call(self, fn: Any, reason: str, *args: Any, **kwargs: Any) -> Any:
+        """Invoke a user function as the worker does (an async one on the worker's event loop),
+        logging the host's 'Executing' / 'Executed' lines with the invocation id and duration."""
+        name, iid = f"Functions.{fn.get_function_name()}", str(uuid.uuid4())
+        log.info("Executing '%s' (Reason='%s', Id=%s)", name, reason, iid)
+        t0 = time.perf_counter()
+        try:
+            if asyncio.iscoroutinefunction(fn.get_user_function()):
+                out = asyncio.run_coroutine_threadsafe(fn.get_user_function()(*args, **kwargs), self.loop()).result()
+            else:
+                with self.lock:
+                    out = fn.get_user_function()(*args, **kwargs)
+        except Exception as e:
+            log.error("Executed '%s' (Failed, Id=%s, Duration=%.0fms): %s: %s", name, iid,
+                      (time.perf_counter() - t0) * 1000, type(e).__name__, e)
+            raise
+        log.info("Executed '%s' (Succeeded, Id=%s, Duration=%.0fms)", name, iid, (time.perf_counter() - t0) * 1000)
+        return out
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self.lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(target=self._loop.run_forever, daemon=True, name="worker-loop").start()
+            return self._loop
 
     def _trigger(self, fn: Any) -> dict[str, Any]:
         return next(b.get_dict_repr() for b in fn.get_bindings() if b.type.endswith("Trigger"))
@@ -181,8 +213,8 @@ class FunctionHost:
                 return HttpAnswer(401, {}, b"")
             req = self.func.HttpRequest(method.upper(), f"http://localhost/{route}", headers=headers,
                                         params=params, route_params={}, body=body)
-            with self.lock:
-                resp = fn.get_user_function()(req)
+            resp = self.call(fn, f"This function was programmatically called via the host APIs ({method.upper()} "
+                             f"/{route})", req)
             return HttpAnswer(resp.status_code, dict(resp.headers), resp.get_body())
         return HttpAnswer(404, {}, b"")
 
@@ -235,11 +267,13 @@ class FunctionHost:
                     out = Out()
                     kwargs[d["name"]] = out
                     outs.append((d, out))
-            with self.lock:
-                fn.get_user_function()(**kwargs)
-        except Exception as e:
-            log.error("function %s failed on message %s (delivery %d): %s: %s", fn.get_function_name(), msg.id,
-                      msg.dequeue_count, type(e).__name__, e)
+            self.call(fn, f"New queue message detected on '{self._trigger(fn)['queueName']}' (id {msg.id}, "
+                      f"delivery {msg.dequeue_count})", **kwargs)
+        except BindingError as e:
+            log.error("Function %s cannot bind message %s (delivery %d): %s", fn.get_function_name(), msg.id,
+                      msg.dequeue_count, e)
+            return False
+        except Exception:  # noqa: BLE001 - logged by call(); the message is made visible again
             return False
         for d, out in outs:  # outputs are written only when the function succeeded, as the host does
             if out.value is None:
@@ -306,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ready-file", type=Path)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)  # the host's storage calls are not the app's log
     cfg = json.loads(args.config.read_text())
     host = FunctionHost(args.package, cfg.get("settings", {}), tuple(cfg.get("keys", ())))
     conn = cfg.get("settings", {}).get("AzureWebJobsStorage", "")

@@ -48,5 +48,11 @@ def test_example_runs_with_simulate(example, tmp_path):
         assert status.returncode == 0 and "first_answer_ms" in status.stdout and "function_key" not in status.stdout
         shown = run("status", manifest, *sim, "--show-keys")
         assert "function_key" in shown.stdout, shown.stdout
+        logs = run("logs", manifest, *sim, "--tail", "400")  # what the app's host wrote, in earlier runs
+        assert logs.returncode == 0, logs.stdout + logs.stderr
+        assert "model loaded: 3 classes" in logs.stdout  # score.py's print in init()
+        assert "score.py: init() done in" in logs.stdout
+        assert "Executing 'Functions.score_http'" in logs.stdout
+        assert "Executed 'Functions.score_http' (Succeeded" in logs.stdout
     destroyed = run("destroy", manifest, *sim, "--yes")
     assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr

@@ -158,6 +158,8 @@ class Kudu:
         site = find_site(self.sim, name)
         if site is None:
             return json_response(404, {"Message": f"Site {name} not found."})
+        if req.method == "GET" and req.path.lower().startswith("/api/logs/docker") and is_function_app(site):
+            return function_logs(self.sim, req, site, name)
         if req.method == "GET" and req.path.lower().startswith("/api/logs/docker"):
             from orchestrator.azure.simulator.providers.appservice import docker_logs
 
@@ -208,6 +210,31 @@ class Kudu:
         return storage.get_blob(self.sim, m.group(1), m.group(2), m.group(3)) if m else None
 
 
+def is_function_app(site: dict[str, Any]) -> bool:
+    return "functionapp" in str(site.get("kind", "")).lower()
+
+
+def host_log_dir(sim: Any) -> Path:
+    """Where function hosts write their logs: beside a persisted cloud's state file (a later
+    ``deployctl logs --simulate`` reads what an earlier run's host wrote), else the providers' temp."""
+    if sim.store is not None:
+        return sim.store.path.with_name(sim.store.path.stem + "-functions")
+    return Path(next(p for p in sim.providers if isinstance(p, FunctionSites)).tmp.name) / "logs"
+
+
+def function_logs(sim: Any, req: Request, site: dict[str, Any], label: str) -> Response:
+    """Kudu's ``/api/logs/docker`` for a function app: the platform's lines for the site, then
+    what its hosts wrote (the host's invocation lines, the app's logging and prints)."""
+    if req.path.lower().rstrip("/") == "/api/logs/docker":
+        return json_response(200, [{"machineName": "sim0", "path": f"/home/LogFiles/{label}_docker.log",
+                                    "href": f"https://{req.host}/api/logs/docker/current"}])
+    with sim._lock:
+        lines = list(sim.state["logs"].get(site["id"].lower(), []))
+    log = host_log_dir(sim) / f"{label}.log"
+    app = log.read_text(errors="replace") if log.exists() else ""
+    return Response(200, ("".join(f"{line}\n" for line in lines) + app).encode(), dict(TEXT))
+
+
 def current_package(sim: Any, site_name: str) -> dict[str, Any] | None:
     """The site's last successful, finished deployment (what the site runs)."""
     deps = sim.state["kudu"].get(site_name, {}).get("deployments", [])
@@ -237,7 +264,7 @@ class FunctionSites:
         site = find_site(self.sim, name)
         if site is None:
             return Response(404, f"Web app {name} not found.".encode(), TEXT)
-        if "functionapp" not in str(site.get("kind", "")).lower():  # an App Service app
+        if not is_function_app(site):  # an App Service app
             from orchestrator.azure.simulator.providers.appservice import serve
 
             return serve(self.sim, req, site, name)  # type: ignore[return-value]
@@ -284,9 +311,13 @@ class FunctionSites:
         (work / "config.json").write_text(json.dumps({"settings": settings, "keys": [keys["default"], keys["master"]]}))
         ready = work / "ready.json"
         ready.unlink(missing_ok=True)
-        log = open(work / "host.log", "ab")  # noqa: SIM115 - the process holds it
+        log_file = host_log_dir(self.sim) / f"{label}.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        start = log_file.stat().st_size if log_file.exists() else 0
+        log = open(log_file, "ab")  # noqa: SIM115 - the process holds it
         repo = str(Path(__file__).resolve().parents[4])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p),
+               "PYTHONUNBUFFERED": "1"}  # prints reach the log as they happen
         proc = subprocess.Popen([sys.executable, "-m", "targets.web.host", "--package", str(work / "pkg"), "--config",
                                  str(work / "config.json"), "--ready-file", str(ready)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
@@ -295,7 +326,9 @@ class FunctionSites:
         while not ready.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
                 stop_process(proc)
-                tail = (work / "host.log").read_text(errors="replace").strip().splitlines()[-8:]
+                with open(log_file, "rb") as f:
+                    f.seek(start)
+                    tail = f.read().decode(errors="replace").strip().splitlines()[-8:]
                 raise RuntimeError("the worker did not start: " + " | ".join(tail))
             time.sleep(0.05)
         port = int(json.loads(ready.read_text())["port"])
