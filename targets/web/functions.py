@@ -152,10 +152,6 @@ class FunctionsTarget(WebTarget):
 
     def check(self, changes: list[Change]) -> list[Finding]:
         out = [Finding(severity=Severity.info, message=f"hosting: {self.hosting.why}")]
-        if self.mode == "durable" and self.session.simulator is not None:
-            out.append(Finding(severity=Severity.error, message="scoring.queue.mode: durable needs the real Functions "
-                               "host (the Durable Task extension); the Azure simulator does not run orchestrations",
-                               hint="use mode: queue to rehearse with --simulate, or deploy to Azure"))
         if self.manifest.scoring.sample_request is None:
             out.append(Finding(severity=Severity.warning, message="no scoring.sample_request: a new package is "
                                "published without a smoke test, and cannot be rolled back on failure"))
@@ -230,7 +226,7 @@ class FunctionsTarget(WebTarget):
             except Exception as e:
                 if not isinstance(e.__cause__, ResourceExistsError) and not isinstance(e, ResourceExistsError):
                     raise
-        if self.queued:
+        if self.mode == "queue":  # durable apps keep their state in the task hub the host makes
             for q in (REQUEST_QUEUE, f"{REQUEST_QUEUE}-poison"):
                 self.op(f"create queue {q}", lambda q=q: queues.get_queue_client(q).create_queue()
                         if not _queue_exists(queues, q) else None)
@@ -438,7 +434,9 @@ class FunctionsTarget(WebTarget):
         record = json.loads(settings.get(RECORD) or "null") or {}
         out: dict[str, Any] = {"app": self.app_name, "hosting": self.hosting.plan, "plan_sku": self.hosting.sku,
                                "package_sha256": record.get("sha256"), "first_answer_ms": record.get("first_answer_ms")}
-        if self.queued:
+        if self.mode == "durable":  # the async HTTP pattern: POST answers 202 and the status URL
+            out["submit_uri"] = f"{self.base_url}/api/requests"
+        elif self.queued:
             out.update({"queue": REQUEST_QUEUE, "poison_queue": f"{REQUEST_QUEUE}-poison",
                         "results": f"{self.storage_name}/{RESULTS_CONTAINER}"})
         else:
@@ -468,7 +466,7 @@ class FunctionsTarget(WebTarget):
                                                "/api/score", key=key, body=body, timeout_s=timeout_s)
             return InvokeResult(ok=200 <= status < 300, status_code=status, body=resp)
         if self.mode == "durable":
-            return self._durable_wait(self._durable_start(body, None), timeout_s)
+            return self._durable_wait(*self._durable_start(body, None), timeout_s)
         if self.queued:
             self._warm(timeout_s)
             return self._submit_and_wait(body, None, timeout_s)
@@ -481,8 +479,9 @@ class FunctionsTarget(WebTarget):
         if request.request_id:
             if not self.queued:
                 raise self.fail("--request-id is for near-real-time scoring (scoring.type: near-real-time)")
-            if self.mode == "durable":
-                return self._durable_status(request.request_id)
+            if self.mode == "durable":  # briefly, for one in flight
+                return self._durable_wait(request.request_id, self._durable_status_url(request.request_id),
+                                          min(request.timeout_s, 5.0))
             self._warm(request.timeout_s)
             return self._wait(request.request_id, min(request.timeout_s, 5.0))  # briefly, for one in flight
         body = request.body if request.body is not None else (
@@ -491,10 +490,10 @@ class FunctionsTarget(WebTarget):
             raise self.fail("nothing to send: give a request body or scoring.sample_request")
         raw = body if isinstance(body, (bytes, str)) else json.dumps(body)
         if self.mode == "durable":
-            rid = self._durable_start(raw, request.idempotency_key)
+            rid, url = self._durable_start(raw, request.idempotency_key)
             if request.run_async:
                 return InvokeResult(ok=True, status_code=202, request_id=rid, state="queued")
-            return self._durable_wait(rid, request.timeout_s)
+            return self._durable_wait(rid, url, request.timeout_s)
         if self.queued:
             if request.run_async:  # the queue trigger wakes the app: nothing to wait for
                 rid = self._submit(raw, request.idempotency_key)
@@ -550,40 +549,54 @@ class FunctionsTarget(WebTarget):
 
 
     # -- near-real-time, mode: durable (the async HTTP pattern) -------------------------------------
-    def _durable_start(self, raw: bytes | str, idempotency_key: str | None) -> str:
+    def _durable_start(self, raw: bytes | str, idempotency_key: str | None) -> tuple[str, str]:
+        """POST to the starter: (request id, the status URL its 202 names in ``Location``)."""
         rid = (str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.app_name}/{idempotency_key}")) if idempotency_key
                else str(uuid.uuid4()))
         key = self.op("list function keys", lambda: webapps.function_key(
             self.web, self.cfg.resource_group, self.app_name, "submit"))
         self.ctx.secret(key)
-        status, resp, _ = webapps.call_app(self.session, f"{self.base_url}/api/requests?id={rid}", key=key, body=raw)
+        status, resp, headers = webapps.call_app(self.session, f"{self.base_url}/api/requests?id={rid}", key=key,
+                                                 body=raw)
         if status != 202:
             raise self.fail(f"starting the request answered HTTP {status}: {str(resp)[:300]}")
-        return rid
+        location = next((v for k, v in headers.items() if k.lower() == "location"), None)
+        if not location:
+            raise self.fail("the starter answered 202 without a status URL (Location)")
+        self.ctx.secret(location.split("code=", 1)[1].split("&", 1)[0] if "code=" in location else location)
+        return rid, location
 
-    def _durable_status(self, rid: str) -> InvokeResult:
-        """The orchestration's status through the Durable Task extension's webhook (system key)."""
+    def _durable_status_url(self, rid: str) -> str:
+        """The status URL of an earlier request (the Durable extension's webhook, system key)."""
         keys = self.op("list host keys", lambda: webapps.as_dict(
             self.web.web_apps.list_host_keys(self.cfg.resource_group, self.app_name)))
         system = str((keys.get("systemKeys") or keys.get("system_keys") or {}).get("durabletask_extension", ""))
         self.ctx.secret(system)
-        url = f"{self.base_url}/runtime/webhooks/durabletask/instances/{rid}?code={system}"
-        status, doc, _ = webapps.call_app(self.session, url, key=None, method="GET")
-        if status == 404:
-            return InvokeResult(ok=False, status_code=404, request_id=rid, state="unknown")
-        state = {"Completed": "done", "Failed": "dead", "Terminated": "dead"}.get(
-            (doc or {}).get("runtimeStatus"), "queued")
-        return InvokeResult(ok=state != "dead", status_code=200, request_id=rid, state=state,
-                            body=(doc or {}).get("output") if state == "done" else None,
-                            details={"error": (doc or {}).get("output")} if state == "dead" else {})
+        return f"{self.base_url}/runtime/webhooks/durabletask/instances/{rid}?code={system}"
 
-    def _durable_wait(self, rid: str, timeout_s: float) -> InvokeResult:
+    def _durable_status(self, rid: str, url: str) -> tuple[InvokeResult, float]:
+        """The orchestration's status: (result, the Retry-After it asks for)."""
+        status, doc, headers = webapps.call_app(self.session, url, key=None, method="GET")
+        retry_after = float(next((v for k, v in headers.items() if k.lower() == "retry-after"), 1) or 1)
+        if status == 404:
+            return InvokeResult(ok=False, status_code=404, request_id=rid, state="unknown"), retry_after
+        if status not in (200, 202):
+            raise self.fail(f"the request's status answered HTTP {status}: {str(doc)[:300]}")
+        runtime = (doc or {}).get("runtimeStatus")
+        state = {"Completed": "done", "Failed": "dead", "Terminated": "dead", "Running": "running"}.get(runtime, "queued")
+        return InvokeResult(ok=state != "dead", status_code=status, request_id=rid, state=state,
+                            body=(doc or {}).get("output") if state == "done" else None,
+                            details={"error": (doc or {}).get("output")} if state == "dead" else {}), retry_after
+
+    def _durable_wait(self, rid: str, url: str, timeout_s: float) -> InvokeResult:
+        """Poll the status URL until the orchestration ends or ``timeout_s`` passes.  Retry-After
+        (10 s from the extension) is honoured up to a second: a CLI caller waits for one answer."""
         deadline = time.monotonic() + timeout_s
         while True:
-            res = self._durable_status(rid)
-            if res.state in ("done", "dead") or time.monotonic() > deadline:
+            res, retry_after = self._durable_status(rid, url)
+            if res.state in ("done", "dead", "unknown") or time.monotonic() > deadline:
                 return res
-            time.sleep(1)
+            time.sleep(min(retry_after, 1.0, max(deadline - time.monotonic(), 0.05)))
 
 
 def _queue_exists(queues: Any, name: str) -> bool:

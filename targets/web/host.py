@@ -35,6 +35,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
+
+from targets.web.durable import RPC, TERMINAL, WEBHOOK, DurableExtension, InstanceStore, hub_name
 
 log = logging.getLogger("deployctl.functions.host")
 SETTING = re.compile(r"%([A-Za-z0-9_]+)%")
@@ -136,7 +139,8 @@ class HttpAnswer:
 
 
 class FunctionHost:
-    def __init__(self, package: Path, settings: Mapping[str, str] | None = None, keys: tuple[str, ...] = ()) -> None:
+    def __init__(self, package: Path, settings: Mapping[str, str] | None = None, keys: tuple[str, ...] = (),
+                 *, storage: Storage | None = None, system_keys: Mapping[str, str] | None = None) -> None:
         import azure.functions as func
 
         self.func = func
@@ -158,6 +162,12 @@ class FunctionHost:
         spec.loader.exec_module(self.module)
         self.load_seconds = time.perf_counter() - t0
         self.functions = list(self.module.app.get_functions())
+        self.system_keys = dict(system_keys or {})
+        self.rpc_base = "http://127.0.0.1"  # where the worker reaches the host (serve() sets the port)
+        self.durable: DurableExtension | None = None
+        if any(self._trigger(fn)["type"] == "orchestrationTrigger" for fn in self.functions):
+            hub = hub_name(self.settings, host_json)
+            self.durable = DurableExtension(self.functions, self._trigger, self.call, InstanceStore(storage, hub), hub)
         self.lock = threading.Lock()  # one invocation at a time, as one Python worker thread
         self._loop: asyncio.AbstractEventLoop | None = None  # async functions: one loop, as the worker has
         log.info("Worker process started and initialized: function_app.py loaded in %.3fs", self.load_seconds)
@@ -199,6 +209,9 @@ class FunctionHost:
         headers = {k.lower(): v for k, v in (headers or {}).items()}
         params = dict(params or {})
         route = path.strip("/")
+        public = f"{headers.get('x-forwarded-proto', 'http')}://{headers.get('host', 'localhost')}"
+        if self.durable is not None and (route.startswith((WEBHOOK + "/", RPC + "/"))):
+            return self._durable_api(method.upper(), route, body, params, headers, public)
         prefix = self.route_prefix + "/" if self.route_prefix else ""
         for fn in self.functions:
             t = self._trigger(fn)
@@ -211,11 +224,48 @@ class FunctionHost:
             given = params.pop("code", None) or headers.get("x-functions-key")
             if level != "anonymous" and given not in self.keys:
                 return HttpAnswer(401, {}, b"")
-            req = self.func.HttpRequest(method.upper(), f"http://localhost/{route}", headers=headers,
+            req = self.func.HttpRequest(method.upper(), f"{public}/{route}", headers=headers,
                                         params=params, route_params={}, body=body)
+            inputs = {t["name"]: req}
+            for b in fn.get_bindings():  # the starter's durable client: the extension's binding context
+                d = b.get_dict_repr()
+                if d["type"] == "durableClient" and self.durable is not None:
+                    inputs[d["name"]] = self.durable.client_context(public, self.rpc_base, self._system_key())
             resp = self.call(fn, f"This function was programmatically called via the host APIs ({method.upper()} "
-                             f"/{route})", req)
+                             f"/{route})", **inputs)
             return HttpAnswer(resp.status_code, dict(resp.headers), resp.get_body())
+        return HttpAnswer(404, {}, b"")
+
+    def _system_key(self) -> str:
+        return self.system_keys.get("durabletask_extension") or (self.keys[-1] if self.keys else "")
+
+    def _durable_api(self, method: str, route: str, body: bytes, params: dict[str, str], headers: dict[str, str],
+                     public: str) -> HttpAnswer:
+        """The Durable extension's HTTP API: the public webhooks (system or master key) and the
+        worker's RPC endpoint (``rpcBaseUrl``, local to the worker: no key)."""
+        assert self.durable is not None
+        if route.startswith(WEBHOOK + "/"):
+            given = params.get("code") or headers.get("x-functions-key")
+            if not given or given not in (self._system_key(), *self.keys[1:]):
+                return HttpAnswer(401, {}, b"")
+            rest = route[len(WEBHOOK) + 1:]
+        else:
+            rest = route[len(RPC) + 1:]
+        parts = rest.split("/")
+        if method == "POST" and parts[0] == "orchestrators" and len(parts) in (2, 3):
+            status, doc = self.durable.start(parts[1], parts[2] if len(parts) == 3 else None, body)
+            if status == 202 and route.startswith(WEBHOOK + "/"):  # the webhook answers the management URLs
+                links = json.loads(self.durable.client_context(public, self.rpc_base, self._system_key()))
+                doc = {k: v.replace("INSTANCEID", doc["id"]) for k, v in links["managementUrls"].items()}
+            return _json_answer(status, doc)
+        if method == "GET" and parts[0] == "instances" and len(parts) == 2:
+            doc = self.durable.status(parts[1])
+            if doc is None:
+                return _json_answer(404, {})
+            if doc["runtimeStatus"] in TERMINAL:
+                return _json_answer(200, doc)
+            url = f"{public}/{route}" + (f"?{urlencode(params)}" if params else "")
+            return _json_answer(202, doc, {"Location": url, "Retry-After": "10"})
         return HttpAnswer(404, {}, b"")
 
     # -- queues ------------------------------------------------------------------------------------
@@ -285,6 +335,10 @@ class FunctionHost:
         return True
 
 
+def _json_answer(status: int, doc: Any, headers: Mapping[str, str] | None = None) -> HttpAnswer:
+    return HttpAnswer(status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(doc).encode())
+
+
 def serve(host: FunctionHost, port: int, storage: Storage | None, ready_file: Path | None) -> None:
     """Answer HTTP on 127.0.0.1:port and poll the queues until killed."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -313,6 +367,9 @@ def serve(host: FunctionHost, port: int, storage: Storage | None, ready_file: Pa
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    host.rpc_base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    if host.durable is not None:  # what a stopped host process left unfinished
+        threading.Thread(target=host.durable.resume_unfinished, daemon=True).start()
     if storage is not None and host.queue_functions():
         def poll() -> None:
             while True:
@@ -342,9 +399,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)  # the host's storage calls are not the app's log
     cfg = json.loads(args.config.read_text())
-    host = FunctionHost(args.package, cfg.get("settings", {}), tuple(cfg.get("keys", ())))
     conn = cfg.get("settings", {}).get("AzureWebJobsStorage", "")
     storage = Storage.from_connection_string(conn) if "AccountKey=" in conn or "UseDevelopmentStorage" in conn else None
+    host = FunctionHost(args.package, cfg.get("settings", {}), tuple(cfg.get("keys", ())), storage=storage,
+                        system_keys=cfg.get("system_keys", {}))
     serve(host, args.port, storage, args.ready_file)
     return 0
 

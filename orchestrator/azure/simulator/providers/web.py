@@ -25,6 +25,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -33,7 +34,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from orchestrator.azure.simulator.messages import Request, Response, json_response
+from orchestrator.azure.simulator.messages import Deferred, Request, Response, json_response
 
 SITE = re.compile(r"/providers/Microsoft\.Web/sites/([^/]+)(?:/slots/([^/]+))?", re.IGNORECASE)
 TEXT = {"Content-Type": "text/plain; charset=utf-8"}
@@ -54,6 +55,7 @@ def site_keys(sim: Any, site: dict[str, Any]) -> dict[str, str]:
     keys = site.setdefault("_keys", {})
     keys.setdefault("master", sim.secret(40))
     keys.setdefault("default", sim.secret(40))
+    keys.setdefault("durabletask_extension", sim.secret(40))  # the Durable extension's system key
     return dict(keys)
 
 
@@ -120,7 +122,7 @@ class WebApps:
             keys = site_keys(self.sim, site)
             if tail == "/host/default/listkeys":
                 return json_response(200, {"masterKey": keys["master"], "functionKeys": {"default": keys["default"]},
-                                           "systemKeys": {}})
+                                           "systemKeys": {"durabletask_extension": keys["durabletask_extension"]}})
             return json_response(200, {"id": f"{site_path}{req.path[m.end():]}", "name": "functionKeys",
                                        "properties": {"default": keys["default"]}})  # a StringDictionary
         if tail == "" and req.method == "GET" and site is not None:
@@ -248,6 +250,7 @@ class FunctionSites:
         self.sim = sim
         self.hosts: dict[str, tuple[str, subprocess.Popen[bytes], int]] = {}
         self.tmp = tempfile.TemporaryDirectory(prefix="deployctl-sim-functions-")
+        self.starting = threading.Lock()
         self._finalizer = weakref.finalize(self, _stop_hosts, self.hosts, self.tmp)
 
     def owns(self, req: Request) -> bool:
@@ -271,12 +274,23 @@ class FunctionSites:
         dep = current_package(self.sim, name)
         if dep is None:
             return Response(404, b"Function host is not running: no package has been deployed.", TEXT)
+        keys = site_keys(self.sim, site)
+        settings = {**site.get("_appsettings", {}), "WEBSITE_SITE_NAME": name}
+        if "AccountKey=" in settings.get("AzureWebJobsStorage", ""):
+            settings["AzureWebJobsStorage"] = self.local_storage(settings["AzureWebJobsStorage"])
+        # started and called outside the simulator's lock: the app may call the simulated storage
+        return Deferred(lambda: self.forward(req, name, site["id"], dep, keys, settings))
+
+    def forward(self, req: Request, name: str, site_id: str, dep: dict[str, Any], keys: dict[str, str],
+                settings: dict[str, str]) -> Response:
         try:
-            port = self.host_for(name, site, dep)
+            port = self.host_for(name, site_id, dep, keys, settings)
         except RuntimeError as e:
             return Response(503, f"Function host is not running: {e}".encode(), TEXT)
         url = f"http://127.0.0.1:{port}{req.path}" + (f"?{req.url.split('?', 1)[1]}" if "?" in req.url else "")
-        headers = {k: v for k, v in req.headers.items() if k.lower() not in ("host", "content-length")}
+        # the app sees its public host name (the Durable status URLs it answers are built from it)
+        headers = {**{k: v for k, v in req.headers.items() if k.lower() not in ("host", "content-length")},
+                   "Host": req.host, "X-Forwarded-Proto": "https"}
         r = urllib.request.Request(url, data=req.body if req.method != "GET" else None, method=req.method,
                                    headers=headers)
         try:
@@ -295,7 +309,13 @@ class FunctionSites:
         return (f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={parts.get('AccountKey', '')};"
                 f"BlobEndpoint={base}/{account}.blob.core.windows.net;QueueEndpoint={base}/{account}.queue.core.windows.net;")
 
-    def host_for(self, label: str, site: dict[str, Any], dep: dict[str, Any]) -> int:
+    def host_for(self, label: str, site_id: str, dep: dict[str, Any], keys: dict[str, str],
+                 settings: dict[str, str]) -> int:
+        with self.starting:  # one host per site, however many requests arrive at once
+            return self._host_for(label, site_id, dep, keys, settings)
+
+    def _host_for(self, label: str, site_id: str, dep: dict[str, Any], keys: dict[str, str],
+                  settings: dict[str, str]) -> int:
         held = self.hosts.get(label)
         if held and held[0] == dep["id"] and held[1].poll() is None:
             return held[2]
@@ -304,11 +324,9 @@ class FunctionSites:
         work = Path(self.tmp.name) / dep["id"]
         if not work.exists():
             zipfile.ZipFile(io.BytesIO(base64.b64decode(dep["zip"]))).extractall(work / "pkg")
-        keys = site_keys(self.sim, site)
-        settings = {**site.get("_appsettings", {}), "WEBSITE_SITE_NAME": label}
-        if "AccountKey=" in settings.get("AzureWebJobsStorage", ""):
-            settings["AzureWebJobsStorage"] = self.local_storage(settings["AzureWebJobsStorage"])
-        (work / "config.json").write_text(json.dumps({"settings": settings, "keys": [keys["default"], keys["master"]]}))
+        (work / "config.json").write_text(json.dumps({"settings": settings, "keys": [keys["default"], keys["master"]],
+                                                      "system_keys": {"durabletask_extension":
+                                                                      keys["durabletask_extension"]}}))
         ready = work / "ready.json"
         ready.unlink(missing_ok=True)
         log_file = host_log_dir(self.sim) / f"{label}.log"
@@ -333,7 +351,8 @@ class FunctionSites:
             time.sleep(0.05)
         port = int(json.loads(ready.read_text())["port"])
         self.hosts[label] = (dep["id"], proc, port)
-        self.sim.state["logs"].setdefault(site["id"].lower(), []).append(f"host started for deployment {dep['id']}")
+        with self.sim._lock:
+            self.sim.state["logs"].setdefault(site_id.lower(), []).append(f"host started for deployment {dep['id']}")
         return port
 
 
