@@ -42,7 +42,7 @@ from orchestrator.target import (
 )
 from targets.web import package, webapps
 from targets.web.base import WebTarget
-from targets.web.config import FunctionsConfig, Hosting, choose_hosting
+from targets.web.config import FunctionsConfig, Hosting, choose_hosting, estimate_init_seconds
 
 T_STORAGE, T_PLAN, T_APP, T_PACKAGE = "storage-account", "function-plan", "function-app", "function-package"
 DEPLOY_CONTAINER = "deployments"
@@ -81,16 +81,25 @@ class FunctionsTarget(WebTarget):
     def mode(self) -> str:
         return self.manifest.scoring.queue.mode if self.queued else "http"
 
+    @property
+    def ready_group(self) -> str:
+        """Flex always-ready instances are per group: the HTTP triggers, Durable, or one function."""
+        return {"http": "http", "durable": "durable"}.get(self.mode, "function:score_queue")
+
     @cached_property
     def package_requirements(self) -> list[str]:
         """What the package installs: the app's own imports, then the user's requirements."""
         return [*package.host_requirements(self.mode), *self.requirements]
 
     @cached_property
-    def requirement(self) -> sizing.Requirement:
+    def model_bytes(self) -> int:
         model = self.manifest.model.path
+        return tree_size(model) if model else 0
+
+    @cached_property
+    def requirement(self) -> sizing.Requirement:
         r = self.manifest.resources
-        return sizing.requirement(model_bytes=tree_size(model) if model else 0, cpu=r.cpu, memory_gib=r.memory_gb,
+        return sizing.requirement(model_bytes=self.model_bytes, cpu=r.cpu, memory_gib=r.memory_gb,
                                   gpu=r.gpu, requirement_lines=self.requirements)
 
     @cached_property
@@ -101,7 +110,9 @@ class FunctionsTarget(WebTarget):
         if self.requirement.gpu:
             raise self.fail("Azure Functions has no GPUs: use an Azure ML target for a GPU model")
         try:
-            return choose_hosting(self.cfg, self.requirement.memory_gib, reasons="; ".join(self.requirement.reasons))
+            init_s, init_why = estimate_init_seconds(self.model_bytes, self.requirements)
+            return choose_hosting(self.cfg, self.requirement.memory_gib, reasons="; ".join(self.requirement.reasons),
+                                  realtime=not self.queued, init_s=init_s, init_why=init_why)
         except ValueError as e:
             raise self.fail(str(e), hint="set hosting / premium_sku, or resources.memory_gb") from None
 
@@ -133,11 +144,10 @@ class FunctionsTarget(WebTarget):
         h, region = self.hosting, self.cfg.region
         app_spec: dict[str, Any] = {"location": region, "plan": self.plan_name, "python": self.manifest.environment.python,
                                     "settings": self.managed_settings()}
+        app_spec["always_ready"] = h.always_ready
         if h.plan == "flex":
-            app_spec.update({"instance_memory_mb": h.instance_memory_mb, "always_ready": self.cfg.always_ready,
+            app_spec.update({"instance_memory_mb": h.instance_memory_mb,
                              "maximum_instance_count": self.cfg.maximum_instance_count})
-        else:
-            app_spec["always_ready"] = self.cfg.always_ready
         return [
             Resource(T_STORAGE, self.storage_name, {"location": region, "sku": "Standard_LRS", "kind": "StorageV2"},
                      key=self._id(T_STORAGE, self.storage_name), replace_on=("location", "kind")),
@@ -151,7 +161,8 @@ class FunctionsTarget(WebTarget):
         ]
 
     def check(self, changes: list[Change]) -> list[Finding]:
-        out = [Finding(severity=Severity.info, message=f"hosting: {self.hosting.why}")]
+        out = [Finding(severity=Severity.info, message=f"hosting: {self.hosting.why}"),
+               Finding(severity=Severity.info, message=f"cold starts: {self.hosting.ready_why}")]
         if self.manifest.scoring.sample_request is None:
             out.append(Finding(severity=Severity.warning, message="no scoring.sample_request: a new package is "
                                "published without a smoke test, and cannot be rolled back on failure"))
@@ -198,7 +209,8 @@ class FunctionsTarget(WebTarget):
         if fac:
             scale = fac.get("scaleAndConcurrency") or {}
             ready = {a.get("name"): a.get("instanceCount") for a in scale.get("alwaysReady") or []}
-            spec.update({"instance_memory_mb": scale.get("instanceMemoryMB"), "always_ready": ready.get("http", 0),
+            spec.update({"instance_memory_mb": scale.get("instanceMemoryMB"),
+                         "always_ready": ready.get(self.ready_group, 0),
                          "maximum_instance_count": scale.get("maximumInstanceCount")})
         else:
             spec["always_ready"] = (props.get("siteConfig") or {}).get("minimumElasticInstanceCount", 0)
@@ -269,7 +281,8 @@ class FunctionsTarget(WebTarget):
                 "runtime": {"name": "python", "version": s["python"]},
                 "scaleAndConcurrency": {"instanceMemoryMB": s["instance_memory_mb"],
                                         "maximumInstanceCount": s["maximum_instance_count"],
-                                        "alwaysReady": [{"name": "http", "instanceCount": s["always_ready"]}]}}
+                                        "alwaysReady": [{"name": self.ready_group,
+                                                         "instanceCount": s["always_ready"]}]}}
             props["siteConfig"] = {}
         else:
             props["siteConfig"] = {"linuxFxVersion": f"Python|{s['python']}",
