@@ -6,11 +6,13 @@ model needs more memory or it is asked for), the function app with its app setti
 package (see :mod:`.package`: built here with uv for the platform, zipped, content-addressed).
 
 Deploying a package: upload ``packages/<sha256>.zip`` to the deployment container unless it is
-there already, then publish it by URL (OneDeploy).  Premium, real-time: to the ``staging`` slot,
-smoke-test it there with ``scoring.sample_request``, then swap it into production (a failing
-package never takes traffic).  Flex Consumption (no slots) and queued apps (a staging slot would
-consume the live queue): publish in place, smoke-test, and publish the previous package again when
-the smoke test fails.  The package's record (input digest, sha256, first answer time) is kept in
+there already, then publish it by URL (OneDeploy).  Premium (real-time and queue): to the
+``staging`` slot, smoke-test it there with ``scoring.sample_request``, then swap it into
+production (a failing package never takes traffic); a queued app's slot has its queue trigger
+disabled by the slot-sticky ``AzureWebJobs.score_queue.Disabled`` setting, so it consumes no
+production message before the swap (its smoke test goes over HTTP).  Flex Consumption (no slots)
+and Durable apps (both slots would share the task hub): publish in place, smoke-test, and publish
+the previous package again when the smoke test fails.  The package's record (input digest, sha256, first answer time) is kept in
 the production app settings as ``DEPLOYCTL_PACKAGE``.
 """
 
@@ -50,6 +52,7 @@ RESULTS_CONTAINER = "deployctl-results"
 REQUEST_QUEUE = "deployctl-requests"
 RECORD = "DEPLOYCTL_PACKAGE"
 SLOT = "staging"  # Premium: new packages start here, are smoke-tested, then swapped in
+QUEUE_DISABLED = "AzureWebJobs.score_queue.Disabled"  # on the staging slot of a queued app (slot-sticky)
 # settings holding secrets (connection strings): never in a spec, a plan or an output
 SECRET_SETTINGS = ("AzureWebJobsStorage", "DEPLOYMENT_STORAGE_CONNECTION_STRING")
 
@@ -316,7 +319,7 @@ class FunctionsTarget(WebTarget):
             uri = self._upload(info)
         settings = self.op("list app settings", lambda: webapps.app_settings(self.web, rg, self.app_name))
         previous = json.loads(settings.get(RECORD) or "null")
-        if self.hosting.plan == "premium" and not self.queued:
+        if self.hosting.plan == "premium" and self.mode != "durable":
             first_ms = self._deploy_through_slot(uri, r, tags, settings)
         else:
             first_ms = self._deploy_in_place(uri, r, previous)
@@ -328,8 +331,8 @@ class FunctionsTarget(WebTarget):
                 resource=r.address)
 
     def _deploy_in_place(self, uri: str, r: Resource, previous: Mapping[str, Any] | None) -> float | None:
-        """Flex (no slots), and queued apps (a staging slot would consume the live queue): publish,
-        smoke-test, and publish the previous package again when the smoke test fails."""
+        """Flex (no slots) and Durable apps (a slot would share the task hub): publish, smoke-test,
+        and publish the previous package again when the smoke test fails."""
         self._publish(uri, r.address)
         first_ms, problem = self._smoke()
         if problem is not None:
@@ -349,6 +352,13 @@ class FunctionsTarget(WebTarget):
         self.op("create staging slot", lambda: self.web.web_apps.begin_create_or_update_slot(
             rg, self.app_name, SLOT, body).result(), resource=r.address, budget=PROVISION)
         slot_settings = {k: v for k, v in settings.items() if k != RECORD}
+        if self.mode == "queue":
+            # The slot shares production's queue: its trigger stays disabled (a slot-sticky setting,
+            # so it never moves to production in the swap) and the smoke test goes over HTTP.
+            self.op("make the queue trigger's switch slot-sticky", lambda: self.web.web_apps.
+                    update_slot_configuration_names(rg, self.app_name, {"properties": {"appSettingNames": [
+                        QUEUE_DISABLED]}}), resource=r.address)
+            slot_settings[QUEUE_DISABLED] = "1"
         self.op("set slot app settings", lambda: webapps.put_app_settings(self.web, rg, self.app_name, slot_settings,
                                                                           slot=SLOT), resource=r.address)
         self._publish(uri, r.address, slot=SLOT)

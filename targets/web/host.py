@@ -173,6 +173,10 @@ class FunctionHost:
         log.info("Worker process started and initialized: function_app.py loaded in %.3fs", self.load_seconds)
         log.info("Found the following functions: %s",
                  ", ".join(f"Host.Functions.{fn.get_function_name()}" for fn in self.functions))
+        for fn in self.functions:
+            if self.disabled(fn):
+                log.info("Function 'Functions.%s' is disabled (AzureWebJobs.%s.Disabled)", fn.get_function_name(),
+                         fn.get_function_name())
 
     def call(self, fn: Any, reason: str, *args: Any, **kwargs: Any) -> Any:
         """Invoke a user function as the worker does (an async one on the worker's event loop),
@@ -200,6 +204,12 @@ class FunctionHost:
                 threading.Thread(target=self._loop.run_forever, daemon=True, name="worker-loop").start()
             return self._loop
 
+    def disabled(self, fn: Any) -> bool:
+        """``AzureWebJobs.<function>.Disabled`` set to true or 1: the host does not run the function
+        (a queue trigger does not poll, an HTTP route answers 404)."""
+        flag = self.settings.get(f"AzureWebJobs.{fn.get_function_name()}.Disabled", "")
+        return flag.strip().lower() in ("true", "1")
+
     def _trigger(self, fn: Any) -> dict[str, Any]:
         return next(b.get_dict_repr() for b in fn.get_bindings() if b.type.endswith("Trigger"))
 
@@ -217,6 +227,8 @@ class FunctionHost:
             t = self._trigger(fn)
             if t["type"] != "httpTrigger" or prefix + t.get("route", fn.get_function_name()) != route:
                 continue
+            if self.disabled(fn):
+                return HttpAnswer(404, {}, b"")
             methods = [str(getattr(m, "value", m)).upper() for m in t.get("methods") or []]
             if methods and method.upper() not in methods:
                 return HttpAnswer(405, {}, b"")
@@ -271,7 +283,7 @@ class FunctionHost:
     # -- queues ------------------------------------------------------------------------------------
     def queue_functions(self) -> list[tuple[Any, str]]:
         return [(fn, resolve(self._trigger(fn)["queueName"], self.settings)) for fn in self.functions
-                if self._trigger(fn)["type"] == "queueTrigger"]
+                if self._trigger(fn)["type"] == "queueTrigger" and not self.disabled(fn)]
 
     def poll_once(self, storage: Storage, visibility_timeout: float = 30) -> int:
         """Receive and process at most one message per queue trigger; how many were processed."""

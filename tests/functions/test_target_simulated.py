@@ -210,3 +210,35 @@ def test_flex_apps_have_no_slots(sim):
     with pytest.raises(HttpResponseError, match="do not support deployment slots"):
         web.web_apps.begin_create_or_update_slot(RG, "app", "staging", {"location": "eastus", "properties": {
             "serverFarmId": plan.id}}).result()
+
+
+def test_premium_queue_app_blue_green_with_the_slot_trigger_disabled(project, sim, tmp_path):
+    """A queued app on Premium also goes through the staging slot: the slot's queue trigger is off
+    (AzureWebJobs.score_queue.Disabled, slot-sticky: it never reaches production in the swap), it is
+    smoke-tested over HTTP, and a broken package is never swapped in."""
+    doc = manifest(project, hosting="premium")
+    doc["scoring"] = {"type": "near-real-time", "sample_request": "./sample-request.json", "queue": {"max_attempts": 2}}
+    d = deployctl.load(doc, base_dir=project, state_dir=tmp_path / "state", azure=sim.session())
+    result = d.apply(d.plan())
+    assert result.ok, result
+    assert swaps(sim) == 1
+    web = WebSiteManagementClient(sim.credential, SUB, transport=sim.transport)
+    names = web.web_apps.list_slot_configuration_names(RG, "iris-fn-prod")
+    assert names.properties.app_setting_names == ["AzureWebJobs.score_queue.Disabled"]
+    slot = web.web_apps.list_application_settings_slot(RG, "iris-fn-prod", "staging").properties
+    prod = web.web_apps.list_application_settings(RG, "iris-fn-prod").properties
+    assert slot["AzureWebJobs.score_queue.Disabled"] == "1" and "AzureWebJobs.score_queue.Disabled" not in prod
+    r = d.invoke(body={"data": [[5.1, 3.5, 1.4, 0.2]]})
+    assert r.ok and r.state == "done" and r.body == ["setosa"]
+    assert "Executing 'Functions.score_queue'" in d.logs(tail=1000)
+    staging_log = d.logs(tail=1000, deployment="staging")
+    assert "Function 'Functions.score_queue' is disabled" in staging_log
+    assert "Executing 'Functions.score_queue'" not in staging_log  # the slot took no message
+    # a broken package fails on the slot; production keeps scoring queued requests
+    (project / "src" / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    raise RuntimeError('broken')\n")
+    d = deployctl.load(doc, base_dir=project, state_dir=tmp_path / "state", azure=sim.session())
+    result = d.apply(d.plan())
+    assert not result.ok and "failed its smoke test on the staging slot" in str(result)
+    assert swaps(sim) == 1
+    r = d.invoke(body={"data": [[6.7, 3.0, 5.2, 2.3]]})
+    assert r.ok and r.body == ["virginica"]

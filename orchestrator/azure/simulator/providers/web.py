@@ -18,6 +18,7 @@ each deployment, stopped with the simulator).
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -117,6 +118,12 @@ class WebApps:
             return json_response(200, {"id": f"{site_path}/config/appsettings", "name": "appsettings",
                                        "type": "Microsoft.Web/sites/config", "location": site.get("location"),
                                        "properties": site.get("_appsettings", {})})
+        if tail == "/config/slotconfignames" and site is not None and not slot and req.method in ("GET", "PUT"):
+            if req.method == "PUT":  # the app settings that stay with their slot in a swap
+                site["_slotconfignames"] = dict((req.json() or {}).get("properties") or {})
+            return json_response(200, {"id": f"{site_path}/config/slotConfigNames", "name": "slotConfigNames",
+                                       "type": "Microsoft.Web/sites/config",
+                                       "properties": site.get("_slotconfignames", {})})
         if site is not None and req.method == "POST" and (tail == "/host/default/listkeys"
                                                            or re.fullmatch(r"/functions/[^/]+/listkeys", tail)):
             keys = site_keys(self.sim, site)
@@ -138,7 +145,16 @@ class WebApps:
         kudu = self.sim.state["kudu"]
         a, b = kudu.get(labels[0], {"deployments": []}), kudu.get(labels[1], {"deployments": []})
         kudu[labels[0]], kudu[labels[1]] = b, a
-        site["_appsettings"], slot["_appsettings"] = slot.get("_appsettings", {}), site.get("_appsettings", {})
+        sites = next(p for p in self.sim.providers if isinstance(p, FunctionSites))
+        for label in labels:  # both restart on what they now run (an old host stops consuming queues)
+            sites.stop(label)
+        # slot-sticky settings (config/slotConfigNames) stay where they are; the others move with the content
+        sticky = set((site.get("_slotconfignames") or {}).get("appSettingNames") or [])
+        mine, theirs = site.get("_appsettings", {}), slot.get("_appsettings", {})
+        site["_appsettings"] = {**{k: v for k, v in theirs.items() if k not in sticky},
+                                **{k: v for k, v in mine.items() if k in sticky}}
+        slot["_appsettings"] = {**{k: v for k, v in mine.items() if k not in sticky},
+                                **{k: v for k, v in theirs.items() if k in sticky}}
         from orchestrator.azure.simulator.providers.appservice import swap_config
 
         swap_config(site, slot)
@@ -262,7 +278,12 @@ class FunctionSites:
     def close(self) -> None:
         self._finalizer()
 
-    def handle(self, req: Request) -> Response | None:
+    def stop(self, label: str) -> None:
+        held = self.hosts.pop(label, None)
+        if held:
+            stop_process(held[1])
+
+    def handle(self, req: Request) -> Response | Deferred | None:
         name = APP_HOST.match(req.host).group(1)  # type: ignore[union-attr]
         site = find_site(self.sim, name)
         if site is None:
@@ -270,7 +291,7 @@ class FunctionSites:
         if not is_function_app(site):  # an App Service app
             from orchestrator.azure.simulator.providers.appservice import serve
 
-            return serve(self.sim, req, site, name)  # type: ignore[return-value]
+            return serve(self.sim, req, site, name)
         dep = current_package(self.sim, name)
         if dep is None:
             return Response(404, b"Function host is not running: no package has been deployed.", TEXT)
@@ -317,7 +338,8 @@ class FunctionSites:
     def _host_for(self, label: str, site_id: str, dep: dict[str, Any], keys: dict[str, str],
                   settings: dict[str, str]) -> int:
         held = self.hosts.get(label)
-        if held and held[0] == dep["id"] and held[1].poll() is None:
+        version = dep["id"] + "/" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+        if held and held[0] == version and held[1].poll() is None:
             return held[2]
         if held:
             stop_process(held[1])
@@ -350,7 +372,7 @@ class FunctionSites:
                 raise RuntimeError("the worker did not start: " + " | ".join(tail))
             time.sleep(0.05)
         port = int(json.loads(ready.read_text())["port"])
-        self.hosts[label] = (dep["id"], proc, port)
+        self.hosts[label] = (version, proc, port)
         with self.sim._lock:
             self.sim.state["logs"].setdefault(site_id.lower(), []).append(f"host started for deployment {dep['id']}")
         return port
