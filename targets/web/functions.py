@@ -613,13 +613,15 @@ class FunctionsTarget(WebTarget):
 
     def _durable_wait(self, rid: str, url: str, timeout_s: float) -> InvokeResult:
         """Poll the status URL until the orchestration ends or ``timeout_s`` passes.  Retry-After
-        (10 s from the extension) is honoured up to a second: a CLI caller waits for one answer."""
-        deadline = time.monotonic() + timeout_s
+        (10 s from the extension) is honoured up to a second: a CLI caller waits for one answer, so
+        polls start at 0.1 s and double up to that."""
+        deadline, pause = time.monotonic() + timeout_s, 0.1
         while True:
             res, retry_after = self._durable_status(rid, url)
             if res.state in ("done", "dead", "unknown") or time.monotonic() > deadline:
                 return res
-            time.sleep(min(retry_after, 1.0, max(deadline - time.monotonic(), 0.05)))
+            time.sleep(min(pause, retry_after, max(deadline - time.monotonic(), 0.05)))
+            pause = min(pause * 2, 1.0)
 
 
 def _queue_exists(queues: Any, name: str) -> bool:
