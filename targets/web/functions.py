@@ -166,6 +166,10 @@ class FunctionsTarget(WebTarget):
     def check(self, changes: list[Change]) -> list[Finding]:
         out = [Finding(severity=Severity.info, message=f"hosting: {self.hosting.why}"),
                Finding(severity=Severity.info, message=f"cold starts: {self.hosting.ready_why}")]
+        if self.hosting.plan == "premium" and self.mode == "durable":
+            out.append(Finding(severity=Severity.info, message="Durable app on Premium: new packages are published in "
+                               "place (a staging slot would share the task hub and run production's "
+                               "orchestrations), smoke-tested, and the previous package put back on failure"))
         if self.manifest.scoring.sample_request is None:
             out.append(Finding(severity=Severity.warning, message="no scoring.sample_request: a new package is "
                                "published without a smoke test, and cannot be rolled back on failure"))

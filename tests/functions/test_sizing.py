@@ -78,3 +78,13 @@ def test_the_plan_shows_the_always_ready_count_and_why(project, sim, tmp_path):
     doc["targets"][0]["always_ready"] = 0  # the manifest's choice wins
     d = deployctl.load(doc, base_dir=project, state_dir=tmp_path / "s3", azure=sim.session())
     assert app_change(d.plan())["always_ready"] == 0
+
+
+def test_the_plan_says_a_durable_app_on_premium_deploys_in_place(project, sim, tmp_path):
+    doc = manifest(project, hosting="premium")
+    doc["scoring"] = {"type": "near-real-time", "sample_request": "./sample-request.json", "queue": {"mode": "durable"}}
+    d = deployctl.load(doc, base_dir=project, state_dir=tmp_path / "s", azure=sim.session())
+    plan = d.plan()
+    text = json.dumps(plan.to_json())
+    assert "Durable app on Premium: new packages are published in place" in text
+    assert app_change(plan)["always_ready"] == 1  # Premium keeps one instance warm
