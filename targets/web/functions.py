@@ -44,7 +44,13 @@ from orchestrator.target import (
 )
 from targets.web import package, webapps
 from targets.web.base import WebTarget
-from targets.web.config import FunctionsConfig, Hosting, choose_hosting, estimate_init_seconds
+from targets.web.config import (
+    COLD_START_BUDGET_S,
+    FunctionsConfig,
+    Hosting,
+    choose_hosting,
+    estimate_init_seconds,
+)
 
 T_STORAGE, T_PLAN, T_APP, T_PACKAGE = "storage-account", "function-plan", "function-app", "function-package"
 DEPLOY_CONTAINER = "deployments"
@@ -83,6 +89,8 @@ class FunctionsTarget(WebTarget):
     @property
     def mode(self) -> str:
         return self.manifest.scoring.queue.mode if self.queued else "http"
+
+    deployed_record: dict[str, Any] | None = None  # the package's record, as read() found it
 
     @property
     def ready_group(self) -> str:
@@ -170,6 +178,13 @@ class FunctionsTarget(WebTarget):
             out.append(Finding(severity=Severity.info, message="Durable app on Premium: new packages are published in "
                                "place (a staging slot would share the task hub and run production's "
                                "orchestrations), smoke-tested, and the previous package put back on failure"))
+        measured = (self.deployed_record or {}).get("first_answer_ms")
+        if (measured and not self.queued and self.cfg.always_ready is None and self.hosting.always_ready == 0
+                and measured / 1000 > COLD_START_BUDGET_S):
+            out.append(Finding(severity=Severity.warning, message=f"cold starts: the deployed package's first answer "
+                               f"took {measured / 1000:.1f} s (measured after its deploy), over the "
+                               f"{COLD_START_BUDGET_S:g} s budget the estimate did not foresee",
+                               hint="set always_ready: 1 to keep an instance warm"))
         if self.manifest.scoring.sample_request is None:
             out.append(Finding(severity=Severity.warning, message="no scoring.sample_request: a new package is "
                                "published without a smoke test, and cannot be rolled back on failure"))
@@ -197,6 +212,7 @@ class FunctionsTarget(WebTarget):
             out.append(Observed(T_APP, self.app_name, self._app_spec_of(s, settings), tags=s.get("tags") or {},
                                 key=self._id(T_APP, self.app_name)))
             record = json.loads(settings.get(RECORD) or "null")
+            self.deployed_record = record  # check() compares its measured first answer with the estimate
             if record:
                 out.append(Observed(T_PACKAGE, self.app_name, record["spec"], tags=record["tags"],
                                     key=self._id(T_APP, self.app_name) + "/package"))

@@ -88,3 +88,17 @@ def test_the_plan_says_a_durable_app_on_premium_deploys_in_place(project, sim, t
     text = json.dumps(plan.to_json())
     assert "Durable app on Premium: new packages are published in place" in text
     assert app_change(plan)["always_ready"] == 1  # Premium keeps one instance warm
+
+
+def test_a_measured_first_answer_over_the_budget_is_a_plan_warning(project, sim, tmp_path):
+    """The estimate said scale to zero; the deploy's measured first answer says otherwise: the next
+    plan says so (the manifest decides: desired() stays pure)."""
+    (project / "src" / "score.py").write_text("import time\n\ndef init():\n    time.sleep(5.5)\n\n"
+                                              "def run(raw):\n    return [1]\n")
+    d = deployctl.load(manifest(project), base_dir=project, state_dir=tmp_path / "s", azure=sim.session())
+    plan = d.plan()
+    assert app_change(plan)["always_ready"] == 0
+    assert d.apply(plan).ok
+    text = json.dumps(deployctl.load(manifest(project), base_dir=project, state_dir=tmp_path / "s",
+                                     azure=sim.session()).plan().to_json())
+    assert "cold starts: the deployed package's first answer took" in text and "always_ready: 1" in text
