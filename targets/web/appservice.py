@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import sizing
+from orchestrator.azure import registries, roles
+from orchestrator.azure.budgets import PROVISION
 from orchestrator.azure.errors import AzureNotFound
 from orchestrator.azure.keys import KEY_ENV, ScoringKey
 from orchestrator.manifest.model import ScoringType
@@ -42,6 +44,9 @@ from targets.web.appservice_config import AppServiceConfig, PlanChoice, choose_p
 from targets.web.base import WebTarget
 
 T_PLAN, T_APP, T_VERSION = "app-service-plan", "app-service", "app-service-version"
+# run: image without a named registry / identity: deployctl makes (and owns) what the pull needs
+T_REGISTRY, T_IDENTITY, T_PULL = "container-registry", "managed-identity", "role-assignment"
+IDENTITY_TYPE = "Microsoft.ManagedIdentity/userAssignedIdentities"
 SLOT = "staging"
 RECORD = "DEPLOYCTL_VERSION"
 WWWROOT = "/home/site/wwwroot"  # where run-from-package mounts the zip
@@ -97,15 +102,137 @@ class AppServiceTarget(WebTarget):
     def scoring_key(self) -> ScoringKey:
         return ScoringKey(self.ctx)
 
+    # -- what the image pull needs: the registry, the identity, its AcrPull (named, or deployctl's) --
     def _registry(self) -> tuple[str, str, str]:
-        ref = self.cfg.registry
-        if ref is None:
-            raise self.fail("run: image needs `registry` (the Azure Container Registry the app pulls from) and "
-                            "`identity` (a user-assigned identity with AcrPull on it)",
-                            hint="set registry and identity, or run: package")
-        if isinstance(ref, str):
-            return ref.lower(), self.cfg.subscription, self.cfg.resource_group
-        return ref.name.lower(), ref.subscription or self.cfg.subscription, ref.resource_group or self.cfg.resource_group
+        """(name, subscription, resource group) of the registry the image goes to: the one named,
+        else the one deployctl makes for this target."""
+        if self.cfg.registry is None:
+            return (registries.default_name(self.cfg.subscription, self.cfg.resource_group, self.app_name),
+                    self.cfg.subscription, self.cfg.resource_group)
+        return registries.resolve(self.cfg.registry, self.cfg.subscription, self.cfg.resource_group)
+
+    @property
+    def registry_scope(self) -> str:
+        return registries.registry_id(*[self._registry()[i] for i in (1, 2, 0)])
+
+    @property
+    def identity_name(self) -> str:
+        return str(self.cfg.identity).rsplit("/", 1)[-1] if self.cfg.identity else f"{self.app_name}-pull"
+
+    @property
+    def pull_identity(self) -> str:
+        """The ARM id of the identity the app pulls with: the one named, else deployctl's."""
+        return self.cfg.identity or self.arm_id(IDENTITY_TYPE, self.identity_name)
+
+    @property
+    def makes_pull_role(self) -> bool:
+        """deployctl grants AcrPull when it made the registry or the identity (a named pair is the
+        user's: its role assignment too)."""
+        return self.cfg.run == "image" and (self.cfg.registry is None or self.cfg.identity is None)
+
+    def _pull_resources(self) -> list[Resource]:
+        if self.cfg.run != "image":
+            return []
+        name, _, _ = self._registry()
+        out = []
+        if self.cfg.registry is None:
+            out.append(Resource(T_REGISTRY, name, {"location": self.cfg.region, "sku": registries.DEFAULT_SKU},
+                                key=self.registry_scope, replace_on=("location",)))
+        if self.cfg.identity is None:
+            out.append(Resource(T_IDENTITY, self.identity_name, {"location": self.cfg.region}, key=self.pull_identity,
+                                replace_on=("location",)))
+        if self.makes_pull_role:
+            deps = tuple(f"{r.type}/{r.name}" for r in out)
+            out.append(Resource(T_PULL, f"acrpull-{self.identity_name}",
+                                {"role": "AcrPull", "registry": name, "identity": self.identity_name},
+                                key=f"{self.registry_scope}/acrpull/{self.identity_name}", depends_on=deps))
+        return out
+
+    def _identity_doc(self) -> dict[str, Any] | None:
+        from orchestrator.azure.arm import arm_get
+
+        ident = self.pull_identity
+        sub = ident.split("/")[2]
+        try:
+            doc = self.op("read the pull identity", lambda: arm_get(self.session, self.session.get_credential(sub),
+                                                                    ident, IDENTITY_API))
+        except AzureNotFound:
+            return None
+        return dict(doc or {})
+
+    def _read_pull(self) -> list[Observed]:
+        """The registry, identity and role assignment deployctl made (as they are now)."""
+        if self.cfg.run != "image":
+            return []
+        out = []
+        name, sub, rg = self._registry()
+        if self.cfg.registry is None:
+            reg = self.op("read the registry", lambda: registries.observe(self.session, sub, rg, name))
+            if reg is not None:
+                out.append(Observed(T_REGISTRY, name, {"location": reg["location"], "sku": reg["sku"]},
+                                    tags=reg["tags"], key=self.registry_scope))
+        ident = self._identity_doc() if self.makes_pull_role else None
+        if ident is not None and self.cfg.identity is None:
+            out.append(Observed(T_IDENTITY, self.identity_name,
+                                {"location": webapps.norm_location(ident.get("location"))},
+                                tags=ident.get("tags") or {}, key=self.pull_identity))
+        principal = str((ident or {}).get("properties", {}).get("principalId") or "")
+        if principal:
+            scope = self.registry_scope
+            ra = self.op("read the AcrPull role assignment", lambda: roles.get(
+                self.session, sub, scope, roles.assignment_name(scope, principal, roles.ACR_PULL)))
+            if ra is not None:
+                role = "AcrPull" if str(ra["roleDefinitionId"]).rsplit("/", 1)[-1] == roles.ACR_PULL else ra["roleDefinitionId"]
+                out.append(Observed(T_PULL, f"acrpull-{self.identity_name}",
+                                    {"role": role, "registry": str(ra["scope"]).rsplit("/", 1)[-1].lower(),
+                                     "identity": self.identity_name},
+                                    tags=roles.owner_tags(ra.get("description")),
+                                    key=f"{scope}/acrpull/{self.identity_name}"))
+        return out
+
+    def _create_registry(self, r: Resource, tags: dict[str, str]) -> None:
+        _, sub, rg = self._registry()
+        self.op("create the registry", lambda: registries.create(self.session, sub, rg, r.name,
+                                                                 location=r.spec["location"], tags=tags),
+                resource=r.address)
+
+    def _create_identity(self, r: Resource, tags: dict[str, str]) -> None:
+        from orchestrator.azure.arm import arm_request
+
+        cred = self.session.get_credential(self.cfg.subscription)
+        self.op("create the pull identity", lambda: arm_request(
+            self.session, cred, "PUT", self.pull_identity, IDENTITY_API, {"location": r.spec["location"], "tags": tags}),
+            resource=r.address)
+
+    def _create_pull_role(self, r: Resource, tags: dict[str, str]) -> None:
+        ident = self._identity_doc()
+        principal = str((ident or {}).get("properties", {}).get("principalId") or "")
+        if not principal:
+            raise self.fail(f"the pull identity {self.pull_identity} does not exist", resource=r.address)
+        _, sub, _ = self._registry()
+        scope = self.registry_scope
+        # a new identity's principal takes a while to replicate: PrincipalNotFound is retried (PROVISION budget)
+        self.op("grant AcrPull on the registry", lambda: roles.assign(
+            self.session, sub, scope, principal, roles.ACR_PULL, description=roles.describe_owner(tags)),
+            resource=r.address, budget=PROVISION)
+
+    def _delete_pull(self, observed: Observed) -> None:
+        from orchestrator.azure.arm import arm_request
+
+        _, sub, rg = self._registry()
+        if observed.type == T_PULL:
+            ident = self._identity_doc()
+            principal = str((ident or {}).get("properties", {}).get("principalId") or "")
+            if principal:
+                scope = self.registry_scope
+                self.op("delete the AcrPull role assignment", lambda: roles.delete(
+                    self.session, sub, scope, roles.assignment_name(scope, principal, roles.ACR_PULL)))
+        elif observed.type == T_IDENTITY:
+            cred = self.session.get_credential(self.cfg.subscription)
+            self.op("delete the pull identity", lambda: webapps.get_or_none(lambda: arm_request(
+                self.session, cred, "DELETE", self.pull_identity, IDENTITY_API)))
+        else:
+            self.op("delete the registry", lambda: registries.delete(self.session, sub, rg, observed.name))
 
     @cached_property
     def version_digest(self) -> str:
@@ -136,13 +263,16 @@ class AppServiceTarget(WebTarget):
         app_spec: dict[str, Any] = {
             "location": region, "plan": self.plan_name, "run": self.cfg.run, "health_check_path": self.cfg.health_check_path,
             "always_on": self.cfg.always_on, "startup_command": self._startup_command(),
-            "identity": self.cfg.identity if self.cfg.run == "image" else None, "settings": self.managed_settings(),
+            "identity": self.pull_identity if self.cfg.run == "image" else None, "settings": self.managed_settings(),
             "scoring_key": self.scoring_key.spec_value()}
+        pull = self._pull_resources()
         return [
+            *pull,
             Resource(T_PLAN, self.plan_name, {"location": region, "sku": choice.sku.name},
                      key=self.plan_id(), replace_on=("location",)),
             Resource(T_APP, self.app_name, app_spec, key=self.site_id(),
-                     depends_on=(f"{T_PLAN}/{self.plan_name}",), replace_on=("location",), exact=("settings",)),
+                     depends_on=(f"{T_PLAN}/{self.plan_name}", *(f"{r.type}/{r.name}" for r in pull if r.type == T_PULL)),
+                     replace_on=("location",), exact=("settings",)),
             Resource(T_VERSION, self.app_name, {"run": self.cfg.run, "digest": self.version_digest,
                                                 "staging_slot": choice.slot},
                      key=self.site_id() + "/version", depends_on=(f"{T_APP}/{self.app_name}",)),
@@ -167,14 +297,13 @@ class AppServiceTarget(WebTarget):
         if self.manifest.scoring.sample_request is None:
             out.append(Finding(severity=Severity.warning, message="no scoring.sample_request: a new version is only "
                                "health-checked, not smoke-tested"))
+        if self.cfg.run == "image":
+            out.append(Finding(severity=Severity.info, message=self._pull_summary()))
         if not any(c.action in (Action.create, Action.update, Action.replace) for c in changes):
             return out  # nothing will be written: no pre-write checks
         if self.cfg.run == "image":
-            if not self.cfg.identity:
-                out.append(Finding(severity=Severity.error, message="run: image needs `identity`: a user-assigned "
-                                   "managed identity with AcrPull on the registry (the app pulls with it)",
-                                   hint="set identity, or run: package"))
-            out += self._registry_findings()
+            if self.cfg.registry is not None:
+                out += registries.missing_findings(self.session, self.op, [self._registry()])
             if self.cfg.identity:
                 try:
                     _ = self.identity_client_id
@@ -184,17 +313,15 @@ class AppServiceTarget(WebTarget):
         out += self._region_findings(choice)
         return out
 
-    def _registry_findings(self) -> list[Finding]:
-        from azure.mgmt.containerregistry import ContainerRegistryManagementClient
-
-        name, sub, rg = self._registry()
-        client = ContainerRegistryManagementClient(self.session.get_credential(sub), sub, **self.session.client_kwargs())
-        try:
-            self.op(f"read registry {name}", lambda: client.registries.get(rg, name))
-        except AzureNotFound:
-            return [Finding(severity=Severity.error, message=f"registry {name} does not exist in resource group {rg} "
-                            f"of subscription {sub}", hint=f"create it (az acr create -n {name} -g {rg} --sku Standard)")]
-        return []
+    def _pull_summary(self) -> str:
+        name = self._registry()[0]
+        reg = (f"registry {name} (created by deployctl, Basic)" if self.cfg.registry is None
+               else f"registry {name} (named)")
+        ident = (f"user-assigned identity {self.identity_name} (created by deployctl)" if self.cfg.identity is None
+                 else f"identity {self.identity_name} (named)")
+        role = ("an AcrPull role assignment for it on the registry (created by deployctl)" if self.makes_pull_role
+                else "its AcrPull role on the registry (yours to grant)")
+        return f"image pull: {reg}; the app pulls with {ident} through {role}"
 
     def _region_findings(self, choice: PlanChoice) -> list[Finding]:
         """Before any write: does the region offer the plan's tier for Linux?"""
@@ -212,7 +339,7 @@ class AppServiceTarget(WebTarget):
     def read(self) -> list[Observed]:
         rg = self.cfg.resource_group
         plan = self.observe_plan(T_PLAN)
-        out = [plan] if plan is not None else []
+        out = [*self._read_pull(), *([plan] if plan is not None else [])]
         site = self.op("get web app", lambda: webapps.get_or_none(lambda: self.web.web_apps.get(rg, self.app_name)))
         if site is None:
             return out
@@ -243,7 +370,8 @@ class AppServiceTarget(WebTarget):
     # -- writing ----------------------------------------------------------------------------------
     def create(self, resource: Resource, tags: Mapping[str, str]) -> None:
         all_tags = self.azure_tags(tags)
-        {T_PLAN: self._create_plan, T_APP: self._create_app, T_VERSION: self._deploy}[resource.type](resource, all_tags)
+        {T_PLAN: self._create_plan, T_APP: self._create_app, T_VERSION: self._deploy, T_REGISTRY: self._create_registry,
+         T_IDENTITY: self._create_identity, T_PULL: self._create_pull_role}[resource.type](resource, all_tags)
 
     def update(self, resource: Resource, observed: Observed, tags: Mapping[str, str]) -> None:
         self.create(resource, tags)
@@ -264,8 +392,8 @@ class AppServiceTarget(WebTarget):
         body: dict[str, Any] = {"location": app["location"], "kind": "app,linux" + (",container" if self.cfg.run == "image" else ""),
                                 "tags": dict(tags), "properties": {"serverFarmId": self.plan_id(),
                                                                    "reserved": True, "httpsOnly": True, "siteConfig": conf}}
-        if self.cfg.run == "image" and self.cfg.identity:
-            body["identity"] = {"type": "UserAssigned", "userAssignedIdentities": {self.cfg.identity: {}}}
+        if self.cfg.run == "image":
+            body["identity"] = {"type": "UserAssigned", "userAssignedIdentities": {self.pull_identity: {}}}
             conf.update({"acrUseManagedIdentityCreds": True, "acrUserManagedIdentityID": self.identity_client_id})
         return body
 
@@ -274,9 +402,9 @@ class AppServiceTarget(WebTarget):
         """The pull identity's client id (what ``acrUserManagedIdentityID`` takes)."""
         from orchestrator.azure.arm import arm_get
 
-        ident = str(self.cfg.identity)
+        ident = self.pull_identity
         doc = self.op("read the pull identity", lambda: arm_get(
-            self.session, self.session.get_credential(self.cfg.subscription), ident, IDENTITY_API))
+            self.session, self.session.get_credential(ident.split("/")[2]), ident, IDENTITY_API))
         return str(((doc or {}).get("properties") or {}).get("clientId") or "")
 
     def _live_fx(self, slot: str | None = None) -> str | None:
@@ -462,8 +590,10 @@ class AppServiceTarget(WebTarget):
         elif observed.type == T_APP:
             self.op("delete web app", lambda: webapps.get_or_none(lambda: self.web.web_apps.delete(
                 rg, observed.name, delete_empty_server_farm=False)))
-        else:
+        elif observed.type == T_PLAN:
             self.op("delete plan", lambda: webapps.get_or_none(lambda: self.web.app_service_plans.delete(rg, observed.name)))
+        else:
+            self._delete_pull(observed)
 
     # -- using ------------------------------------------------------------------------------------
     def _host(self) -> str:

@@ -4,8 +4,8 @@ creates of plans, sites and slots answered 202 + Location as Microsoft.Web does,
 really run on ``https://<app>[-<slot>].azurewebsites.net``.
 
 What runs is the site configuration's: ``DOCKER|<image>`` — the image pulled from the simulated
-registry with the app's user-assigned identity (``acrUserManagedIdentityID``, its client id; identities in
-``state["denied_pulls"]`` have no AcrPull) and run with the app settings as its environment, as
+registry with the app's user-assigned identity (``acrUserManagedIdentityID``, its client id), which
+must hold AcrPull on the registry (a role assignment: :mod:`.authorization`), and run with the app settings as its environment, as
 :mod:`.aci` runs a container — or ``PYTHON|<version>`` with a startup command, running the last
 zip deployed through Kudu (run from package).  Only deployctl's runtime command starts
 (``python -m deployctl_runtime.container``); any other command exits.  The platform pings
@@ -28,6 +28,7 @@ from typing import Any
 
 from orchestrator.azure.simulator import arm
 from orchestrator.azure.simulator.messages import Deferred, Request, Response, arm_error, json_response
+from orchestrator.azure.simulator.providers.authorization import has_role
 
 GEO = re.compile(r"^/subscriptions/[^/]+/providers/Microsoft\.Web/geoRegions$", re.IGNORECASE)
 SITE_CONFIG = re.compile(r"(/providers/Microsoft\.Web/sites/[^/]+(?:/slots/[^/]+)?)/config/web$", re.IGNORECASE)
@@ -121,8 +122,12 @@ def _pull_problem(sim: Any, site: dict[str, Any], image: str) -> str | None:
                 if str(((sim.get(k) or {}).get("properties") or {}).get("clientId") or "").lower() == client_id.lower()]
     if not assigned:
         return f"no identity with client id {client_id} is assigned to the app"
-    if assigned[0].lower() in {d.lower() for d in sim.state.get("denied_pulls", [])}:
-        return f"the identity {assigned[0]} has no AcrPull role on {image.split('/', 1)[0]} (unauthorized)"
+    host = image.split("/", 1)[0].lower()
+    registry = next((r for r in sim.state["resources"].values()
+                     if str((r.get("properties") or {}).get("loginServer") or "").lower() == host), None)
+    principal = str(((sim.get(assigned[0]) or {}).get("properties") or {}).get("principalId") or "")
+    if registry is None or not has_role(sim, principal, str(registry["id"])):
+        return f"the identity {assigned[0]} has no AcrPull role on {host} (unauthorized)"
     return None
 
 
