@@ -1,7 +1,10 @@
 """The ``app-service`` target: an App Service Linux web app serving the model through deployctl's
 runtime (the Azure ML contract and the key check of ``local``), from the image or from a package.
 
-Resources, in order: the plan (B1..P3v3, sized from the model: :mod:`.appservice_config`), the
+Resources, in order: for ``run: image`` without a named registry or identity, those deployctl
+makes and owns — the registry (:mod:`orchestrator.azure.registries`), a user-assigned identity and
+its AcrPull role assignment on the registry (:mod:`orchestrator.azure.roles`), so the grant exists
+before the site first pulls — then the plan (B1..P3v3, sized from the model: :mod:`.appservice_config`), the
 app (site config, health check path, always-on, the start time limit, app settings with the
 scoring key) and the version (what runs: ``DOCKER|<image by digest>`` pulled with a managed
 identity, or a zip package built here — uv for the platform — run from package with the runtime

@@ -1,8 +1,8 @@
 """Manifest settings of the ``app-service`` target and its plan choice (pure: no Azure imports).
 
 Only ``subscription``, ``resource_group`` and ``region`` are required.  ``run: image`` (the
-default) also needs the registry the image is pushed to and the managed identity the app pulls
-it with; ``run: package`` needs nothing more.
+default) pushes to ``registry`` and pulls with ``identity`` when they are named; otherwise
+deployctl makes (and owns) a registry, a user-assigned identity and its AcrPull role assignment.
 """
 
 from __future__ import annotations
@@ -57,11 +57,14 @@ class AppServiceConfig(TargetConfig):
         "identity; package: code and packages built here by uv for the platform, run from a zip package with the "
         "runtime as startup command (no remote Oryx build).")
     registry: str | RegistryRef | None = Field(
-        None, description="run: image — the Azure Container Registry the image is pushed to and pulled from.")
+        None, description="run: image — the Azure Container Registry the image is pushed to and pulled from; "
+        "default: one deployctl makes and owns for this target (Basic).")
     identity: str | None = Field(
         None, pattern=r"^/subscriptions/.+/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/[^/]+$",
-        description="run: image — user-assigned managed identity (ARM id) with AcrPull on `registry`; the app pulls "
-        "with it (acrUseManagedIdentityCreds). Admin credentials are never used.")
+        description="run: image — user-assigned managed identity (ARM id) the app pulls with "
+        "(acrUseManagedIdentityCreds); with a named `registry` it must already hold AcrPull there. Default: one "
+        "deployctl makes and owns (<app>-pull), with an AcrPull role assignment on the registry. Admin credentials "
+        "are never used.")
     sku: SkuName | None = Field(None, description="Plan size; default: the cheapest that fits the model (with "
                                                   "slots unless staging_slot: false).")
     staging_slot: bool | None = Field(
