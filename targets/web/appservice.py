@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import sizing
-from orchestrator.azure import registries, roles
+from orchestrator.azure import quota, registries, roles
 from orchestrator.azure.budgets import PROVISION
 from orchestrator.azure.errors import AzureNotFound
 from orchestrator.azure.keys import KEY_ENV, ScoringKey
@@ -43,7 +43,7 @@ from orchestrator.plan import Action, Change, digest, spec_hash
 from orchestrator.state import write_atomic
 from orchestrator.target import TAG_SPEC, Finding, InvokeRequest, InvokeResult, Observed, Resource, Severity
 from targets.web import package, webapps
-from targets.web.appservice_config import AppServiceConfig, PlanChoice, choose_plan, start_time_limit
+from targets.web.appservice_config import BY_NAME, AppServiceConfig, PlanChoice, choose_plan, start_time_limit
 from targets.web.base import WebTarget
 
 T_PLAN, T_APP, T_VERSION = "app-service-plan", "app-service", "app-service-version"
@@ -314,6 +314,7 @@ class AppServiceTarget(WebTarget):
                     out.append(Finding(severity=Severity.error, message=f"identity {self.cfg.identity} does not exist",
                                        hint="create it and give it AcrPull on the registry, or fix `identity`"))
         out += self._region_findings(choice)
+        out += self._quota_findings(choice, changes)
         return out
 
     def _pull_summary(self) -> str:
@@ -325,6 +326,33 @@ class AppServiceTarget(WebTarget):
         role = ("an AcrPull role assignment for it on the registry (created by deployctl)" if self.makes_pull_role
                 else "its AcrPull role on the registry (yours to grant)")
         return f"image pull: {reg}; the app pulls with {ident} through {role}"
+
+    def _quota_findings(self, choice: PlanChoice, changes: list[Change]) -> list[Finding]:
+        """Before any write: the subscription's App Service cores in the region (Microsoft.Web
+        ``locations/{region}/usages``, GetUsagesInLocation) must hold the plan being made or resized."""
+        plan = next((c for c in changes if c.type == T_PLAN and c.action in (Action.create, Action.update,
+                                                                             Action.replace)), None)
+        if plan is None or self.ctx.options.skip_quota_check:
+            return []
+        held = 0  # the cores of the plan being resized, given back by the resize
+        if plan.action == Action.update:
+            before = next((d.before for d in plan.diff if d.path == "sku"), choice.sku.name)
+            held = BY_NAME[before].vcpus if isinstance(before, str) and before in BY_NAME else 0
+        region = self.cfg.region
+        rows = self.op("read App Service usage", lambda: list(self.web.get_usages_in_location.list(region)))
+        usage = next((quota.Usage("App Service", int(r.current_value or 0), int(r.limit if r.limit is not None else -1))
+                      for r in rows if str(getattr(r.name, "value", "") or "").lower().startswith("cores")), None)
+        if usage is None or usage.limit < 0:
+            return [Finding(severity=Severity.info, message=f"no App Service cores quota reported in {region}")]
+        need = choice.sku.vcpus
+        demand = quota.QuotaDemand(self.cfg.subscription, region, usage.family, need, held, usage.current, usage.limit)
+        short = quota.quota_shortfall(need, usage, already_held=held)
+        if short:
+            return [Finding(severity=Severity.error, message=f"quota in {region}: the {choice.sku.name} plan {short}",
+                            hint="ask for more App Service quota (portal: Quotas), choose a smaller sku, or another "
+                                 "region", data=demand.as_data())]
+        return [Finding(severity=Severity.info, message=f"App Service cores in {region}: {need} needed, "
+                        f"{usage.free + held} free (quota {usage.limit})", data=demand.as_data())]
 
     def _region_findings(self, choice: PlanChoice) -> list[Finding]:
         """Before any write: does the region offer the plan's tier for Linux?"""

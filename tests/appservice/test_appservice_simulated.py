@@ -174,6 +174,28 @@ def test_a_region_without_the_tier_is_refused_before_any_write(project, azure_si
     assert sites(sim) == {}
 
 
+def test_the_subscriptions_app_service_cores_quota_is_checked_before_any_write(project, azure_simulator):
+    """GetUsagesInLocation: another app's P1v3 (2 cores) of a 2-core quota leaves none for this plan."""
+    from orchestrator.azure.simulator.providers.appservice import settings
+
+    sim = azure_simulator
+    sim.put_resource(f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Web/serverfarms/other-plan",
+                     {"sku": {"name": "P1v3", "tier": "PremiumV3", "capacity": 1}, "kind": "linux"}, location="West Europe")
+    settings(sim)["core_limit"] = 2
+    path = project(run="package")
+    plan = engine(path, sim).plan()
+    [error] = [f for f in plan.targets[0].findings if f.severity == "error"]
+    assert error.message == ("quota in westeurope: the P0v3 plan needs 1 App Service cores but only 0 are available "
+                             "(quota 2, in use 2)"), error.message
+    _, result = apply(path, sim)
+    assert not result.ok and sites(sim) == {}
+    assert {r["name"] for r in sim.state["resources"].values() if r["type"] == "Microsoft.Web/serverfarms"} == {"other-plan"}
+    settings(sim)["core_limit"] = 3
+    plan = engine(path, sim).plan()
+    assert any(f.message == "App Service cores in westeurope: 1 needed, 1 free (quota 3)" for f in plan.targets[0].findings)
+    assert apply(path, sim)[1].ok
+
+
 @pytest.fixture
 def base_image(azure_simulator, tmp_path):
     """devacr with a tiny base image (Python 3.11 announced, no interpreter needed: the simulator

@@ -31,6 +31,7 @@ from orchestrator.azure.simulator.messages import Deferred, Request, Response, a
 from orchestrator.azure.simulator.providers.authorization import has_role
 
 GEO = re.compile(r"^/subscriptions/[^/]+/providers/Microsoft\.Web/geoRegions$", re.IGNORECASE)
+USAGES = re.compile(r"^/subscriptions/([^/]+)/providers/Microsoft\.Web/locations/([^/]+)/usages$", re.IGNORECASE)
 SITE_CONFIG = re.compile(r"(/providers/Microsoft\.Web/sites/[^/]+(?:/slots/[^/]+)?)/config/web$", re.IGNORECASE)
 FARM = re.compile(r"/providers/Microsoft\.Web/serverfarms/[^/]+$", re.IGNORECASE)
 SLOT_PUT = re.compile(r"/providers/Microsoft\.Web/sites/([^/]+)/slots/([^/]+)$", re.IGNORECASE)
@@ -41,11 +42,30 @@ TEXT = {"Content-Type": "text/plain; charset=utf-8"}
 KEY_ENV = "DEPLOYCTL_SCORING_KEY"
 
 
+# vCPUs per instance of the plan SKUs (what the regional cores quota counts); consumption plans hold none
+SKU_CORES = {"B1": 1, "B2": 2, "B3": 4, "S1": 1, "S2": 2, "S3": 4, "P0v3": 1, "P1v3": 2, "P2v3": 4, "P3v3": 8,
+             "P1v2": 1, "P2v2": 2, "P3v2": 4, "EP1": 1, "EP2": 2, "EP3": 4}
+DEFAULT_CORE_LIMIT = 250  # the 2025-05-01 spec's GetUsagesInLocation example limit
+
+
 def settings(sim: Any) -> dict[str, Any]:
     """Knobs tests turn: ``unavailable`` {region: [tier, ...]} (tiers a region does not offer),
     ``unhealthy`` [host label, ...] (hosts whose instances answer 503 whatever they run: an outage
-    of production alone, say a dependency only it reaches)."""
+    of production alone, say a dependency only it reaches), ``core_limit`` (the regional App
+    Service cores quota of every subscription, default 250)."""
     return sim.state.setdefault("appservice", {"unavailable": {}, "unhealthy": []})
+
+
+def cores_in_use(sim: Any, subscription: str, location: str) -> int:
+    """vCPUs of the subscription's plans in ``location`` (instances x the SKU's cores)."""
+    total = 0
+    for r in sim.state["resources"].values():
+        if str(r.get("type", "")).lower() == "microsoft.web/serverfarms" \
+                and f"/subscriptions/{subscription.lower()}/" in str(r.get("id", "")).lower() \
+                and str(r.get("location", "")).replace(" ", "").lower() == location.replace(" ", "").lower():
+            sku = r.get("sku") or {}
+            total += SKU_CORES.get(str(sku.get("name")), 0) * int(sku.get("capacity") or 1)
+    return total
 
 
 def _plan_tier(sim: Any, site: dict[str, Any] | None) -> str:
@@ -60,6 +80,13 @@ def handle_arm(sim: Any, req: Request) -> Response | None:
         off = settings(sim)["unavailable"]
         return arm.list_response([{"id": f"{req.path}/{r}", "name": r, "type": "Microsoft.Web/geoRegions",
                                    "properties": {"displayName": r}} for r in REGIONS if tier not in off.get(r, [])])
+    if (m := USAGES.match(req.path)) and req.method == "GET":
+        # GetUsagesInLocation_list (2025-05-01): one row, the subscription's cores in the region
+        sub, loc = m.group(1), m.group(2)
+        return json_response(200, {"value": [{
+            "name": {"value": f"Cores usage in {loc}", "localizedValue": f"Cores usage in {loc}"},
+            "currentValue": cores_in_use(sim, sub, loc), "limit": int(settings(sim).get("core_limit", DEFAULT_CORE_LIMIT)),
+            "unit": "Core Count"}], "nextLink": None})
     if (m := FARM.search(req.path)) and req.method == "PUT" and sim.get(req.path) is None:
         body = req.json()
         if not isinstance(body, dict):
