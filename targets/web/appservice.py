@@ -28,6 +28,7 @@ import json
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,24 @@ T_PLAN, T_APP, T_VERSION = "app-service-plan", "app-service", "app-service-versi
 # run: image without a named registry / identity: deployctl makes (and owns) what the pull needs
 T_REGISTRY, T_IDENTITY, T_PULL = "container-registry", "managed-identity", "role-assignment"
 IDENTITY_TYPE = "Microsoft.ManagedIdentity/userAssignedIdentities"
+INIT_HEADER = "x-deployctl-init-seconds"  # the runtime's own measure of init() (deployctl_runtime.server)
+
+
+@dataclass(frozen=True)
+class Started:
+    """How a version started: seconds from deploy to the first healthy answer, and init()'s own
+    seconds as the runtime reported them on that answer (None: it did not say)."""
+
+    start_s: float
+    init_s: float | None
+
+
+def init_seconds(headers: Mapping[str, str]) -> float | None:
+    value = next((v for k, v in headers.items() if k.lower() == INIT_HEADER), None)
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 SLOT = "staging"
 RECORD = "DEPLOYCTL_VERSION"
 WWWROOT = "/home/site/wwwroot"  # where run-from-package mounts the zip
@@ -88,18 +107,19 @@ class AppServiceTarget(WebTarget):
             raise self.fail(str(e), hint="set sku / staging_slot, or resources.memory_gb") from None
 
     @property
-    def start_file(self) -> Path:
-        return self.ctx.state_dir / "start-seconds"
+    def init_file(self) -> Path:
+        """The longest init() the runtime reported (seconds): what the next start limit is sized from."""
+        return self.ctx.state_dir / "init-seconds"
 
-    def _measured_start(self) -> float | None:
+    def _measured_init(self) -> float | None:
         try:
-            return float(self.start_file.read_text())
+            return float(self.init_file.read_text())
         except (OSError, ValueError):
             return None
 
     @cached_property
     def start_limit(self) -> tuple[int, str]:
-        return start_time_limit(self.cfg, self._measured_start(), self.model_bytes)
+        return start_time_limit(self.cfg, self._measured_init(), self.model_bytes)
 
     @cached_property
     def scoring_key(self) -> ScoringKey:
@@ -492,12 +512,15 @@ class AppServiceTarget(WebTarget):
         previous = json.loads(settings.get(RECORD) or "null")
         fx, data, what = self._build()
         if r.spec["staging_slot"]:
-            start_s = self._through_slot(r, tags, settings, fx, data, what)
+            start = self._through_slot(r, tags, settings, fx, data, what)
         else:
-            start_s = self._in_place(r, previous, fx, data, what)
-        # the longest start seen: the limit only grows, so a replan after a quick start changes nothing
-        write_atomic(self.start_file, f"{max(start_s, self._measured_start() or 0.0):.1f}")
-        record = {"spec": dict(r.spec), "tags": tags, "what": what, "linux_fx": fx, "start_s": round(start_s, 1),
+            start = self._in_place(r, previous, fx, data, what)
+        # init() as the runtime measured it (else, a runtime that does not say, the whole start);
+        # the longest seen: the limit only grows, so a replan after a quick start changes nothing
+        init_s = start.init_s if start.init_s is not None else start.start_s
+        write_atomic(self.init_file, f"{max(init_s, self._measured_init() or 0.0):.1f}")
+        record = {"spec": dict(r.spec), "tags": tags, "what": what, "linux_fx": fx, "start_s": round(start.start_s, 1),
+                  "init_s": None if start.init_s is None else round(start.init_s, 3),
                   "previous": (previous or {}).get("what")}
         if data is not None:
             record["sha256"] = hashlib.sha256(data).hexdigest()
@@ -518,7 +541,7 @@ class AppServiceTarget(WebTarget):
                     resource=address)
 
     def _through_slot(self, r: Resource, tags: dict[str, str], settings: Mapping[str, str], fx: str,
-                      data: bytes | None, what: str) -> float:
+                      data: bytes | None, what: str) -> Started:
         rg = self.cfg.resource_group
         self.op("create staging slot", lambda: self.web.web_apps.begin_create_or_update_slot(
             rg, self.app_name, SLOT, self._site_body(tags, fx)).result(), resource=r.address)
@@ -527,7 +550,7 @@ class AppServiceTarget(WebTarget):
                                                                           slot=SLOT), resource=r.address)
         self.ctx.progress(f"deploying {what} to the {SLOT} slot")
         self._put_version(r.address, fx, data, SLOT)
-        start_s, problem = self._warm_and_smoke(SLOT)
+        started, problem = self._warm_and_smoke(SLOT)
         if problem:
             raise self.fail(f"the new version failed on the {SLOT} slot: {problem}; production was not swapped and "
                             "still runs the previous version", resource=r.address, hint=self._hint(problem))
@@ -540,14 +563,15 @@ class AppServiceTarget(WebTarget):
                     resource=r.address)
             raise self.fail(f"production failed its health check after the swap: {problem}; swapped back to the "
                             "previous version", resource=r.address)
-        return start_s
+        return started
 
-    def _in_place(self, r: Resource, previous: Mapping[str, Any] | None, fx: str, data: bytes | None, what: str) -> float:
+    def _in_place(self, r: Resource, previous: Mapping[str, Any] | None, fx: str, data: bytes | None,
+                  what: str) -> Started:
         self.ctx.progress(f"deploying {what} in place (no staging slot)")
         self._put_version(r.address, fx, data, None)
-        start_s, problem = self._warm_and_smoke(None)
+        started, problem = self._warm_and_smoke(None)
         if not problem:
-            return start_s
+            return started
         restored = ""
         if previous:
             old = None
@@ -574,32 +598,34 @@ class AppServiceTarget(WebTarget):
     def _label(self, slot: str | None) -> str:
         return f"{self.app_name}-{slot}" if slot else self.app_name
 
-    def _warm_and_smoke(self, slot: str | None) -> tuple[float, str | None]:
+    def _warm_and_smoke(self, slot: str | None) -> tuple[Started, str | None]:
         """Warm the app (its health path answers 200 within the start time limit), then score the
-        sample request on its own host name; (seconds to start, problem or None)."""
+        sample request on its own host name; (how long it took to start, problem or None)."""
         from orchestrator.azure.http import request_json
 
         base = f"https://{self._label(slot)}.azurewebsites.net"
         limit = float(self.start_limit[0])
         t0, waited, last = time.perf_counter(), 0.0, "no answer"
+        headers: Mapping[str, str] = {}
         while True:
             if self.ctx.cancel.is_set():
-                return 0.0, "interrupted while the app was starting"
+                return Started(0.0, None), "interrupted while the app was starting"
             try:
-                status, body, _ = request_json(self.session, "GET", base + self.cfg.health_check_path, timeout_s=230)
+                status, body, headers = request_json(self.session, "GET", base + self.cfg.health_check_path,
+                                                     timeout_s=230)
                 if status == 200:
                     break
                 last = f"HTTP {status}: {str(body)[:400]}"
             except Exception as e:  # noqa: BLE001 - not answering yet
                 last = str(e)[:400]
             if waited >= limit:
-                return 0.0, f"the app did not start within {limit:.0f} s ({last})"
+                return Started(0.0, None), f"the app did not start within {limit:.0f} s ({last})"
             self.sleep(10.0)
             waited += 10.0
-        start_s = time.perf_counter() - t0 + waited
+        started = Started(time.perf_counter() - t0 + waited, init_seconds(headers))
         sample = self.manifest.scoring.sample_request
         if sample is None:
-            return start_s, None
+            return started, None
         from orchestrator.azure.scoring import score
 
         t0 = time.perf_counter()
@@ -608,11 +634,11 @@ class AppServiceTarget(WebTarget):
                                     timeout_s=300)
         except Exception as e:  # noqa: BLE001 - any failure of the new version is a failed smoke test
             self.ctx.smoke_tested(False, detail=str(e)[:300])
-            return start_s, f"smoke test: {e}"
+            return started, f"smoke test: {e}"
         problem = None if status == 200 else f"smoke test: HTTP {status}: {str(body)[:300]}"
         self.ctx.smoke_tested(status == 200, status=status, latency_ms=(time.perf_counter() - t0) * 1000,
                               detail=problem or "")
-        return start_s, problem
+        return started, problem
 
     def delete(self, observed: Observed) -> None:
         rg = self.cfg.resource_group
@@ -642,6 +668,7 @@ class AppServiceTarget(WebTarget):
         record = json.loads(settings.get(RECORD) or "null") or {}
         return {"scoring_uri": f"https://{self._host()}/score", "app": self.app_name, "run": self.cfg.run,
                 "plan_sku": self.plan_choice.sku.name, "version": record.get("what"), "start_s": record.get("start_s"),
+                "init_s": record.get("init_s"),
                 "staging_slot": self.plan_choice.slot}
 
     def secrets(self, observed: list[Observed]) -> dict[str, str]:

@@ -117,13 +117,13 @@ def choose_plan(cfg: AppServiceConfig, need_gib: float, need_cpu: float, *, reas
 
 
 def start_time_limit(cfg: AppServiceConfig, measured_init_s: float | None, model_bytes: int) -> tuple[int, str]:
-    """WEBSITES_CONTAINER_START_TIME_LIMIT and why: the setting, else 3x the longest measured start
-    (plus a minute for the pull), else an estimate of one minute per GiB of model; whole minutes
-    within 230..1800 s."""
+    """WEBSITES_CONTAINER_START_TIME_LIMIT and why: the setting, else 3x the longest init() the
+    runtime measured (plus a minute for the pull and the imports), else an estimate of one minute
+    per GiB of model; whole minutes within 230..1800 s."""
     if cfg.start_time_limit_s is not None:
         return cfg.start_time_limit_s, "named in the manifest"
     if measured_init_s is not None:
-        raw, why = 60 + 3 * measured_init_s, f"3 x the measured start of {measured_init_s:.0f} s + 60 s"
+        raw, why = 60 + 3 * measured_init_s, f"3 x the measured init() of {measured_init_s:.1f} s + 60 s"
     else:
         gib = model_bytes / 2**30
         raw, why = 120 + 60 * gib, f"estimated from the model's {gib:.2f} GiB (no start measured yet)"

@@ -345,3 +345,23 @@ def test_production_failing_after_the_swap_is_swapped_back(project, azure_simula
     _, result = apply(path, sim)  # the next apply rolls out again (the failed version was not recorded)
     assert result.ok, error_of(result)
     assert score(path, sim).body["version"] == 3
+
+
+SLOW_INIT = ("import json, os, time\n\ndef init():\n    time.sleep(1.5)  # a model that takes a while to load\n\n"
+             "def run(raw):\n    return {'n': len(json.loads(raw)['data'])}\n")
+
+
+def test_the_start_time_limit_is_sized_from_the_init_time_the_runtime_measured(project, azure_simulator):
+    """The runtime reports its init() seconds on the health answer; the target keeps that (not the
+    deploy-to-healthy time, which adds the pull, the package and the process start) for the next plan."""
+    sim = azure_simulator
+    (project().parent / "src" / "score.py").write_text(SLOW_INIT)
+    path = project(run="package")
+    _, result = apply(path, sim)
+    assert result.ok, error_of(result)
+    out = result.targets[0].outputs
+    assert 1.5 <= out["init_s"] < 2.5 and out["start_s"] > out["init_s"], out
+    [stored] = list((path.parent / ".state").rglob("init-seconds"))
+    assert float(stored.read_text()) == round(out["init_s"], 1)
+    findings = " ".join(f.message for f in engine(path, sim).plan().targets[0].findings)
+    assert f"3 x the measured init() of {round(out['init_s'], 1):.1f} s + 60 s" in findings, findings
