@@ -151,7 +151,7 @@ class AppServiceTarget(WebTarget):
     def makes_pull_role(self) -> bool:
         """deployctl grants AcrPull when it made the registry or the identity (a named pair is the
         user's: its role assignment too)."""
-        return self.cfg.run == "image" and (self.cfg.registry is None or self.cfg.identity is None)
+        return self.cfg.registry is None or self.cfg.identity is None
 
     def _pull_resources(self) -> list[Resource]:
         if self.cfg.run != "image":
@@ -164,7 +164,7 @@ class AppServiceTarget(WebTarget):
         if self.cfg.identity is None:
             out.append(Resource(T_IDENTITY, self.identity_name, {"location": self.cfg.region}, key=self.pull_identity,
                                 replace_on=("location",)))
-        if self.makes_pull_role:
+        if self.makes_pull_role:  # (run: image here)
             deps = tuple(f"{r.type}/{r.name}" for r in out)
             out.append(Resource(T_PULL, f"acrpull-{self.identity_name}",
                                 {"role": "AcrPull", "registry": name, "identity": self.identity_name},
@@ -184,9 +184,8 @@ class AppServiceTarget(WebTarget):
         return dict(doc or {})
 
     def _read_pull(self) -> list[Observed]:
-        """The registry, identity and role assignment deployctl made (as they are now)."""
-        if self.cfg.run != "image":
-            return []
+        """The registry, identity and role assignment deployctl made (as they are now) — read in
+        ``run: package`` too, so that those an earlier ``run: image`` made are deleted, not leaked."""
         out = []
         name, sub, rg = self._registry()
         if self.cfg.registry is None:

@@ -318,6 +318,24 @@ def test_minimal_manifest_runs_the_image_through_a_registry_identity_and_acrpull
         "microsoft.web/serverfarms")]
 
 
+def _pull_resources(sim) -> list[str]:
+    return sorted(r["type"] for r in sim.state["resources"].values() if r.get("type", "").lower() in (
+        "microsoft.containerregistry/registries", "microsoft.managedidentity/userassignedidentities",
+        "microsoft.authorization/roleassignments"))
+
+
+def test_switching_to_run_package_deletes_the_registry_identity_and_role_deployctl_made(project, azure_simulator):
+    sim = azure_simulator
+    assert apply(project(), sim)[1].ok
+    assert len(_pull_resources(sim)) == 3
+    plan, result = apply(project(run="package"), sim)
+    deletes = {c.type for c in plan.targets[0].changes if c.action == "delete"}
+    assert deletes == {"container-registry", "managed-identity", "role-assignment"}, plan.to_json()
+    assert result.ok, error_of(result)
+    assert _pull_resources(sim) == []
+    assert score(project(run="package"), sim).body == {"weights": "w1", "n": 2, "version": 1}
+
+
 def test_a_principal_that_never_replicates_fails_with_the_reason(project, azure_simulator):
     from orchestrator.azure.simulator.providers.authorization import settings as auth_settings
 
