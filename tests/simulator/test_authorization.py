@@ -75,6 +75,17 @@ def test_role_assignments_as_azure_answers_them(cloud):
     assert roles.get(sim.session(), SUB, REGISTRY, name) is None and not has_role(sim, principal, REGISTRY)
 
 
+def test_a_grant_made_by_hand_under_another_name_counts_as_done(cloud):
+    from orchestrator.azure import roles
+    from orchestrator.azure.simulator.providers.authorization import assignments
+
+    sim, principal = cloud
+    roles.client(sim.session(), SUB).role_assignments.create(REGISTRY, "0f0f0f0f-0000-4000-8000-000000000002",
+                                                             _params(principal))
+    roles.assign(sim.session(), SUB, REGISTRY, principal, roles.ACR_PULL, description="")  # 409 RoleAssignmentExists
+    assert [a["name"] for a in assignments(sim)] == ["0f0f0f0f-0000-4000-8000-000000000002"]
+
+
 def test_deleting_the_scope_deletes_its_assignments(cloud):
     from orchestrator.azure import registries, roles
 
