@@ -551,8 +551,10 @@ class AppServiceTarget(WebTarget):
         self._put_version(r.address, fx, data, SLOT)
         started, problem = self._warm_and_smoke(SLOT)
         if problem:
-            raise self.fail(f"the new version failed on the {SLOT} slot: {problem}; production was not swapped and "
-                            "still runs the previous version", resource=r.address, hint=self._hint(problem))
+            kept = ("production was not swapped and still runs the previous version" if RECORD in settings
+                    else "nothing was swapped into production")
+            raise self.fail(f"the new version failed on the {SLOT} slot: {problem}; {kept}", resource=r.address,
+                            hint=self._hint(problem))
         self.ctx.progress(f"{SLOT} slot passed its smoke test: swapping it into production")
         self.op("swap slot", lambda: webapps.swap_into_production(self.web, rg, self.app_name, SLOT), resource=r.address)
         _, problem = self._warm_and_smoke(None)

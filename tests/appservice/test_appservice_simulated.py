@@ -242,6 +242,7 @@ def test_image_by_digest_pulled_with_the_identity_blue_green_and_a_registry_it_c
     _, result = apply(path, sim)
     assert not result.ok and "image pull failed" in error_of(result) and "no AcrPull role on devacr.azurecr.io" \
         in error_of(result) and "give the identity the AcrPull role" in error_of(result), error_of(result)
+    assert "nothing was swapped into production" in error_of(result)  # a first version: there is no previous one
     granted = _grant_acr_pull(sim, PRINCIPAL, "devacr")
     _, result = apply(path, sim)
     assert result.ok, error_of(result)
