@@ -20,6 +20,9 @@ from typing import Any
 from orchestrator.errors import TransientError
 
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"  # the built-in AcrPull role's definition id
+# built-in roles that include registry pull: AcrPull, AcrPush, Owner, Contributor
+PULL_ROLES = frozenset({ACR_PULL, "8311e382-0749-4cb8-b61a-304f252e45ec", "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+                        "b24988ac-6180-42a0-ab88-20f7382dd24c"})
 OWNER_PREFIX = "deployctl:"
 _NAMESPACE = uuid.UUID("5b0c6f1e-3a4f-4c55-9d7e-6d1c2a0f7e11")  # deployctl's uuid5 namespace for assignment names
 
@@ -68,6 +71,13 @@ def get(session: Any, subscription: str, scope: str, name: str) -> dict[str, Any
         return None
     return {"roleDefinitionId": ra.role_definition_id, "principalId": ra.principal_id, "scope": ra.scope,
             "description": ra.description}
+
+
+def roles_of(session: Any, subscription: str, scope: str, principal_id: str) -> set[str]:
+    """The role definition GUIDs ``principal_id`` holds on ``scope`` (assigned there or above)."""
+    found = client(session, subscription).role_assignments.list_for_scope(
+        scope, filter=f"principalId eq '{principal_id}'")
+    return {str(a.role_definition_id or "").rsplit("/", 1)[-1].lower() for a in found}
 
 
 def assign(session: Any, subscription: str, scope: str, principal_id: str, role: str, *, description: str) -> str:

@@ -36,7 +36,7 @@ from typing import Any
 from orchestrator import sizing
 from orchestrator.azure import quota, registries, roles
 from orchestrator.azure.budgets import PROVISION
-from orchestrator.azure.errors import AzureNotFound
+from orchestrator.azure.errors import AzureNotFound, AzureOperationError
 from orchestrator.azure.keys import KEY_ENV, ScoringKey
 from orchestrator.manifest.model import ScoringType
 from orchestrator.packaging import tree_digest, tree_size
@@ -332,9 +332,31 @@ class AppServiceTarget(WebTarget):
                 except AzureNotFound:
                     out.append(Finding(severity=Severity.error, message=f"identity {self.cfg.identity} does not exist",
                                        hint="create it and give it AcrPull on the registry, or fix `identity`"))
+                else:
+                    out += self._named_pull_findings()
         out += self._region_findings(choice)
         out += self._quota_findings(choice, changes)
         return out
+
+    def _named_pull_findings(self) -> list[Finding]:
+        """A named identity with a named registry: does it hold a role that can pull there (at the
+        registry or above)?  A warning, not an error: a custom role may grant the pull."""
+        if self.makes_pull_role:
+            return []
+        principal = str(((self._identity_doc() or {}).get("properties") or {}).get("principalId") or "")
+        scope, sub = self.registry_scope, self._registry()[1]
+        try:
+            held = self.op("list the identity's roles on the registry",
+                           lambda: roles.roles_of(self.session, sub, scope, principal))
+        except AzureOperationError as e:  # no right to read role assignments: say so, do not block
+            return [Finding(severity=Severity.warning, message=f"could not read the roles of {self.identity_name} on "
+                            f"registry {self._registry()[0]} ({e.message})")]
+        if held & roles.PULL_ROLES:
+            return []
+        return [Finding(severity=Severity.warning, message=f"identity {self.identity_name} holds no AcrPull (nor "
+                        f"AcrPush, Contributor, Owner) on registry {self._registry()[0]}: the app's image pull will fail "
+                        "unless a custom role grants it", hint=f"az role assignment create --role AcrPull --assignee-"
+                        f"object-id {principal} --assignee-principal-type ServicePrincipal --scope {scope}")]
 
     def _pull_summary(self) -> str:
         name = self._registry()[0]

@@ -238,14 +238,17 @@ def test_image_by_digest_pulled_with_the_identity_blue_green_and_a_registry_it_c
                for f in plan.targets[0].findings), plan.to_json()
     sim.put_resource(IDENTITY, {"location": "westeurope", "properties": {"clientId": CLIENT_ID, "principalId": PRINCIPAL}},
                      location="westeurope")
-    # named identity, no AcrPull on the registry: the pull fails with one clear error, nothing runs
-    _, result = apply(path, sim)
+    # named identity, no AcrPull on the registry: the plan warns, the pull fails with one clear error
+    plan, result = apply(path, sim)
+    assert any(f.severity == "warning" and "identity pull holds no AcrPull" in f.message and "devacr" in f.message
+               for f in plan.targets[0].findings), plan.to_json()
     assert not result.ok and "image pull failed" in error_of(result) and "no AcrPull role on devacr.azurecr.io" \
         in error_of(result) and "give the identity the AcrPull role" in error_of(result), error_of(result)
     assert "nothing was swapped into production" in error_of(result)  # a first version: there is no previous one
     granted = _grant_acr_pull(sim, PRINCIPAL, "devacr")
-    _, result = apply(path, sim)
+    plan, result = apply(path, sim)
     assert result.ok, error_of(result)
+    assert not any("holds no AcrPull" in f.message for f in plan.targets[0].findings)
     assert [a["name"] for a in role_assignments(sim)] == [granted]  # a named pair: deployctl grants nothing
     site = sites(sim)["iris-prod"]
     fx = site["properties"]["siteConfig"]["linuxFxVersion"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from orchestrator.azure import roles
 from orchestrator.azure.simulator import arm
 from orchestrator.azure.simulator.messages import Request, Response, arm_error, json_response
 
@@ -31,10 +32,7 @@ GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 PRINCIPAL_TYPES = ("User", "Group", "ServicePrincipal", "ForeignGroup", "Device")
 TYPE = "Microsoft.Authorization/roleAssignments"
 # roles that include the pull action (Microsoft.ContainerRegistry/registries/pull/read)
-PULL_ROLES = ("7f951dda-4ed3-4680-a7ca-43fe172d538d",  # AcrPull
-              "8311e382-0749-4cb8-b61a-304f252e45ec",  # AcrPush
-              "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",  # Owner
-              "b24988ac-6180-42a0-ab88-20f7382dd24c")  # Contributor
+PULL_ROLES = tuple(roles.PULL_ROLES)
 
 
 def settings(sim: Any) -> dict[str, Any]:
