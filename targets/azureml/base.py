@@ -26,6 +26,7 @@ from orchestrator.azure.tags import spec_tags
 from orchestrator.plan import Action, Change
 from orchestrator.target import Finding, Observed, Resource, Severity
 from targets.azureml import catalog
+from targets.azureml.arm_read import WorkspaceReader
 from targets.azureml.client import ml_client
 from targets.azureml.config import AzureMLConfig
 from targets.azureml.models import ModelSource
@@ -53,6 +54,11 @@ class AzureMLTarget(AzureTarget):
         return ml_client(self.session, self.cfg.subscription, self.cfg.resource_group, self.cfg.workspace)
 
     @cached_property
+    def reader(self) -> WorkspaceReader:
+        """Reads as plain ARM JSON: plan, status and a no-op apply never import azure-ai-ml."""
+        return WorkspaceReader(self.session, self.cfg.subscription, self.cfg.resource_group, self.cfg.workspace)
+
+    @cached_property
     def store(self) -> AssetStore:
         return AssetStore(self)
 
@@ -67,9 +73,13 @@ class AzureMLTarget(AzureTarget):
     def location(self) -> str:
         """The workspace's region; also the first read of every plan, so a wrong name or a
         denied subscription is reported plainly before anything else."""
+        return str(self.workspace.location)
+
+    @cached_property
+    def workspace(self) -> Any:
         c = self.cfg
         try:
-            ws = self.op("get workspace", lambda: self.ml.workspaces.get(c.workspace))
+            return self.op("get workspace", lambda: self.reader.workspace())
         except AzureNotFound as e:
             raise self.fail(f"workspace {c.workspace!r} not found in resource group {c.resource_group!r} of "
                             f"subscription {c.subscription}", hint="check subscription, resource_group and "
@@ -78,7 +88,6 @@ class AzureMLTarget(AzureTarget):
             raise self.fail(f"no access to workspace {c.workspace!r} in subscription {c.subscription} "
                             f"({describe(e)})", hint="grant this identity a role on the workspace (e.g. "
                             "AzureML Data Scientist), or log in with another account") from e
-        return str(ws.location)
 
     # -- assets (the store's) ----------------------------------------------------------------------
     def read_assets(self, desired: list[Resource]) -> list[Observed]:

@@ -123,10 +123,18 @@ class OnlineEndpointTarget(AzureMLTarget):
             "request_timeout_ms": getattr(rs, "request_timeout_ms", None),
         }
 
+    def _read_endpoint(self) -> Any:
+        """The endpoint as plain ARM JSON (:mod:`.arm_read`: no azure-ai-ml import), or None."""
+        try:
+            return self.op("get endpoint", lambda: self.reader.online_endpoint(self.d.endpoint),
+                           f"{T_ENDPOINT}/{self.d.endpoint}")
+        except AzureNotFound:
+            return None
+
     def read(self) -> list[Observed]:
         desired = self.desired()
         out = self.read_assets(desired)
-        ep = self._get_endpoint()
+        ep = self._read_endpoint()
         if ep is None:
             return out
         ep_tags = dict(ep.tags or {})
@@ -159,7 +167,7 @@ class OnlineEndpointTarget(AzureMLTarget):
         return out
 
     def _list_deployments(self) -> Any:
-        return self.ml.online_deployments.list(self.d.endpoint)
+        return self.reader.online_deployments(self.d.endpoint)
 
     def check(self, changes: list[Change]) -> list[Finding]:
         findings = super().check(changes)
@@ -249,18 +257,13 @@ class OnlineEndpointTarget(AzureMLTarget):
 
     @cached_property
     def _key(self) -> str | None:
-        if self.ocfg.auth_mode != "key":
-            token = self.op("get token", lambda: self.ml.online_endpoints.get_keys(self.d.endpoint))
-            value = getattr(token, "access_token", None)
-        else:
-            keys = self.op("get keys", lambda: self.ml.online_endpoints.get_keys(self.d.endpoint))
-            value = getattr(keys, "primary_key", None)
+        value = self.op("get keys", lambda: self.reader.endpoint_secret(self.d.endpoint))
         if value:
             self.ctx.secret(value)
         return value
 
     def _scoring_uri(self) -> str:
-        ep = self.op("get endpoint", lambda: self.ml.online_endpoints.get(self.d.endpoint))
+        ep = self.op("get endpoint", lambda: self.reader.online_endpoint(self.d.endpoint))
         return str(ep.scoring_uri)
 
     def _sample(self) -> Any:

@@ -94,19 +94,18 @@ class AssetStore:
     def _get(self, r: Resource) -> Any:
         t = self.t
         name, version = r.name.split(":", 1)
-        ops = {T_ENV: t.ml.environments, T_MODEL: t.ml.models}[r.type]
-        if r.type == T_MODEL and r.spec.get("copy") == "share":
+        if r.type == T_MODEL and r.spec.get("copy") == "share":  # in a registry: azure-ai-ml's registry client
             ops = t.model_source.registry_ml.models
+            try:
+                return t.op(f"get {r.address}", lambda: ops.get(name=name, version=version), r.address)
+            except AzureNotFound:
+                return None
+        kind = {T_ENV: "environments", T_MODEL: "models"}[r.type]
         try:
-            obj = t.op(f"get {r.address}", lambda: ops.get(name=name, version=version), r.address)
+            obj = t.op(f"get {r.address}", lambda: t.reader.asset_version(kind, name, version), r.address)
         except AzureNotFound:
             return None
-        if not (r.type == T_MODEL and r.spec.get("copy") == "share"):
-            # entities do not say whether a version is archived (destroyed); the active list does
-            active = t.op(f"list {name}", lambda: [getattr(x, "version", None) for x in ops.list(name=name)])
-            if version not in active:
-                return None
-        return obj
+        return None if obj.archived else obj  # an archived version was destroyed
 
     def read(self, desired: list[Resource]) -> list[Observed]:
         t = self.t
