@@ -159,7 +159,7 @@ class AksTarget(OnlineEndpointTarget):
     def compute_findings(self) -> list[Finding]:
         name = self.acfg.compute
         try:
-            c = self.ml.compute.get(name)
+            c = self.reader.compute(name)
             self._compute = c
         except Exception as e:
             if is_not_found(e):
@@ -213,13 +213,13 @@ class AksTarget(OnlineEndpointTarget):
         return capacity.Pods(label, count, cpu, mem)
 
     def _deployments_of(self, endpoint: str) -> list[Any]:
-        return list(self.ml.online_deployments.list(endpoint_name=endpoint))
+        return self.reader.online_deployments(endpoint)
 
     def _running_pods(self, types: Mapping[str, Any], exclude: str) -> tuple[list[capacity.Pods], list[str]]:
         """Pods of the deployments already on this compute (this workspace), but ``exclude``."""
         name = self.acfg.compute.lower()
         try:
-            endpoints = self.op("list online endpoints", lambda: list(self.ml.online_endpoints.list()))
+            endpoints = self.op("list online endpoints", lambda: self.reader.online_endpoints())
             out = []
             for ep in endpoints:
                 compute = str(getattr(ep, "compute", None) or "").rstrip("/").rsplit("/", 1)[-1].lower()

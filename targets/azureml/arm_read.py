@@ -30,13 +30,18 @@ _DURATION = re.compile(r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)
 def duration_ms(value: str | None) -> int | None:
     """An ISO 8601 duration (``PT5S``, ``PT1M30S``) in milliseconds exactly as azure-ai-ml's
     ``from_iso_duration_format_ms`` gives it (whole seconds x 1000); None stays None."""
+    seconds = duration_s(value)
+    return None if seconds is None else int(seconds) * 1000
+
+
+def duration_s(value: str | None) -> float | None:
+    """An ISO 8601 duration in seconds (a float, as ``timedelta.total_seconds()``); None stays None."""
     if not value:
         return None
     m = _DURATION.match(value.strip())
     if not m:
         raise ValueError(f"not an ISO 8601 duration: {value!r}")
-    seconds = sum(float(m.group(k) or 0) * f for k, f in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)))
-    return int(seconds) * 1000
+    return sum(float(m.group(k) or 0) * f for k, f in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)))
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,102 @@ class WorkspaceView:
                    container_registry=p.get("containerRegistry"))
 
 
+@dataclass(frozen=True)
+class ComputeView:
+    """A compute (an AmlCompute cluster's size and scale settings; its type for any other)."""
+
+    name: str
+    type: str  # computeType, lower case: amlcompute, kubernetes, aks (the legacy v1 attach)...
+    tags: dict[str, str]
+    size: str | None
+    min_instances: int | None
+    max_instances: int | None
+    idle_time_before_scale_down: float | None
+    resource_id: str | None  # what an attached compute stands for (the AKS cluster)
+    properties: dict[str, Any]  # the compute type's own properties (REST names: instanceTypes...)
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> ComputeView:
+        p = body.get("properties") or {}
+        inner = p.get("properties") or {}
+        scale = inner.get("scaleSettings") or {}
+        return cls(name=body.get("name", ""), type=str(p.get("computeType", "")).lower(),
+                   tags=dict(body.get("tags") or {}), size=inner.get("vmSize"),
+                   min_instances=scale.get("minNodeCount"), max_instances=scale.get("maxNodeCount"),
+                   idle_time_before_scale_down=duration_s(scale.get("nodeIdleTimeBeforeScaleDown")),
+                   resource_id=p.get("resourceId"), properties=dict(inner))
+
+
+@dataclass(frozen=True)
+class BatchDefaultsView:
+    deployment_name: str | None
+
+
+@dataclass(frozen=True)
+class BatchEndpointView:
+    name: str
+    tags: dict[str, str]
+    defaults: BatchDefaultsView
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> BatchEndpointView:
+        p = body.get("properties") or {}
+        return cls(name=body.get("name", ""), tags=dict(body.get("tags") or {}),
+                   defaults=BatchDefaultsView((p.get("defaults") or {}).get("deploymentName")))
+
+
+@dataclass(frozen=True)
+class RetrySettingsView:
+    max_retries: int | None
+    timeout: int | None
+
+
+@dataclass(frozen=True)
+class InstanceCountView:
+    instance_count: int | None
+
+
+@dataclass(frozen=True)
+class BatchDeploymentView:
+    """A batch deployment, as ``BatchDeployment._from_rest_object`` gives it (the fields read)."""
+
+    name: str
+    tags: dict[str, str]
+    model: str | None
+    environment: str | None
+    code_configuration: CodeConfigurationView | None
+    compute: str | None
+    resources: InstanceCountView | None
+    mini_batch_size: int | None
+    max_concurrency_per_instance: int | None
+    error_threshold: int | None
+    retry_settings: RetrySettingsView | None
+    output_file_name: str | None
+    environment_variables: dict[str, str]
+    provisioning_state: str | None
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> BatchDeploymentView:
+        p = body.get("properties") or {}
+        cc = p.get("codeConfiguration")
+        rs = p.get("retrySettings")
+        res = p.get("resources")
+        timeout = duration_s(rs.get("timeout")) if rs else None
+        return cls(
+            name=body.get("name", ""), tags=dict(body.get("tags") or {}),
+            model=(p.get("model") or {}).get("assetId"), environment=p.get("environmentId"),
+            code_configuration=CodeConfigurationView(cc.get("codeId"), cc.get("scoringScript")) if cc else None,
+            compute=p.get("compute"), resources=InstanceCountView(res.get("instanceCount")) if res else None,
+            mini_batch_size=p.get("miniBatchSize"), max_concurrency_per_instance=p.get("maxConcurrencyPerInstance"),
+            error_threshold=p.get("errorThreshold"),
+            retry_settings=RetrySettingsView(rs.get("maxRetries"), None if timeout is None else int(timeout))
+            if rs else None,
+            # azure-ai-ml keeps the file name only for the append_row output action
+            output_file_name=p.get("outputFileName") if p.get("outputAction") == "AppendRow" else None,
+            environment_variables=dict(p.get("environmentVariables") or {}),
+            provisioning_state=p.get("provisioningState"))
+
+
 class WorkspaceReader:
     """GETs below one workspace (``/subscriptions/.../workspaces/<name>``).  Errors are azure-core's
     ``HttpResponseError``, typed by :func:`orchestrator.azure.ops.run_op` like an SDK's."""
@@ -195,6 +296,9 @@ class WorkspaceReader:
     def online_endpoint(self, name: str) -> EndpointView:
         return EndpointView.from_json(self.get(f"/onlineEndpoints/{name}"))
 
+    def online_endpoints(self) -> list[EndpointView]:
+        return [EndpointView.from_json(x) for x in self.list("/onlineEndpoints")]
+
     def online_deployments(self, endpoint: str) -> list[DeploymentView]:
         return [DeploymentView.from_json(x) for x in self.list(f"/onlineEndpoints/{endpoint}/deployments")]
 
@@ -212,3 +316,12 @@ class WorkspaceReader:
         token = arm_request(self.session, self.credential, "POST", f"{self.root}/onlineEndpoints/{name}/token",
                             API_VERSION) or {}
         return token.get("accessToken")
+
+    def compute(self, name: str) -> ComputeView:
+        return ComputeView.from_json(self.get(f"/computes/{name}"))
+
+    def batch_endpoint(self, name: str) -> BatchEndpointView:
+        return BatchEndpointView.from_json(self.get(f"/batchEndpoints/{name}"))
+
+    def batch_deployments(self, endpoint: str) -> list[BatchDeploymentView]:
+        return [BatchDeploymentView.from_json(x) for x in self.list(f"/batchEndpoints/{endpoint}/deployments")]

@@ -79,14 +79,14 @@ class BatchEndpointTarget(AzureMLTarget):
         desired = self.desired()
         out = self.read_assets(desired)
         cl = self.bcfg.compute
-        c = self._maybe("get compute", lambda: self.ml.compute.get(cl.name))
+        c = self._maybe("get compute", lambda: self.reader.compute(cl.name))
         if c is not None:
             out.append(Observed(T_COMPUTE, cl.name, {
                 "size": getattr(c, "size", None), "min_instances": getattr(c, "min_instances", None),
                 "max_instances": getattr(c, "max_instances", None),
                 "idle_time_before_scale_down": getattr(c, "idle_time_before_scale_down", None)},
                 dict(getattr(c, "tags", None) or {}), key=f"{self.ws_key}/compute/{cl.name}".lower()))
-        ep = self._maybe("get endpoint", lambda: self.ml.batch_endpoints.get(self.d.endpoint))
+        ep = self._maybe("get endpoint", lambda: self.reader.batch_endpoint(self.d.endpoint))
         if ep is None:
             return out
         ep_tags = dict(ep.tags or {})
@@ -94,7 +94,7 @@ class BatchEndpointTarget(AzureMLTarget):
         out.append(Observed(T_ENDPOINT, self.d.endpoint, {},
                             {k: v for k, v in ep_tags.items() if k != TAG_DEFAULT_SPEC}, key=ep_key))
         wanted = {r.name for r in desired if r.type == T_DEPLOYMENT}
-        for x in self.op("list deployments", lambda: list(self.ml.batch_deployments.list(self.d.endpoint))):
+        for x in self.op("list deployments", lambda: self.reader.batch_deployments(self.d.endpoint)):
             tags = dict(x.tags or {})
             name = f"{self.d.endpoint}/{x.name}"
             ours = tags.get(TAG_MANIFEST) == self.manifest.name and tags.get(TAG_TARGET) == self.config.name

@@ -90,21 +90,50 @@ def test_kubernetes_online_reads_match_azure_ai_ml(project, k8s):  # noqa: F811
     assert t.deployment_spec(dep)["requests"]["cpu"]  # the pod's requests come through
 
 
-def test_a_noop_plan_never_imports_azure_ai_ml(tmp_path):
-    """plan and status of online targets read through plain ARM JSON: azure-ai-ml (~2 s of CPU
-    to import) is loaded only when something is written."""
+def test_batch_reads_match_azure_ai_ml(project, cloud):  # noqa: F811
+    sim, session, rec = cloud
+    targets = "\n".join(["  - name: nightly", "    kind: batch-endpoint", f"    subscription: {SUB}",
+                         "    resource_group: rg", "    workspace: ws",
+                         "    compute: {name: cpu-cluster, max_nodes: 3, idle_seconds_before_scaledown: 300}"])
+    path = project(targets, scoring="batch")
+    _, result = apply(path, session)
+    assert result.ok, result.model_dump_json(indent=2)
+    t, ml, reader = _target_and_clients(path, session)
+    c_sdk, c_rest = ml.compute.get("cpu-cluster"), reader.compute("cpu-cluster")
+    for attr in ("size", "min_instances", "max_instances", "idle_time_before_scale_down"):
+        assert getattr(c_rest, attr) == getattr(c_sdk, attr), attr
+    assert c_rest.tags == (c_sdk.tags or {}) and c_rest.max_instances == 3
+    ep_sdk, ep_rest = ml.batch_endpoints.get(t.d.endpoint), reader.batch_endpoint(t.d.endpoint)
+    assert ep_rest.tags == ep_sdk.tags and ep_rest.defaults.deployment_name == ep_sdk.defaults.deployment_name
+    deps_sdk = {d.name: d for d in ml.batch_deployments.list(t.d.endpoint)}
+    deps_rest = {d.name: d for d in reader.batch_deployments(t.d.endpoint)}
+    assert deps_sdk.keys() == deps_rest.keys() and deps_rest
+    for name, dep in deps_rest.items():
+        assert t._deployment_spec(dep) == t._deployment_spec(deps_sdk[name]), name
+        assert dep.tags == deps_sdk[name].tags
+    # and the target reads itself as applied: nothing to change
+    again, _ = apply(path, session)
+    assert not again.has_changes, again.to_json()
+
+
+@pytest.mark.parametrize("kind", ["online-endpoint", "batch-endpoint"])
+def test_a_noop_plan_never_imports_azure_ai_ml(tmp_path, kind):
+    """plan, status and a no-op apply read through plain ARM JSON: azure-ai-ml (~2 s of CPU to
+    import) is loaded only when something is written."""
     state = tmp_path / "state"
     quick = REPO / "examples" / "quickstart"
     manifest = tmp_path / "m.yaml"
+    scoring = "real-time" if kind == "online-endpoint" else "batch"
+    extra = "" if kind == "online-endpoint" else ", compute: { name: cpu-cluster }"
     manifest.write_text(f"""apiVersion: deployctl/v1
 name: noimport
 model: {{ path: {quick / 'model'} }}
 environment: {{ python: "3.11", requirements: {quick / 'requirements.txt'} }}
 code: {{ path: {quick / 'src'}, entry: score.py }}
-scoring: {{ type: real-time, sample_request: {quick / 'sample-request.json'} }}
+scoring: {{ type: {scoring}, sample_request: {quick / 'sample-request.json'} }}
 targets:
-  - {{ name: t1, kind: online-endpoint, subscription: {SUB}, resource_group: rg, workspace: ws1 }}
-  - {{ name: t2, kind: online-endpoint, subscription: {SUB}, resource_group: rg, workspace: ws2 }}
+  - {{ name: t1, kind: {kind}, subscription: {SUB}, resource_group: rg, workspace: ws1{extra} }}
+  - {{ name: t2, kind: {kind}, subscription: {SUB}, resource_group: rg, workspace: ws2{extra} }}
 """)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     cli = [sys.executable, "-m", "orchestrator.cli"]
