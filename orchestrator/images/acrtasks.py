@@ -32,27 +32,61 @@ class TaskBuild:
     log: str
 
 
-def context_archive(context: Path) -> bytes:
-    """The build context as a reproducible tar.gz (same content, same bytes)."""
+@dataclass(frozen=True)
+class BuildContext:
+    """A Dockerfile's build context, ready to upload: ``archive`` (tar.gz) and ``tag``, the digest
+    of the uncompressed tar and the Dockerfile's name (what the image is made from, so an
+    unchanged context is found in the registry instead of rebuilt)."""
+
+    archive: bytes
+    tag: str
+
+
+def build_context(context: Path, dockerfile: str) -> BuildContext:
+    """The reproducible context of ``context/dockerfile`` (same content, same bytes, same tag)."""
     if not context.is_dir():
         raise UserError(f"the Dockerfile's build context {context} is not a folder")
-    return gzip.compress(b"".join(tar_chunks([("", context)])), compresslevel=6, mtime=0)
+    if not (context / dockerfile).is_file():
+        raise UserError(f"environment.dockerfile: {dockerfile} not found in the build context {context}")
+    raw = b"".join(tar_chunks([("", context)]))
+    tag = "ctx-" + hashlib.sha256(raw + b"\0" + dockerfile.encode()).hexdigest()
+    return BuildContext(gzip.compress(raw, compresslevel=6, mtime=0), tag)
+
+
+def dockerfile_image(session: Any, registry_client: Any, *, subscription: str, resource_group: str, registry: str,
+                     dockerfile: Path, repository: str, progress: Callable[[str], None] | None = None,
+                     poll_s: float = 3.0) -> str:
+    """The image of ``dockerfile`` (its folder is the context) in ``registry``, by digest: found
+    under the context's tag when that context was built before, else built by ACR Tasks now."""
+    say = progress or (lambda _m: None)
+    ctx = build_context(dockerfile.parent, dockerfile.name)
+    host = registry_client.ref.host
+    found = registry_client.manifest_exists(repository, ctx.tag)
+    if found:
+        say(f"{dockerfile.name}: its context is unchanged; {host}/{repository}:{ctx.tag[:16]} is already built")
+        return f"{host}/{repository}@{found}"
+    built = build_with_acr_tasks(session, subscription=subscription, resource_group=resource_group, registry=registry,
+                                 context=dockerfile.parent, dockerfile=dockerfile.name, repository=repository,
+                                 progress=progress, poll_s=poll_s, prepared=ctx)
+    digest = registry_client.manifest_exists(repository, ctx.tag)
+    if not digest:
+        raise TargetError(f"ACR Tasks run {built.run_id} succeeded but {host}/{repository}:{ctx.tag} is not in the registry")
+    return f"{host}/{repository}@{digest}"
 
 
 def build_with_acr_tasks(session: Any, *, subscription: str, resource_group: str, registry: str, context: Path,
                          dockerfile: str, repository: str, progress: Callable[[str], None] | None = None,
-                         poll_s: float = 3.0, timeout_s: float = 3600) -> TaskBuild:
+                         poll_s: float = 3.0, timeout_s: float = 3600, prepared: BuildContext | None = None) -> TaskBuild:
     """Build ``context/dockerfile`` in ``registry`` with ACR Tasks; the image is tagged with the
-    context's digest (``repository:ctx-<sha256 prefix>``)."""
+    context's digest (``repository:ctx-<sha256>``, see :func:`build_context`)."""
     from azure.mgmt.containerregistrytasks import ContainerRegistryTasksMgmtClient
     from azure.mgmt.containerregistrytasks.models import DockerBuildRequest, PlatformProperties
     from azure.storage.blob import BlobClient
 
     say = progress or (lambda _m: None)
-    if not (context / dockerfile).is_file():
-        raise UserError(f"environment.dockerfile: {dockerfile} not found in the build context {context}")
-    data = context_archive(context)
-    image = f"{repository}:ctx-{hashlib.sha256(data).hexdigest()[:16]}"
+    ctx = prepared or build_context(context, dockerfile)
+    data = ctx.archive
+    image = f"{repository}:{ctx.tag}"
     client = ContainerRegistryTasksMgmtClient(session.get_credential(subscription), subscription, **session.client_kwargs())
     source = client.registries.get_build_source_upload_url(resource_group, registry)
     if not source.upload_url or not source.relative_path:

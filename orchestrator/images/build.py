@@ -50,6 +50,7 @@ class ImageInputs:
     base_image: str | None = None  # None: python:<python>-slim
     variables: Mapping[str, str] = field(default_factory=dict)
     platform: str = DEFAULT_PLATFORM
+    dockerfile: Path | None = None  # the base is built from it by ACR Tasks (see orchestrator.images.choose)
 
     @classmethod
     def from_manifest(cls, manifest: Any, *, platform: str = DEFAULT_PLATFORM) -> ImageInputs:
@@ -60,11 +61,27 @@ class ImageInputs:
         return cls(name=manifest.name, python=pinned or env.python, requirements=tuple(reqs),
                    code=Path(manifest.code.path), entry=manifest.code.entry,
                    model=Path(manifest.model.path) if manifest.model.path else None,
-                   base_image=env.base_image, variables=dict(env.variables), platform=platform)
+                   base_image=env.base_image, variables=dict(env.variables), platform=platform,
+                   dockerfile=Path(env.dockerfile) if env.dockerfile else None)
 
     @property
     def base(self) -> str:
         return self.base_image or f"python:{self.python}-slim"
+
+    def content(self) -> dict[str, Any]:
+        """What the image is made of, by content (an unchanged digest of this is an unchanged image);
+        the Dockerfile by its context's content, so a change there is a new image too."""
+        out = {"python": self.python, "requirements": list(self.requirements), "entry": self.entry, "base": self.base,
+               "variables": dict(self.variables), "platform": self.platform, "code": tree_digest(self.code),
+               "model": tree_digest(self.model) if self.model else None, "runtime": tree_digest(RUNTIME_SRC)}
+        if self.dockerfile is not None:  # only then: the digests of existing images stay what they were
+            out["dockerfile"] = self.dockerfile_content
+        return out
+
+    @property
+    def dockerfile_content(self) -> str | None:
+        """The Dockerfile's name and its context's tree digest (None without a Dockerfile)."""
+        return f"{self.dockerfile.name}|{tree_digest(self.dockerfile.parent)}" if self.dockerfile else None
 
 
 @dataclass(frozen=True)
@@ -112,6 +129,10 @@ def build_image(inputs: ImageInputs, repository: str, *, auth: RegistryAuth | No
     from targets.local.envs import cache_root
 
     say = progress or (lambda _m: None)
+    if inputs.dockerfile is not None:
+        raise UserError(f"environment.dockerfile ({inputs.dockerfile.name}) is built by ACR Tasks in an Azure Container "
+                        "Registry: deploy to a container target (aci, app-service with run: image), which builds it "
+                        "and layers deployctl's runtime, the model and the code on its image")
     root = cache_root(cache)
     target = Reference.parse(repository)
     if target.tag or target.digest:
