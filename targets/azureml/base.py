@@ -67,9 +67,13 @@ class AzureMLTarget(AzureTarget):
     def location(self) -> str:
         """The workspace's region; also the first read of every plan, so a wrong name or a
         denied subscription is reported plainly before anything else."""
+        return str(self.workspace.location)
+
+    @cached_property
+    def workspace(self) -> Any:
         c = self.cfg
         try:
-            ws = self.op("get workspace", lambda: self.ml.workspaces.get(c.workspace))
+            return self.op("get workspace", lambda: self.ml.workspaces.get(c.workspace))
         except AzureNotFound as e:
             raise self.fail(f"workspace {c.workspace!r} not found in resource group {c.resource_group!r} of "
                             f"subscription {c.subscription}", hint="check subscription, resource_group and "
@@ -78,7 +82,32 @@ class AzureMLTarget(AzureTarget):
             raise self.fail(f"no access to workspace {c.workspace!r} in subscription {c.subscription} "
                             f"({describe(e)})", hint="grant this identity a role on the workspace (e.g. "
                             "AzureML Data Scientist), or log in with another account") from e
-        return str(ws.location)
+
+    # -- deployctl's image as the environment (environment_image: deployctl) ---------------------------
+    def image_registry(self) -> tuple[str, str, str]:
+        """(name, subscription, resource group) of the registry deployctl's image goes to:
+        ``image_registry``, or the workspace's own (which Azure ML already pulls from)."""
+        c = self.cfg
+        if c.image_registry:
+            return c.image_registry.lower(), c.subscription, c.resource_group
+        arm_id = str(getattr(self.workspace, "container_registry", None) or "")
+        parts = arm_id.strip("/").split("/")
+        if len(parts) < 8 or parts[-2].lower() != "registries":
+            raise self.fail(f"workspace {c.workspace!r} has no container registry yet, so environment_image: deployctl "
+                            "has nowhere to push", hint="set image_registry to an Azure Container Registry the "
+                            "workspace's identity can pull from (AcrPull)")
+        return parts[-1].lower(), parts[1], parts[3]
+
+    def environment_image(self) -> str:
+        """Build deployctl's image (the shared path of every container target) into the registry;
+        the image by digest."""
+        from orchestrator.images.choose import image_for
+
+        name, sub, rg = self.image_registry()
+        built = self.op("build and push the image", lambda: image_for(
+            self.d.image_inputs, self.session, registry=name, subscription=sub, resource_group=rg,
+            repository=f"deployctl/{self.manifest.name}", progress=self.ctx.progress))
+        return str(built.image)
 
     # -- assets (the store's) ----------------------------------------------------------------------
     def read_assets(self, desired: list[Resource]) -> list[Observed]:
@@ -158,6 +187,8 @@ class AzureMLTarget(AzureTarget):
 
     # -- shared check ----------------------------------------------------------------------------
     def check(self, changes: list[Change]) -> list[Finding]:
-        notes = [Finding(severity=Severity.info, message=budgets.notes())] \
-            if any(c.action is not Action.noop for c in changes) else []
+        writes = any(c.action is not Action.noop for c in changes)
+        notes = [Finding(severity=Severity.info, message=budgets.notes())] if writes else []
+        if writes:
+            notes.append(Finding(severity=Severity.info, message=self.d.environment_path))
         return self.sizing_findings() + notes

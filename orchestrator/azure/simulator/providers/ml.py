@@ -110,6 +110,11 @@ class MachineLearning:
                            "discoveryUrl": f"https://{location}.api.azureml.ms/discovery",
                            "mlFlowTrackingUri": f"azureml://{location}.api.azureml.ms/mlflow/v1.0{path}",
                            "publicNetworkAccess": "Enabled", "storageHnsEnabled": False}}, location=location)
+        # the workspace's own registry, as Azure ML creates it: images deployctl builds go there
+        sim.put_resource(f"{rgp}/Microsoft.ContainerRegistry/registries/cr{account[2:14]}",
+                         {"sku": {"name": "Basic", "tier": "Basic"},
+                          "properties": {"loginServer": f"cr{account[2:14]}.azurecr.io", "adminUserEnabled": False,
+                                         "provisioningState": "Succeeded"}}, location=location)
         sim.put_resource(f"{rgp}/Microsoft.Storage/storageAccounts/{account}",
                          {"kind": "StorageV2", "sku": {"name": "Standard_LRS"},
                           "properties": {"primaryEndpoints": {"blob": f"https://{account}.blob.core.windows.net/",

@@ -1,0 +1,83 @@
+"""``environment_image: deployctl``: an Azure ML online endpoint deploys deployctl's own image as
+its environment (by digest, with the inference config routing to deployctl's runtime), so Azure
+ML skips its environment build.  The real MLClient and registry clients against the simulator,
+whose scoring host runs that image."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.target import InvokeRequest
+from tests.azureml.conftest import online_target
+from tests.azureml.test_simulated import apply, cloud, engine  # noqa: F401 - the cloud fixture
+
+pytest.importorskip("azure.mgmt.containerregistry", reason="the Azure SDKs are not installed (pip install 'deployctl[azure]')")
+
+# what the scorer sees: where its code runs from (inside the image) and the mounted model
+SCORE = ("import json, os\n\ndef init():\n    pass\n\ndef run(raw):\n"
+         "    return {'code': os.environ.get('DEPLOYCTL_CODE_DIR'), 'model': sorted(os.listdir(os.environ['AZUREML_MODEL_DIR'])),"
+         " 'version': VERSION}\n")
+
+
+def _environments(sim) -> list[dict]:
+    return [r for r in sim.state["resources"].values() if "/environments/" in r["id"] and "/versions/" in r["id"]]
+
+
+def _deployments(sim) -> list[dict]:
+    return [r for r in sim.state["resources"].values() if "/onlineEndpoints/" in r["id"] and "/deployments/" in r["id"]]
+
+
+def test_online_endpoint_deploys_deployctls_image_as_its_environment(project, cloud):  # noqa: F811
+    sim, session, rec = cloud
+    (project.dir / "requirements.txt").write_text("")  # nothing to install: the test stays offline
+    (project.dir / "src" / "score.py").write_text(SCORE.replace("VERSION", "1"))
+    path = project(online_target(environment_image="deployctl"))
+    plan, result = apply(path, session)
+    findings = " ".join(f.message for f in plan.targets[0].findings)
+    assert "environment: deployctl's image, pushed to the workspace's registry and registered by digest" in findings
+    assert "assembled by deployctl on python:3.11-slim" in findings
+    assert result.ok, result.model_dump_json(indent=2)
+
+    [env] = _environments(sim)
+    props = env["properties"]
+    assert props["image"].startswith("cr") and ".azurecr.io/deployctl/credit-risk@sha256:" in props["image"]
+    assert not props.get("condaFile")  # nothing for Azure ML to build
+    routes = props["inferenceConfig"]
+    assert routes["scoringRoute"] == {"path": "/score", "port": 5001}
+    assert routes["livenessRoute"] == routes["readinessRoute"] == {"path": "/ready", "port": 5001}
+    [dep] = _deployments(sim)
+    assert not dep["properties"].get("codeConfiguration")  # the code is in the image
+    assert not [u for u in rec.blob_puts() if "/deployctl/code/" in u]  # and was never uploaded as a code asset
+
+    answer = engine(path, session).invoke("prod", InvokeRequest(body={"data": [[1, 2, 3]]}))
+    assert answer.ok, answer
+    assert answer.body["code"].endswith("/opt/deployctl/code")  # served from the image's own layers
+    assert answer.body["model"] == ["model"] and answer.body["version"] == 1  # the registered model, mounted
+
+    again, _ = apply(path, session)
+    assert not again.has_changes, again.to_json()
+
+    # a code change is a new image and environment version (a registration: no Azure ML build)
+    (project.dir / "src" / "score.py").write_text(SCORE.replace("VERSION", "2"))
+    plan, result = apply(path, session)
+    assert result.ok, result.model_dump_json(indent=2)
+    assert {c.type for c in plan.targets[0].pending if c.action.value == "create"} >= {"azureml.environment",
+                                                                                      "azureml.deployment"}
+    assert engine(path, session).invoke("prod", InvokeRequest(body={"data": [[1]]})).body["version"] == 2
+
+
+def test_the_default_path_says_azure_ml_builds_the_environment(project, cloud):  # noqa: F811
+    _, session, _ = cloud
+    plan = engine(project(online_target()), session).plan()
+    findings = " ".join(f.message for f in plan.targets[0].findings)
+    assert "environment: built by Azure ML from the conda file" in findings
+
+
+def test_environment_image_is_a_closed_choice(project):
+    from orchestrator.errors import ManifestError
+    from orchestrator.manifest import load_manifest
+
+    path = project(online_target(environment_image="docker"))
+    with pytest.raises(ManifestError) as exc:
+        load_manifest(path, use_environ=False)
+    assert [i.field for i in exc.value.issues] == ["targets[0].environment_image"]
