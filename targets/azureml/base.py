@@ -191,4 +191,9 @@ class AzureMLTarget(AzureTarget):
         notes = [Finding(severity=Severity.info, message=budgets.notes())] if writes else []
         if writes:
             notes.append(Finding(severity=Severity.info, message=self.d.environment_path))
+            if self.manifest.environment.dockerfile is not None and not self.d.builds_image:
+                notes.append(Finding(severity=Severity.warning, message="environment.dockerfile is not used by this "
+                                     "target: Azure ML builds its environment from the conda file",
+                                     hint="set environment_image: deployctl on the target to deploy the image built "
+                                          "from your Dockerfile"))
         return self.sizing_findings() + notes
