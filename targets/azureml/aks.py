@@ -288,4 +288,4 @@ class AksTarget(OnlineEndpointTarget):
         findings = self.compute_findings()
         if any(f.severity is Severity.error for f in findings):
             return findings
-        return findings + self.capacity_findings(changes)
+        return findings + self.capacity_findings(changes) + self.environment_findings(changes)

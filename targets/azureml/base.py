@@ -189,11 +189,16 @@ class AzureMLTarget(AzureTarget):
     def check(self, changes: list[Change]) -> list[Finding]:
         writes = any(c.action is not Action.noop for c in changes)
         notes = [Finding(severity=Severity.info, message=budgets.notes())] if writes else []
-        if writes:
-            notes.append(Finding(severity=Severity.info, message=self.d.environment_path))
-            if self.manifest.environment.dockerfile is not None and not self.d.builds_image:
-                notes.append(Finding(severity=Severity.warning, message="environment.dockerfile is not used by this "
-                                     "target: Azure ML builds its environment from the conda file",
-                                     hint="set environment_image: deployctl on the target to deploy the image built "
-                                          "from your Dockerfile"))
-        return self.sizing_findings() + notes
+        return self.sizing_findings() + notes + self.environment_findings(changes)
+
+    def environment_findings(self, changes: list[Change]) -> list[Finding]:
+        """Which path makes the environment (Azure ML's build or deployctl's image), when the plan writes."""
+        if not any(c.action is not Action.noop for c in changes):
+            return []
+        out = [Finding(severity=Severity.info, message=self.d.environment_path)]
+        if self.manifest.environment.dockerfile is not None and not self.d.builds_image:
+            out.append(Finding(severity=Severity.warning, message="environment.dockerfile is not used by this target: "
+                               "Azure ML builds its environment from the conda file",
+                               hint="set environment_image: deployctl on the target to deploy the image built from "
+                                    "your Dockerfile"))
+        return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.target import InvokeRequest
-from tests.azureml.conftest import online_target
+from tests.azureml.conftest import SUB, online_target
 from tests.azureml.test_simulated import apply, cloud, engine  # noqa: F401 - the cloud fixture
 
 pytest.importorskip("azure.mgmt.containerregistry", reason="the Azure SDKs are not installed (pip install 'deployctl[azure]')")
@@ -23,15 +23,23 @@ def _environments(sim) -> list[dict]:
     return [r for r in sim.state["resources"].values() if "/environments/" in r["id"] and "/versions/" in r["id"]]
 
 
-def _deployments(sim) -> list[dict]:
-    return [r for r in sim.state["resources"].values() if "/onlineEndpoints/" in r["id"] and "/deployments/" in r["id"]]
+def _deployments(sim, kind: str = "onlineEndpoints") -> list[dict]:
+    return [r for r in sim.state["resources"].values() if f"/{kind}/" in r["id"] and "/deployments/" in r["id"]]
 
 
-def test_online_endpoint_deploys_deployctls_image_as_its_environment(project, cloud):  # noqa: F811
+def _aks_target() -> str:
+    return "\n".join(["  - name: prod", "    kind: aks", f"    subscription: {SUB}", "    resource_group: rg",
+                      "    workspace: ws", "    compute: k8s", "    environment_image: deployctl"])
+
+
+@pytest.mark.parametrize("kind", ["online-endpoint", "aks"])
+def test_online_kinds_deploy_deployctls_image_as_their_environment(project, cloud, kind):  # noqa: F811
     sim, session, rec = cloud
     (project.dir / "requirements.txt").write_text("")  # nothing to install: the test stays offline
     (project.dir / "src" / "score.py").write_text(SCORE.replace("VERSION", "1"))
-    path = project(online_target(environment_image="deployctl"))
+    if kind == "aks":
+        sim.add_kubernetes_compute(SUB, "rg", "ws", "k8s")
+    path = project(online_target(environment_image="deployctl") if kind == "online-endpoint" else _aks_target())
     plan, result = apply(path, session)
     findings = " ".join(f.message for f in plan.targets[0].findings)
     assert "environment: deployctl's image, pushed to the workspace's registry and registered by digest" in findings
@@ -64,6 +72,21 @@ def test_online_endpoint_deploys_deployctls_image_as_its_environment(project, cl
     assert {c.type for c in plan.targets[0].pending if c.action.value == "create"} >= {"azureml.environment",
                                                                                       "azureml.deployment"}
     assert engine(path, session).invoke("prod", InvokeRequest(body={"data": [[1]]})).body["version"] == 2
+
+
+def test_batch_endpoint_uses_the_image_as_its_environment_and_keeps_its_code(project, cloud, tmp_path):  # noqa: F811
+    sim, session, _ = cloud
+    (project.dir / "requirements.txt").write_text("")
+    targets = "\n".join(["  - name: nightly", "    kind: batch-endpoint", f"    subscription: {SUB}",
+                         "    resource_group: rg", "    workspace: ws", "    compute: {name: cpu-cluster}",
+                         "    environment_image: deployctl"])
+    plan, result = apply(project(targets, scoring="batch"), session)
+    assert result.ok, result.model_dump_json(indent=2)
+    [env] = _environments(sim)
+    assert ".azurecr.io/deployctl/credit-risk@sha256:" in env["properties"]["image"]
+    assert not env["properties"].get("inferenceConfig")  # Azure ML's batch driver runs the script
+    [dep] = _deployments(sim, "batchEndpoints")
+    assert dep["properties"]["codeConfiguration"]["scoringScript"] == "score.py"
 
 
 def test_the_default_path_says_azure_ml_builds_the_environment(project, cloud):  # noqa: F811
