@@ -343,7 +343,10 @@ def _environment_layers(inputs: ImageInputs, root: Path, say: Callable[[str], No
             req.write_text("".join(x + "\n" for x in [*options, *missing]))
             cmd = [uv_bin(), "pip", "install", "--quiet", "--target", str(work / "site"), "--python-platform",
                    inputs.platform, "--python-version", inputs.python, "--only-binary", ":all:", "--no-deps", "-r", str(req)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, UV_NO_PROGRESS="1"))
+            # never bytecode: a layer holds sources only (pycs depend on the interpreter and, checked by
+            # timestamp, on when the files were written: not reproducible); tar_chunks skips any anyway
+            proc = subprocess.run(cmd, capture_output=True, text=True,
+                                  env=dict(os.environ, UV_NO_PROGRESS="1", UV_COMPILE_BYTECODE="0"))
             if proc.returncode != 0:
                 tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
                 raise UserError(f"the environment cannot be installed for {inputs.platform} (Python {inputs.python}):\n{tail}",
