@@ -165,3 +165,23 @@ def _log_blobs(sim) -> list[str]:
             if name.endswith(".log"):
                 out.append(base64.b64decode(entry["data"]).decode())
     return out
+
+
+def test_app_service_run_image_takes_the_same_acr_tasks_path(project):
+    pytest.importorskip("azure.mgmt.web", reason="the Azure SDKs are not installed (pip install 'deployctl[azure]')")
+    from tests.appservice import test_appservice_simulated as app_test
+
+    sim, path = project
+    identity = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/pull"
+    sim.put_resource(identity, {"location": "westeurope", "properties": {"clientId": app_test.CLIENT_ID, "principalId": "p1"}},
+                     location="westeurope")
+    path.write_text(app_test.MANIFEST.format(sub=SUB, image="  dockerfile: ./env/Dockerfile\n",
+                                             extra=f"    registry: devacr\n    identity: {identity}\n"))
+    plan, result = _apply(path, sim)
+    assert "built by ACR Tasks from Dockerfile" in " ".join(f.message for f in plan.targets[0].findings)
+    assert result.ok, result.model_dump_json(indent=2)
+    assert _runs(sim) == 1 and [t[:4] for t in _repos(sim)["deployctl/iris-environment"]["tags"]] == ["ctx-"]
+    site = app_test.sites(sim)["iris-prod"]
+    assert site["properties"]["siteConfig"]["linuxFxVersion"].startswith("DOCKER|devacr.azurecr.io/deployctl/iris@sha256:")
+    answer = scenarios.engine(path, sim.session(), sim.clock.sleep).invoke("prod", InvokeRequest(body={"data": [[1]]}))
+    assert answer.ok and answer.body == {"greeting": "hello", "n": 1, "version": 1}, answer
