@@ -153,9 +153,13 @@ class Desired:
 
     @cached_property
     def image_inputs(self) -> Any:
+        """deployctl's image without the model: Azure ML mounts the registered model at
+        AZUREML_MODEL_DIR, so a model change is a new deployment, not a new image."""
+        from dataclasses import replace
+
         from orchestrator.images.build import ImageInputs
 
-        return ImageInputs.from_manifest(self.manifest)
+        return replace(ImageInputs.from_manifest(self.manifest), model=None)
 
     @cached_property
     def env_sha(self) -> str:
@@ -172,8 +176,8 @@ class Desired:
         from orchestrator.images.choose import image_path
 
         where = self.cfg.image_registry or "the workspace's registry"
-        return (f"environment: deployctl's image, pushed to {where} and registered by digest, so Azure ML skips its "
-                f"environment build ({image_path(self.image_inputs)})")
+        return (f"environment: deployctl's image (without the model, which Azure ML mounts), pushed to {where} and "
+                f"registered by digest, so Azure ML skips its environment build ({image_path(self.image_inputs)})")
 
     @cached_property
     def env_name(self) -> str:

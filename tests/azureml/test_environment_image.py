@@ -42,7 +42,8 @@ def test_online_kinds_deploy_deployctls_image_as_their_environment(project, clou
     path = project(online_target(environment_image="deployctl") if kind == "online-endpoint" else _aks_target())
     plan, result = apply(path, session)
     findings = " ".join(f.message for f in plan.targets[0].findings)
-    assert "environment: deployctl's image, pushed to the workspace's registry and registered by digest" in findings
+    assert "environment: deployctl's image (without the model, which Azure ML mounts), pushed to the workspace's " \
+           "registry and registered by digest" in findings
     assert "assembled by deployctl on python:3.11-slim" in findings
     assert result.ok, result.model_dump_json(indent=2)
 
@@ -72,6 +73,13 @@ def test_online_kinds_deploy_deployctls_image_as_their_environment(project, clou
     assert {c.type for c in plan.targets[0].pending if c.action.value == "create"} >= {"azureml.environment",
                                                                                       "azureml.deployment"}
     assert engine(path, session).invoke("prod", InvokeRequest(body={"data": [[1]]})).body["version"] == 2
+
+    # a model change is a new deployment on the same environment: the model is not in the image
+    (project.dir / "model" / "extra.bin").write_bytes(b"more")
+    plan, result = apply(path, session)
+    assert result.ok, result.model_dump_json(indent=2)
+    created = {c.type for c in plan.targets[0].pending if c.action.value == "create"}
+    assert "azureml.model" in created and "azureml.environment" not in created
 
 
 def test_batch_endpoint_uses_the_image_as_its_environment_and_keeps_its_code(project, cloud, tmp_path):  # noqa: F811
