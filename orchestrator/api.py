@@ -74,10 +74,10 @@ class Deployment:
     def manifest(self):  # noqa: ANN201 - the Manifest model
         return self.loaded.manifest
 
-    def plan(self, targets: Sequence[str] | None = None, *, parallel: int = 4) -> Plan:
+    def plan(self, targets: Sequence[str] | None = None, *, parallel: int | None = None) -> Plan:
         return self._remember(self.engine.plan(targets, parallel=parallel))
 
-    def plan_destroy(self, targets: Sequence[str] | None = None, *, parallel: int = 4) -> Plan:
+    def plan_destroy(self, targets: Sequence[str] | None = None, *, parallel: int | None = None) -> Plan:
         return self._remember(self.engine.plan(targets, parallel=parallel, destroy=True))
 
     def _remember(self, plan: Plan) -> Plan:
@@ -92,7 +92,7 @@ class Deployment:
         plan: Plan | None = None,
         *,
         targets: Sequence[str] | None = None,
-        parallel: int = 4,
+        parallel: int | None = None,
         fail_fast: bool = False,
     ) -> ApplyResult:
         """Apply ``plan`` (a fresh one when None).  A plan not made by this object — loaded from
@@ -102,7 +102,7 @@ class Deployment:
         fresh = not self._made_here(plan)
         return self.engine.apply(plan, parallel=parallel, fail_fast=fail_fast, check_fresh=fresh)
 
-    def destroy(self, targets: Sequence[str] | None = None, *, parallel: int = 4, fail_fast: bool = False) -> ApplyResult:
+    def destroy(self, targets: Sequence[str] | None = None, *, parallel: int | None = None, fail_fast: bool = False) -> ApplyResult:
         return self.apply(self.plan_destroy(targets, parallel=parallel), parallel=parallel, fail_fast=fail_fast)
 
     def status(self, targets: Sequence[str] | None = None) -> StatusReport:

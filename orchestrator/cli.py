@@ -115,7 +115,10 @@ SimOpt = Annotated[bool, typer.Option("--simulate", help="Run Azure targets agai
 SimStateOpt = Annotated[Path | None, typer.Option("--simulate-state", help="File holding the simulated cloud (default: <state-dir>/simulated-azure.json).")]
 SimFaultsOpt = Annotated[str | None, typer.Option("--simulate-faults", help="Inject faults into the simulated cloud, e.g. 'rate=0.2,seed=1'.", envvar="DEPLOYCTL_SIMULATE_FAULTS")]
 SimLatencyOpt = Annotated[str | None, typer.Option("--simulate-latency", help="Simulated latency, e.g. 'call=0.1-0.3,lro=2,realtime=1' (seconds per request, per long-running operation; realtime: really wait).", envvar="DEPLOYCTL_SIMULATE_LATENCY")]
-ParallelOpt = Annotated[int, typer.Option("--parallel", min=1, max=64, help="Targets worked on at once.")]
+ParallelOpt = Annotated[int | None, typer.Option(
+    "--parallel", min=1, max=64, show_default=False,
+    help="Targets worked on at once (default: each kind as many as it sustains: this machine's cores for "
+         "local, what ARM's request limits allow for Azure kinds, 64 in all).")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Go ahead without asking.")]
 SkipQuotaOpt = Annotated[bool, typer.Option("--skip-quota-check", help="Do not block on a quota shortfall.")]
 OneTargetOpt = Annotated[str | None, typer.Option("--target", "-t", help="The target (needed when there are several).")]
@@ -336,7 +339,7 @@ def plan(
     out_file: Annotated[Path | None, typer.Option("--out", help="Also save the plan as JSON here.")] = None,
     detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode", help="Exit 3 when changes are pending.")] = False,
     destroy_: Annotated[bool, typer.Option("--destroy", help="Plan the removal of everything deployctl owns.")] = False,
-    parallel: ParallelOpt = 4,
+    parallel: ParallelOpt = None,
     skip_quota_check: SkipQuotaOpt = False,
     where: Where = Where(),
 ) -> None:
@@ -383,7 +386,7 @@ def _is_plan_file(path: Path) -> bool:
         return False
 
 
-def _apply_with_interrupt(d: Any, p: Any, parallel: int, fail_fast: bool) -> Any:
+def _apply_with_interrupt(d: Any, p: Any, parallel: int | None, fail_fast: bool) -> Any:
     """Apply in a worker thread so Ctrl-C can stop it cleanly: running operations finish, no new
     one starts, and the result says what is in which state.  A second Ctrl-C exits at once."""
     box: dict[str, Any] = {}
@@ -421,7 +424,7 @@ def apply(
     manifest: Annotated[Path, typer.Argument(help="A manifest (YAML), or a plan saved with `plan -o json`.", show_default=False)],
     target: TargetOpt = None,
     yes: YesOpt = False,
-    parallel: ParallelOpt = 4,
+    parallel: ParallelOpt = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop every target when one fails.")] = False,
     skip_quota_check: SkipQuotaOpt = False,
     output: OutputOpt = OutputFormat.table,
@@ -487,7 +490,7 @@ def destroy(
     manifest: ManifestArg,
     target: TargetOpt = None,
     yes: YesOpt = False,
-    parallel: ParallelOpt = 4,
+    parallel: ParallelOpt = None,
     output: OutputOpt = OutputFormat.table,
     where: Where = Where(),
 ) -> None:

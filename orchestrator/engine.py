@@ -1,6 +1,8 @@
 """The engine: plan and apply several targets concurrently, safely.
 
-- Targets run concurrently (``parallel``); two operations never run at once on one resource
+- Targets run concurrently: ``parallel`` at once, or by default each kind up to its
+  ``Target.max_parallel`` (what its bottleneck sustains: cores for ``local``, ARM's request
+  limits for Azure kinds), at most :data:`MAX_WORKERS` in all; two operations never run at once on one resource
   (a lock per resource key, shared across targets) nor two applies on one deployment (a lock file
   per target in the state folder, shared across processes).
 - Each target reports its own outcome.  One failing target does not stop the others unless
@@ -21,7 +23,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -62,6 +64,9 @@ from orchestrator.target import (
     Target,
     TargetContext,
 )
+
+R = TypeVar("R")
+MAX_WORKERS = 64  # threads of one run (each waits on I/O; more buys nothing but memory)
 
 
 def _relative(path: Path) -> str:
@@ -229,11 +234,39 @@ class Engine:
             self._snapshots[cfg.name] = snap
         return snap
 
+    def _map(self, fn: Callable[[Any], R], items: Sequence[Any], kinds: Sequence[str], parallel: int | None,
+             name: str) -> list[R]:
+        """``fn`` over ``items`` (``kinds[i]`` is item i's target kind) on a thread pool, in order.
+        ``parallel``: that many at once.  None: each kind up to its own ``max_parallel``."""
+        if not items:
+            return []
+        if parallel is not None:
+            workers, gates = max(1, parallel), {}
+        else:
+            limits = {k: self._max_parallel(k) for k in set(kinds)}
+            workers = min(MAX_WORKERS, sum(min(limits[k] or len(items), kinds.count(k)) for k in limits))
+            gates = {k: threading.BoundedSemaphore(n) for k, n in limits.items() if n and n < kinds.count(k)}
+
+        def one(i: int) -> R:
+            gate = gates.get(kinds[i])
+            if gate is None:
+                return fn(items[i])
+            with gate:
+                return fn(items[i])
+
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix=name) as pool:
+            return list(pool.map(one, range(len(items))))
+
+    def _max_parallel(self, kind: str) -> int | None:
+        try:
+            return self.registry.get(kind).max_parallel
+        except DeployctlError:  # an unknown or broken kind: its plan says so; it runs at once
+            return None
+
     # -- plan -------------------------------------------------------------------------------
-    def plan(self, names: Sequence[str] | None = None, *, parallel: int = 4, destroy: bool = False) -> Plan:
+    def plan(self, names: Sequence[str] | None = None, *, parallel: int | None = None, destroy: bool = False) -> Plan:
         cfgs = self.select(names)
-        with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="plan") as pool:
-            plans = list(pool.map(lambda c: self._plan_one(c, destroy), cfgs))
+        plans = self._map(lambda c: self._plan_one(c, destroy), cfgs, [c.kind for c in cfgs], parallel, "plan")
         if not destroy:
             plans = self._fleet_checks(cfgs, plans)
         return Plan(manifest=str(self.loaded.path), manifest_relative=_relative(self.loaded.path),
@@ -284,7 +317,7 @@ class Engine:
         self,
         plan: Plan,
         *,
-        parallel: int = 4,
+        parallel: int | None = None,
         fail_fast: bool = False,
         check_fresh: bool = True,
     ) -> ApplyResult:
@@ -303,19 +336,17 @@ class Engine:
                 stop.set()
             return out
 
-        with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="apply") as pool:
-            outcomes = list(pool.map(run, runnable))
+        outcomes = self._map(run, runnable, [tp.kind for tp in runnable], parallel, "apply")
         return ApplyResult(manifest=str(self.loaded.path), targets=outcomes, interrupted=self.cancel.is_set())
 
-    def _check_fresh(self, plan: Plan, parallel: int) -> None:
+    def _check_fresh(self, plan: Plan, parallel: int | None) -> None:
         if plan.manifest_digest != self.loaded.digest:
             raise PlanStaleError(
                 "the manifest (or a variable it uses) changed since this plan was made",
                 hint="run deployctl plan again and review the new plan",
             )
         cfgs = self.select([tp.target for tp in plan.targets])
-        with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="refresh") as pool:
-            snaps = list(pool.map(self._snapshot, cfgs))
+        snaps = self._map(self._snapshot, cfgs, [c.kind for c in cfgs], parallel, "refresh")
         stale = []
         for tp, snap in zip(plan.targets, snaps, strict=True):
             if tp.error:
@@ -421,10 +452,9 @@ class Engine:
             self._retry(cfg, f"create {change.address}", lambda: t.create(resource, tags))
 
     # -- status, invoke, logs ---------------------------------------------------------------
-    def status(self, names: Sequence[str] | None = None, *, parallel: int = 4) -> list[TargetStatus]:
+    def status(self, names: Sequence[str] | None = None, *, parallel: int | None = None) -> list[TargetStatus]:
         cfgs = self.select(names)
-        with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="status") as pool:
-            return list(pool.map(self._status_one, cfgs))
+        return self._map(self._status_one, cfgs, [c.kind for c in cfgs], parallel, "status")
 
     def _status_one(self, cfg: TargetConfig) -> TargetStatus:
         base: dict[str, Any] = dict(target=cfg.name, kind=cfg.kind)

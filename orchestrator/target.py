@@ -220,6 +220,10 @@ class Target(ABC):
     # True when the target builds its Python environment on this machine: `deployctl validate`
     # then checks the interpreter the manifest asks for is installed where uv finds it.
     local_python: ClassVar[bool] = False
+    # How many targets of this kind the engine works on at once when ``--parallel`` is not
+    # given: what the kind's bottleneck sustains (this machine's cores for targets that build
+    # here; the cloud's request limits for cloud targets).  None: no limit of its own.
+    max_parallel: ClassVar[int | None] = None
 
     def __init__(self, ctx: TargetContext) -> None:
         self.ctx = ctx

@@ -28,7 +28,7 @@ def arm_request(session: AzureSession, credential: Any, method: str, resource_id
 
     kw = session.client_kwargs()
     pipeline_policies = [policies.RequestIdPolicy(), policies.HeadersPolicy(), policies.UserAgentPolicy("deployctl"),
-                         kw["retry_policy"], policies.BearerTokenCredentialPolicy(credential, f"{ARM}/.default"),
+                         kw["retry_policy"], *kw["per_retry_policies"], policies.BearerTokenCredentialPolicy(credential, f"{ARM}/.default"),
                          policies.NetworkTraceLoggingPolicy()]
     client = PipelineClient(ARM, policies=pipeline_policies, **({"transport": kw["transport"]} if "transport" in kw else {}))
     request = HttpRequest(method, f"{ARM}/{resource_id.strip('/')}", params={"api-version": api_version},

@@ -17,6 +17,7 @@ from orchestrator.azure import quota
 from orchestrator.azure.budgets import READ, Budget
 from orchestrator.azure.ops import run_op, sleeper
 from orchestrator.azure.session import AzureSession, session_of
+from orchestrator.azure.throttle import sustainable_parallelism
 from orchestrator.target import Target
 
 T = TypeVar("T")
@@ -25,6 +26,9 @@ T = TypeVar("T")
 class AzureTarget(Target):
     # quotas are per subscription, region and VM family, whichever target draws on them
     fleet_check = staticmethod(quota.fleet_findings)
+    # targets waiting on long operations at once within ARM's read refill (every request is
+    # also paced by the session's ArmThrottle, so a larger --parallel waits rather than fails)
+    max_parallel = sustainable_parallelism()
 
     @cached_property
     def session(self) -> AzureSession:

@@ -1,5 +1,8 @@
 """azure-core pipeline policies deployctl adds to every Azure client.
 
+:class:`ArmThrottlePolicy` keeps the run's requests within ARM's limits
+(:mod:`orchestrator.azure.throttle`).
+
 :class:`LoggedRetryPolicy` is azure-core's own ``RetryPolicy`` (same statuses, same Retry-After
 handling, 409 never retried) with two changes: each retry is logged with its reason and wait, and
 the exponential backoff gets jitter so parallel targets do not retry in lockstep.  It is the only
@@ -15,7 +18,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from azure.core.pipeline.policies import RetryPolicy
+from azure.core.pipeline.policies import HTTPPolicy, RetryPolicy
+
+from orchestrator.azure.throttle import ArmThrottle
 
 log = logging.getLogger("deployctl.azure")
 
@@ -49,3 +54,22 @@ class LoggedRetryPolicy(RetryPolicy):
         if self.on_retry:
             self.on_retry(where, wait, reason)
         super().sleep(settings, transport, response)
+
+
+class ArmThrottlePolicy(HTTPPolicy):
+    """azure-core policy: wait for :class:`ArmThrottle`'s token, send, feed the answer back.
+    Waits go through the transport's ``sleep`` so a simulated run waits in simulated time."""
+
+    def __init__(self, throttle: ArmThrottle) -> None:
+        super().__init__()
+        self.throttle = throttle
+
+    def send(self, request: Any) -> Any:
+        http = request.http_request
+        wait = self.throttle.reserve(http.method, http.url)
+        if wait > 0:
+            request.context.transport.sleep(wait)
+        response = self.next.send(request)
+        resp = response.http_response
+        self.throttle.observe(http.method, http.url, resp.status_code, resp.headers)
+        return response

@@ -42,6 +42,7 @@ class AzureSession:
     polling_interval: float | None = None  # seconds between LRO polls; None: the service's advice
     credentials_by_subscription: dict[str, Any] = field(default_factory=dict)
     retry_total: int = 3
+    throttle: Any = None  # the run's ArmThrottle, made on first use (one for every client)
 
     def get_credential(self, subscription: str | None = None) -> Any:
         if subscription and subscription in self.credentials_by_subscription:
@@ -77,12 +78,25 @@ class AzureSession:
             kw["transport"] = self.transport
         return kw
 
+    def arm_throttle_policy(self) -> Any:
+        """The policy that keeps every client of the run under ARM's request limits together
+        (:mod:`orchestrator.azure.throttle`); simulated runs wait on the simulator's clock."""
+        from orchestrator.azure.policies import ArmThrottlePolicy
+        from orchestrator.azure.throttle import ArmThrottle
+
+        with _session_lock:
+            if self.throttle is None:
+                clock = getattr(getattr(self.simulator, "clock", None), "now", None)
+                self.throttle = ArmThrottle(clock=clock) if clock else ArmThrottle()
+        return ArmThrottlePolicy(self.throttle)
+
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for every azure SDK management client constructor (ARM, Azure ML);
         storage clients take :meth:`storage_kwargs`."""
         from orchestrator.azure.policies import LoggedRetryPolicy
 
-        kw: dict[str, Any] = {"retry_policy": LoggedRetryPolicy(retry_total=self.retry_total)}
+        kw: dict[str, Any] = {"retry_policy": LoggedRetryPolicy(retry_total=self.retry_total),
+                              "per_retry_policies": [self.arm_throttle_policy()]}
         if self.transport is not None:
             kw["transport"] = self.transport
         if self.polling_interval is not None:

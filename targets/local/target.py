@@ -87,6 +87,8 @@ class LocalTarget(Target):
     config_model = LocalConfig
     local_python = True  # builds its environment here: `validate` checks the interpreter is installed
     description = "this machine: a real server, queue or batch runner; no Azure, no Docker"
+    # environments build and servers start on this machine's cores
+    max_parallel = max(1, os.cpu_count() or 1)
 
     # -- helpers ---------------------------------------------------------------------------
     @property

@@ -278,3 +278,51 @@ def test_interrupt_cuts_a_retry_backoff_short(project, memory_clouds):
     statuses = [(c.address.rsplit("-", 1)[-1], c.status) for c in result.targets[0].changes]
     assert statuses == [("endpoint", "interrupted"), ("deployment", "not-started")]
     assert cloud.writes == [("create", "memory.thing/credit-risk-dev-endpoint")]  # no second attempt
+
+
+def _peak_concurrent_targets(timeline) -> int:
+    spans: dict[str, list[float]] = {}
+    for _ev, tgt, _addr, t in timeline:
+        s = spans.setdefault(tgt, [t, t])
+        s[0], s[1] = min(s[0], t), max(s[1], t)
+    points = sorted([(a, 1) for a, _ in spans.values()] + [(b, -1) for _, b in spans.values()],
+                    key=lambda p: (p[0], p[1]))
+    peak = now = 0
+    for _, d in points:
+        now += d
+        peak = max(peak, now)
+    return peak
+
+
+SIX = "".join(f"  - name: t{i}\n    kind: memory\n" for i in range(6))
+
+
+@pytest.mark.parametrize(("kind_limit", "parallel", "expected"), [
+    (2, None, 2),     # by default each kind runs as many at once as it declares it sustains
+    (None, None, 6),  # a kind with no limit of its own: every target at once
+    (None, 3, 3),     # --parallel is the user's word, whatever the kinds say
+    (2, 4, 4),
+])
+def test_default_parallelism_follows_each_kinds_limit(project, memory_clouds, monkeypatch, kind_limit, parallel,
+                                                      expected):
+    from orchestrator.registry import default_registry
+
+    monkeypatch.setattr(default_registry().get("memory"), "max_parallel", kind_limit)
+    cloud = memory_clouds.cloud("default")
+    cloud.delay = 0.05
+    e = engine(project, targets=SIX)
+    result = e.apply(e.plan(), parallel=parallel, check_fresh=False)
+    assert result.ok and len(result.targets) == 6
+    assert _peak_concurrent_targets(cloud.timeline) == expected
+
+
+def test_kinds_declare_what_they_sustain():
+    from orchestrator.azure.throttle import sustainable_parallelism
+    from orchestrator.registry import default_registry
+
+    reg = default_registry()
+    assert reg.get("local").max_parallel >= 1
+    # Azure kinds: as many waiting targets as ARM's read refill sustains (25/s x 5 s polls, half kept)
+    assert sustainable_parallelism() == 62
+    assert {reg.get(k).max_parallel for k in ("online-endpoint", "aks", "batch-endpoint", "aci", "app-service",
+                                              "functions")} == {62}

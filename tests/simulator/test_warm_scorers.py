@@ -44,8 +44,8 @@ def records(state_file: Path) -> list[dict]:
 def online(tmp_path: Path) -> Path:
     """The azureml-online example in a folder of its own (a test may edit its score.py)."""
     root = tmp_path / "examples"
-    shutil.copytree(REPO / "examples" / "quickstart", root / "quickstart")
-    shutil.copytree(REPO / "examples" / "azureml-online", root / "azureml-online")
+    shutil.copytree(REPO / "examples" / "quickstart", root / "quickstart", ignore=shutil.ignore_patterns(".deployctl"))
+    shutil.copytree(REPO / "examples" / "azureml-online", root / "azureml-online", ignore=shutil.ignore_patterns(".deployctl"))
     return root / "azureml-online" / "deployctl.yaml"
 
 

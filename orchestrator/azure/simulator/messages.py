@@ -32,6 +32,7 @@ class Request:
     url: str
     headers: dict[str, str]  # lower-case names
     body: bytes = b""
+    arm_remaining: tuple[str, int] | None = None  # ARM's budget left for this request's kind (set on receipt)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)

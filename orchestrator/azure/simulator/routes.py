@@ -17,12 +17,16 @@ import json
 import re
 import sys
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 ROUTES_FILE = Path(__file__).with_name("routes.json")
 METHODS = ("get", "put", "post", "patch", "delete", "head")
+_PARAM = re.compile(r"\{([^}]+)\}")
+# Parameters that are whole resource ids (``{scope}/providers/Microsoft.Authorization/...``):
+# the only ones that may span ``/``.
+SPANNING = frozenset({"scope", "resourceUri", "resourceId"})
 
 
 @dataclass(frozen=True)
@@ -32,20 +36,24 @@ class Route:
     operation: str
     api_versions: tuple[str, ...]
     long_running: bool
-    regex: re.Pattern[str]
     params: tuple[str, ...]
 
+    @property
+    def segments(self) -> int | None:
+        """Path segments of every match; None when a parameter is a resource id (any number)."""
+        return None if SPANNING.intersection(self.params) else self.template.strip("/").count("/") + 1
 
-def _compile(template: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
-    params: list[str] = []
-    out = ""
-    for part in re.split(r"(\{[^}]+\})", template):
-        if part.startswith("{") and part.endswith("}"):
-            params.append(part[1:-1])
-            out += "([^/]+)"
-        else:
-            out += re.escape(part)
-    return re.compile("^" + out + "$", re.IGNORECASE), tuple(params)
+    @cached_property
+    def regex(self) -> re.Pattern[str]:
+        """Compiled on first use: a process answers a handful of the ~900 operations, and
+        compiling them all cost more than everything else a read-only CLI run does."""
+        out = ""
+        for part in re.split(r"(\{[^}]+\})", self.template):
+            if part.startswith("{") and part.endswith("}"):
+                out += "(.+)" if part[1:-1] in SPANNING else "([^/]+)"
+            else:
+                out += re.escape(part)
+        return re.compile("^" + out + "$", re.IGNORECASE)
 
 
 def generate(specs: Path) -> list[dict[str, Any]]:
@@ -74,20 +82,27 @@ def generate(specs: Path) -> list[dict[str, Any]]:
 @lru_cache(maxsize=1)
 def load_routes() -> tuple[Route, ...]:
     rows = json.loads(ROUTES_FILE.read_text())
-    out = []
-    for r in rows:
-        regex, params = _compile(r["template"])
-        out.append(Route(r["method"], r["template"], r["operation"], tuple(r["api_versions"]), r["long_running"],
-                         regex, params))
+    out = [Route(r["method"], r["template"], r["operation"], tuple(r["api_versions"]), r["long_running"],
+                 tuple(_PARAM.findall(r["template"]))) for r in rows]
     # Most specific first: fewer parameters, longer literal text.
     out.sort(key=lambda r: (len(r.params), -len(r.template)))
     return tuple(out)
 
 
-def match(method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+@lru_cache(maxsize=1)
+def _by_shape() -> dict[tuple[str, int | None], tuple[Route, ...]]:
+    """Routes by (method, number of path segments): a parameter spans no ``/`` (but resource
+    ids, shape None), so only routes of the request's shape can match; most specific first,
+    as in :func:`load_routes`."""
+    index: dict[tuple[str, int | None], list[Route]] = {}
     for route in load_routes():
-        if route.method != method:
-            continue
+        index.setdefault((route.method, route.segments), []).append(route)
+    return {k: tuple(v) for k, v in index.items()}
+
+
+def match(method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+    shape = _by_shape()
+    for route in (*shape.get((method, path.strip("/").count("/") + 1), ()), *shape.get((method, None), ())):
         m = route.regex.match(path)
         if m:
             return route, dict(zip(route.params, m.groups(), strict=True))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import math
 import random
 import threading
 import uuid
@@ -101,6 +102,13 @@ class AzureSimulator:
         self._generation = self._flushed = 0  # mutations made / written
         self.flushes = 0  # writes of the state file by mutating requests
         self.credential = SimulatedCredential()
+        # ARM's request limits (token buckets per subscription, principal and kind of request);
+        # None: unlimited.  Buckets live per process, on the simulated clock.
+        from orchestrator.azure.throttle import ARM_LIMITS
+
+        self.arm_limits: Any = dict(ARM_LIMITS)
+        self._arm_buckets: dict[tuple[str, str | None, str], Any] = {}
+        self._arm_lock = threading.Lock()
         from orchestrator.azure.simulator.transport import SimulatorTransport
 
         self.transport = SimulatorTransport(self)
@@ -267,6 +275,10 @@ class AzureSimulator:
                 if isinstance(resp, Response):
                     log.status = resp.status
                 return resp, wait
+        throttled = self._arm_throttled(req, principal)
+        if throttled is not None:
+            log.status = throttled.status
+            return throttled, wait
         if provider is None:
             resp = self._unsupported(req, f"no simulated service answers host {req.host!r}")
         else:
@@ -279,12 +291,35 @@ class AzureSimulator:
             return Deferred(lambda: self._logged(deferred.run(), log)), wait
         log.status = resp.status
         if req.host == "management.azure.com":
-            # the budget headers ARM sends (throttling: 429 once they reach 0)
-            left = max(0, 12000 - len(self.requests))
-            kind = "reads" if req.method in ("GET", "HEAD") else "writes"
-            resp.headers.setdefault(f"x-ms-ratelimit-remaining-subscription-{kind}", str(left))
             resp.headers.setdefault("x-ms-request-id", self.new_id())
+            remaining = req.arm_remaining
+            if remaining is not None:  # the budget header ARM sends with every answer
+                resp.headers.setdefault(f"x-ms-ratelimit-remaining-subscription-{remaining[0]}", str(remaining[1]))
         return resp, wait
+
+    def _arm_throttled(self, req: Request, principal: str | None) -> Response | None:
+        """ARM's throttling: a request finding its bucket empty is refused with 429 and a
+        Retry-After before any resource provider sees it."""
+        from orchestrator.azure.throttle import TokenBucket, bucket_scope, request_kind
+
+        scope = bucket_scope(req.url) if self.arm_limits else None
+        if scope is None:
+            return None
+        kind = request_kind(req.method)
+        with self._arm_lock:
+            key = (scope, principal, kind)
+            bucket = self._arm_buckets.get(key)
+            if bucket is None:
+                bucket = self._arm_buckets[key] = TokenBucket(self.arm_limits[kind], self.clock.now())
+            wait = bucket.try_take(self.clock.now())
+            req.arm_remaining = (kind, max(0, int(bucket.tokens)))
+        if wait <= 0:
+            return None
+        return arm_error(429, "SubscriptionRequestsThrottled",
+                         f"Number of '{kind}' requests for subscription '{scope}' exceeded the limit; "
+                         "retry after the time in Retry-After.",
+                         {"Retry-After": str(max(1, math.ceil(wait))),
+                          f"x-ms-ratelimit-remaining-subscription-{kind}": "0"})
 
     @staticmethod
     def _logged(resp: Response, log: LoggedRequest) -> Response:
