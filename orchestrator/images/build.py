@@ -51,6 +51,7 @@ class ImageInputs:
     variables: Mapping[str, str] = field(default_factory=dict)
     platform: str = DEFAULT_PLATFORM
     dockerfile: Path | None = None  # the base is built from it by ACR Tasks (see orchestrator.images.choose)
+    base_from: Path | None = None  # the Dockerfile the base was built from (named in errors about the base)
 
     @classmethod
     def from_manifest(cls, manifest: Any, *, platform: str = DEFAULT_PLATFORM) -> ImageInputs:
@@ -145,7 +146,7 @@ def build_image(inputs: ImageInputs, repository: str, *, auth: RegistryAuth | No
     base_manifest, base_digest = base_client.platform_manifest(base_ref.repository, base_ref.digest or base_ref.tag or "latest")
     config_digest = str(base_manifest["config"]["digest"])
     base_config = _json_blob(base_client, base_ref.repository, config_digest, root)
-    _check_python(inputs.python, base_ref, base_digest, base_config, base_manifest, base_client, root)
+    _check_python(inputs.python, base_ref, base_digest, base_config, base_manifest, base_client, root, inputs.base_from)
 
     built: list[str] = []
     maybe = [*_environment_layers(inputs, root, say, built), _runtime_layer(root, built),
@@ -220,15 +221,19 @@ def _ensure_blob(client: RegistryClient, repository: str, digest: str, root: Pat
 
 
 def _check_python(python: str, ref: Reference, digest: str, config: Mapping[str, Any], manifest: Mapping[str, Any],
-                  client: RegistryClient, root: Path) -> None:
+                  client: RegistryClient, root: Path, built_from: Path | None = None) -> None:
     """Refuse a base image whose Python is not ``python`` (or that has none): the environment's
     compiled wheels would not load.  Official images say it in ``PYTHON_VERSION``; otherwise the
     base's layers are listed (downloaded once, cached by digest)."""
     versions = _base_pythons(config, manifest, ref, client, root, digest)
     if python not in versions:
         found = f"has Python {', '.join(sorted(versions))}" if versions else "has no Python (no usr/bin/python3.X)"
+        if built_from is not None:
+            raise UserError(f"the image built from {built_from} ({ref}) {found}, but environment.python is {python}",
+                            hint=f"build it FROM an image with Python {python} (e.g. python:{python}-slim), or change "
+                                 "environment.python")
         raise UserError(f"base image {ref} {found}, but environment.python is {python}",
-                        hint=f"use a base image with Python {python} (environment.image), or change environment.python")
+                        hint=f"use a base image with Python {python} (environment.base_image), or change environment.python")
 
 
 def _base_pythons(config: Mapping[str, Any], manifest: Mapping[str, Any], ref: Reference, client: RegistryClient,

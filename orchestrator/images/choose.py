@@ -46,7 +46,7 @@ def image_for(inputs: ImageInputs, session: Any, *, registry: str, subscription:
         client = RegistryClient(Reference.parse(f"{login}/{env_repo}"), auth=auth, transport=session.transport)
         base = dockerfile_image(session, client, subscription=subscription, resource_group=resource_group,
                                 registry=registry, dockerfile=inputs.dockerfile, repository=env_repo, progress=progress)
-        inputs = replace(inputs, base_image=base, dockerfile=None)
+        inputs = replace(inputs, base_image=base, dockerfile=None, base_from=inputs.dockerfile)
         say(f"layering deployctl's runtime, the model and the code on {base}")
     else:
         say(f"building the image into {login} (layers cached by content)")

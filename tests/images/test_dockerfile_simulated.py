@@ -150,6 +150,16 @@ def test_a_failing_dockerfile_is_one_error_with_the_log_tail_and_nothing_tagged(
                 if r.get("type", "").lower() == "microsoft.containerinstance/containergroups"]
 
 
+def test_a_dockerfile_image_without_the_manifests_python_is_one_error_naming_the_dockerfile(project):
+    sim, path = project
+    (path.parent / "env" / "Dockerfile").write_text("FROM python:3.12-slim\n")
+    _, result = _apply(path, sim)
+    assert not result.ok
+    error = result.targets[0].error
+    assert "the image built from" in error and "env/Dockerfile" in error and "has Python 3.12" in error, error
+    assert not (_repos(sim).get("deployctl/iris") or {}).get("manifests")  # deployctl's image: nothing pushed
+
+
 def _manifest(sim, repo: str, digest: str) -> dict:
     import base64
 
