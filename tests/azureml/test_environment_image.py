@@ -97,6 +97,21 @@ def test_batch_endpoint_uses_the_image_as_its_environment_and_keeps_its_code(pro
     assert dep["properties"]["codeConfiguration"]["scoringScript"] == "score.py"
 
 
+def test_an_environment_image_gone_from_the_registry_fails_the_deployment(project, cloud):  # noqa: F811
+    sim, session, _ = cloud
+    (project.dir / "requirements.txt").write_text("")
+    path = project(online_target(environment_image="deployctl"))
+    assert apply(path, session)[1].ok
+    [env] = _environments(sim)
+    host, _, rest = env["properties"]["image"].partition("/")
+    repo, _, digest = rest.partition("@")
+    del sim.state["acr"][host]["repos"][repo]["manifests"][digest]  # someone cleaned the registry up
+    path.write_text(path.read_text().replace("environment_image: deployctl",
+                                             "environment_image: deployctl\n    instance_count: 2"))
+    _, result = apply(path, session)
+    assert not result.ok and "The environment's image cannot be pulled" in result.targets[0].error, result.targets[0].error
+
+
 def test_the_default_path_says_azure_ml_builds_the_environment(project, cloud):  # noqa: F811
     _, session, _ = cloud
     plan = engine(project(online_target()), session).plan()
