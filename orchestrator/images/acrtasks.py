@@ -1,7 +1,7 @@
 """A user's own Dockerfile (``environment.dockerfile``) is built by ACR Tasks, never on this
 machine: what ``az acr build`` does.
 
-The build context goes up as a reproducible tar.gz through the registry's upload URL
+The build context (the Dockerfile's folder, less what its ``.dockerignore`` excludes) goes up as a reproducible tar.gz through the registry's upload URL
 (``get_build_source_upload_url``, a block blob), ``schedule_run`` starts a ``DockerBuildRequest``,
 and the run is polled while its log is streamed (``get_log_sas_url``, read from where the last
 poll stopped).  A failed run is one error carrying the log's tail.  Under ``--simulate`` the
@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from orchestrator.azure.ops import sleeper
 from orchestrator.errors import TargetError, UserError
+from orchestrator.images.dockerignore import keeper
 from orchestrator.images.layers import tar_chunks
 
 TERMINAL = ("Succeeded", "Failed", "Canceled", "Error", "Timeout")
@@ -42,15 +43,29 @@ class BuildContext:
     tag: str
 
 
-def build_context(context: Path, dockerfile: str) -> BuildContext:
-    """The reproducible context of ``context/dockerfile`` (same content, same bytes, same tag)."""
+def _context_tar(context: Path, dockerfile: str) -> Iterator[bytes]:
+    """The context's reproducible tar, as ``.dockerignore`` leaves it."""
     if not context.is_dir():
         raise UserError(f"the Dockerfile's build context {context} is not a folder")
     if not (context / dockerfile).is_file():
         raise UserError(f"environment.dockerfile: {dockerfile} not found in the build context {context}")
-    raw = b"".join(tar_chunks([("", context)]))
-    tag = "ctx-" + hashlib.sha256(raw + b"\0" + dockerfile.encode()).hexdigest()
-    return BuildContext(gzip.compress(raw, compresslevel=6, mtime=0), tag)
+    return tar_chunks([("", context)], keep=keeper(context, dockerfile))
+
+
+def context_tag(context: Path, dockerfile: str, chunks: Iterable[bytes] | None = None) -> str:
+    """The image tag of a build context: the digest of its tar and the Dockerfile's name (what
+    the plan keys a Dockerfile image by, and what the registry is asked for before a build)."""
+    h = hashlib.sha256()
+    for chunk in chunks if chunks is not None else _context_tar(context, dockerfile):
+        h.update(chunk)
+    h.update(b"\0" + dockerfile.encode())
+    return "ctx-" + h.hexdigest()
+
+
+def build_context(context: Path, dockerfile: str) -> BuildContext:
+    """The reproducible context of ``context/dockerfile`` (same content, same bytes, same tag)."""
+    raw = b"".join(_context_tar(context, dockerfile))
+    return BuildContext(gzip.compress(raw, compresslevel=6, mtime=0), context_tag(context, dockerfile, [raw]))
 
 
 def dockerfile_image(session: Any, registry_client: Any, *, subscription: str, resource_group: str, registry: str,

@@ -81,8 +81,12 @@ class ImageInputs:
 
     @property
     def dockerfile_content(self) -> str | None:
-        """The Dockerfile's name and its context's tree digest (None without a Dockerfile)."""
-        return f"{self.dockerfile.name}|{tree_digest(self.dockerfile.parent)}" if self.dockerfile else None
+        """The Dockerfile's context by content: the tag its image gets (None without a Dockerfile)."""
+        if self.dockerfile is None:
+            return None
+        from orchestrator.images.acrtasks import context_tag
+
+        return context_tag(self.dockerfile.parent, self.dockerfile.name)
 
 
 @dataclass(frozen=True)
