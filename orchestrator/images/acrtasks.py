@@ -106,7 +106,7 @@ def build_with_acr_tasks(session: Any, *, subscription: str, resource_group: str
     source = client.registries.get_build_source_upload_url(resource_group, registry)
     if not source.upload_url or not source.relative_path:
         raise TargetError(f"registry {registry} gave no upload URL for the build context")
-    say(f"uploading the build context ({len(data) / 1e3:.0f} kB)")
+    say(f"uploading the build context ({len(data):,} bytes)")
     BlobClient.from_blob_url(source.upload_url, **session.storage_kwargs()).upload_blob(data, overwrite=True)
     run = client.registries.schedule_run(resource_group, registry, DockerBuildRequest(
         source_location=source.relative_path, docker_file_path=dockerfile, image_names=[image], is_push_enabled=True,

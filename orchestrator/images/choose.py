@@ -24,7 +24,7 @@ def image_path(inputs: ImageInputs) -> str:
     """How the image is made, for the plan.  Pure."""
     if inputs.dockerfile is not None:
         return (f"image: environment built by ACR Tasks from Dockerfile {inputs.dockerfile} (rebuilt only when its "
-                "folder changes); deployctl's runtime, the model and the code layered on it by deployctl")
+                "build context changes); deployctl's runtime, the model and the code layered on it by deployctl")
     return f"image: assembled by deployctl on {inputs.base} (no Docker daemon; layers cached by content)"
 
 
