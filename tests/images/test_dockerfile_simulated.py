@@ -25,8 +25,8 @@ SUB = "00000000-0000-0000-0000-0000000000b1"
 MANIFEST = aci_test.MANIFEST.replace("  image: {base}\n", "{environment}")
 
 
-def _manifest_text(environment: str) -> str:
-    return MANIFEST.format(environment=environment, registry="devacr", sub=SUB, memory="auto", gpu=0, extra="")
+def _manifest_text(environment: str, *, registry: str = "devacr", sub: str = SUB, extra: str = "") -> str:
+    return MANIFEST.format(environment=environment, registry=registry, sub=sub, memory="auto", gpu=0, extra=extra)
 
 
 # the greeting comes from the Dockerfile's ENV: the container really runs on the Dockerfile's image
@@ -195,3 +195,24 @@ def test_app_service_run_image_takes_the_same_acr_tasks_path(project):
     assert site["properties"]["siteConfig"]["linuxFxVersion"].startswith("DOCKER|devacr.azurecr.io/deployctl/iris@sha256:")
     answer = scenarios.engine(path, sim.session(), sim.clock.sleep).invoke("prod", InvokeRequest(body={"data": [[1]]}))
     assert answer.ok and answer.body == {"greeting": "hello", "n": 1, "version": 1}, answer
+
+
+def test_promote_from_builds_the_dockerfile_in_dev_and_imports_the_whole_image_into_prod(project):
+    from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+    from azure.mgmt.containerregistry.models import Registry, Sku
+
+    sim, path = project
+    prod = "00000000-0000-0000-0000-0000000000b2"
+    sim.add_resource_group(prod, "rg", "westeurope")
+    ContainerRegistryManagementClient(sim.credential, prod, transport=sim.transport, polling_interval=0).registries.begin_create(
+        "rg", "prodacr", Registry(location="westeurope", sku=Sku(name="Standard"))).result()
+    path.write_text(_manifest_text("  dockerfile: ./env/Dockerfile\n", sub=prod,
+                                   registry=f"{{name: prodacr, subscription: {prod}, resource_group: rg}}",
+                                   extra=f"    promote_from: {{name: devacr, subscription: {SUB}, resource_group: rg}}\n"))
+    _, result = _apply(path, sim)
+    assert result.ok, result.model_dump_json(indent=2)
+    assert result.targets[0].outputs["image"].startswith("prodacr.azurecr.io/deployctl/iris@sha256:")
+    assert _runs(sim) == 1 and "deployctl/iris-environment" in _repos(sim)  # built in dev, by ACR Tasks
+    assert not [r for r in sim.requests if r.host == "prodacr.azurecr.io" and "/blobs/uploads" in r.path]
+    answer = scenarios.engine(path, sim.session(), sim.clock.sleep).invoke("prod", InvokeRequest(body={"data": [[1]]}))
+    assert answer.ok and answer.body["greeting"] == "hello", answer  # prod runs the Dockerfile's layers too
