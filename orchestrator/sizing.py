@@ -68,18 +68,23 @@ class SizingError(ValueError):
     """No candidate fits, or a named instance type is unknown or too small."""
 
 
-def framework_overhead(requirement_lines: Iterable[str]) -> tuple[float, list[str]]:
-    """Extra GiB for heavy frameworks named in requirements/conda lines, and which ones."""
-    extra, seen = 0.0, []
+def package_names(requirement_lines: Iterable[str]) -> list[str]:
+    """The distribution names in requirements/conda lines (normalised, in order, once each)."""
+    out: list[str] = []
     for line in requirement_lines:
         name = line.strip().lstrip("- ").split("#")[0].strip()
         for sep in ("==", ">=", "<=", "~=", "!=", ">", "<", "[", ";", "=", " "):
             name = name.split(sep)[0]
         name = name.strip().lower().replace("_", "-")
-        if name in HEAVY_FRAMEWORKS and name not in seen:
-            seen.append(name)
-            extra += HEAVY_FRAMEWORKS[name]
-    return extra, seen
+        if name and name not in out:
+            out.append(name)
+    return out
+
+
+def framework_overhead(requirement_lines: Iterable[str]) -> tuple[float, list[str]]:
+    """Extra GiB for heavy frameworks named in requirements/conda lines, and which ones."""
+    seen = [n for n in package_names(requirement_lines) if n in HEAVY_FRAMEWORKS]
+    return sum(HEAVY_FRAMEWORKS[n] for n in seen), seen
 
 
 def requirement(

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from orchestrator import sizing
-from orchestrator.azure import quota
+from orchestrator.azure import quota, registries
 from orchestrator.azure.base import AzureTarget
 from orchestrator.azure.errors import AzureNotFound, describe, error_code
 from orchestrator.azure.keys import KEY_ENV, ScoringKey
@@ -88,9 +88,7 @@ class AciTarget(AzureTarget):
 
     def _registry(self, ref: str | RegistryRef) -> tuple[str, str, str]:
         """(name, subscription, resource group) of a registry setting."""
-        if isinstance(ref, str):
-            return ref.lower(), self.cfg.subscription, self.cfg.resource_group
-        return ref.name.lower(), ref.subscription or self.cfg.subscription, ref.resource_group or self.cfg.resource_group
+        return registries.resolve(ref, self.cfg.subscription, self.cfg.resource_group)
 
     @property
     def login(self) -> str:
@@ -235,21 +233,9 @@ class AciTarget(AzureTarget):
         return out
 
     def _registry_findings(self) -> list[Finding]:
-        """Each registry the apply uses must exist: deployctl builds into it, it does not create it
-        (a registry is shared, billed and secured by its owners)."""
-        from azure.mgmt.containerregistry import ContainerRegistryManagementClient
-
-        out = []
-        for ref in [self.cfg.registry] + ([self.cfg.promote_from] if self.cfg.promote_from else []):
-            name, sub, rg = self._registry(ref)
-            client = ContainerRegistryManagementClient(self.session.get_credential(sub), sub, **self.session.client_kwargs())
-            try:
-                self.op(f"read registry {name}", lambda c=client, n=name, g=rg: c.registries.get(g, n))
-            except AzureNotFound:
-                out.append(Finding(severity=Severity.error, message=f"registry {name} does not exist in resource group "
-                                   f"{rg} of subscription {sub}",
-                                   hint=f"create it (az acr create -n {name} -g {rg} --sku Standard) or fix `registry`"))
-        return out
+        """Each registry the apply uses must exist (deployctl builds into it, it does not create it)."""
+        refs = [self.cfg.registry] + ([self.cfg.promote_from] if self.cfg.promote_from else [])
+        return registries.missing_findings(self.session, self.op, [self._registry(ref) for ref in refs])
 
     def _cores_usage(self, region: str) -> quota.Usage | None:
         rows = self.op("list ACI usage", lambda: list(self.aci.location.list_usage(region)))

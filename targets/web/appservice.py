@@ -1,7 +1,10 @@
 """The ``app-service`` target: an App Service Linux web app serving the model through deployctl's
 runtime (the Azure ML contract and the key check of ``local``), from the image or from a package.
 
-Resources, in order: the plan (B1..P3v3, sized from the model: :mod:`.appservice_config`), the
+Resources, in order: for ``run: image`` without a named registry or identity, those deployctl
+makes and owns — the registry (:mod:`orchestrator.azure.registries`), a user-assigned identity and
+its AcrPull role assignment on the registry (:mod:`orchestrator.azure.roles`), so the grant exists
+before the site first pulls — then the plan (B1..P3v3, sized from the model: :mod:`.appservice_config`), the
 app (site config, health check path, always-on, the start time limit, app settings with the
 scoring key) and the version (what runs: ``DOCKER|<image by digest>`` pulled with a managed
 identity, or a zip package built here — uv for the platform — run from package with the runtime
@@ -25,12 +28,15 @@ import json
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from orchestrator import sizing
-from orchestrator.azure.errors import AzureNotFound
+from orchestrator.azure import quota, registries, roles
+from orchestrator.azure.budgets import PROVISION
+from orchestrator.azure.errors import AzureNotFound, AzureOperationError
 from orchestrator.azure.keys import KEY_ENV, ScoringKey
 from orchestrator.manifest.model import ScoringType
 from orchestrator.packaging import tree_digest, tree_size
@@ -38,10 +44,31 @@ from orchestrator.plan import Action, Change, digest, spec_hash
 from orchestrator.state import write_atomic
 from orchestrator.target import TAG_SPEC, Finding, InvokeRequest, InvokeResult, Observed, Resource, Severity
 from targets.web import package, webapps
-from targets.web.appservice_config import AppServiceConfig, PlanChoice, choose_plan, start_time_limit
+from targets.web.appservice_config import BY_NAME, AppServiceConfig, PlanChoice, choose_plan, start_time_limit
 from targets.web.base import WebTarget
 
 T_PLAN, T_APP, T_VERSION = "app-service-plan", "app-service", "app-service-version"
+# run: image without a named registry / identity: deployctl makes (and owns) what the pull needs
+T_REGISTRY, T_IDENTITY, T_PULL = "container-registry", "managed-identity", "role-assignment"
+IDENTITY_TYPE = "Microsoft.ManagedIdentity/userAssignedIdentities"
+INIT_HEADER = "x-deployctl-init-seconds"  # the runtime's own measure of init() (deployctl_runtime.server)
+
+
+@dataclass(frozen=True)
+class Started:
+    """How a version started: seconds from deploy to the first healthy answer, and init()'s own
+    seconds as the runtime reported them on that answer (None: it did not say)."""
+
+    start_s: float
+    init_s: float | None
+
+
+def init_seconds(headers: Mapping[str, str]) -> float | None:
+    value = next((v for k, v in headers.items() if k.lower() == INIT_HEADER), None)
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 SLOT = "staging"
 RECORD = "DEPLOYCTL_VERSION"
 WWWROOT = "/home/site/wwwroot"  # where run-from-package mounts the zip
@@ -80,32 +107,154 @@ class AppServiceTarget(WebTarget):
             raise self.fail(str(e), hint="set sku / staging_slot, or resources.memory_gb") from None
 
     @property
-    def start_file(self) -> Path:
-        return self.ctx.state_dir / "start-seconds"
+    def init_file(self) -> Path:
+        """The longest init() the runtime reported (seconds): what the next start limit is sized from."""
+        return self.ctx.state_dir / "init-seconds"
 
-    def _measured_start(self) -> float | None:
+    def _measured_init(self) -> float | None:
         try:
-            return float(self.start_file.read_text())
+            return float(self.init_file.read_text())
         except (OSError, ValueError):
             return None
 
     @cached_property
     def start_limit(self) -> tuple[int, str]:
-        return start_time_limit(self.cfg, self._measured_start(), self.model_bytes)
+        return start_time_limit(self.cfg, self._measured_init(), self.model_bytes)
 
     @cached_property
     def scoring_key(self) -> ScoringKey:
         return ScoringKey(self.ctx)
 
+    # -- what the image pull needs: the registry, the identity, its AcrPull (named, or deployctl's) --
     def _registry(self) -> tuple[str, str, str]:
-        ref = self.cfg.registry
-        if ref is None:
-            raise self.fail("run: image needs `registry` (the Azure Container Registry the app pulls from) and "
-                            "`identity` (a user-assigned identity with AcrPull on it)",
-                            hint="set registry and identity, or run: package")
-        if isinstance(ref, str):
-            return ref.lower(), self.cfg.subscription, self.cfg.resource_group
-        return ref.name.lower(), ref.subscription or self.cfg.subscription, ref.resource_group or self.cfg.resource_group
+        """(name, subscription, resource group) of the registry the image goes to: the one named,
+        else the one deployctl makes for this target."""
+        if self.cfg.registry is None:
+            return (registries.default_name(self.cfg.subscription, self.cfg.resource_group, self.app_name),
+                    self.cfg.subscription, self.cfg.resource_group)
+        return registries.resolve(self.cfg.registry, self.cfg.subscription, self.cfg.resource_group)
+
+    @property
+    def registry_scope(self) -> str:
+        return registries.registry_id(*[self._registry()[i] for i in (1, 2, 0)])
+
+    @property
+    def identity_name(self) -> str:
+        return str(self.cfg.identity).rsplit("/", 1)[-1] if self.cfg.identity else f"{self.app_name}-pull"
+
+    @property
+    def pull_identity(self) -> str:
+        """The ARM id of the identity the app pulls with: the one named, else deployctl's."""
+        return self.cfg.identity or self.arm_id(IDENTITY_TYPE, self.identity_name)
+
+    @property
+    def makes_pull_role(self) -> bool:
+        """deployctl grants AcrPull when it made the registry or the identity (a named pair is the
+        user's: its role assignment too)."""
+        return self.cfg.registry is None or self.cfg.identity is None
+
+    def _pull_resources(self) -> list[Resource]:
+        if self.cfg.run != "image":
+            return []
+        name, _, _ = self._registry()
+        out = []
+        if self.cfg.registry is None:
+            out.append(Resource(T_REGISTRY, name, {"location": self.cfg.region, "sku": registries.DEFAULT_SKU},
+                                key=self.registry_scope, replace_on=("location",)))
+        if self.cfg.identity is None:
+            out.append(Resource(T_IDENTITY, self.identity_name, {"location": self.cfg.region}, key=self.pull_identity,
+                                replace_on=("location",)))
+        if self.makes_pull_role:  # (run: image here)
+            deps = tuple(f"{r.type}/{r.name}" for r in out)
+            out.append(Resource(T_PULL, f"acrpull-{self.identity_name}",
+                                {"role": "AcrPull", "registry": name, "identity": self.identity_name},
+                                key=f"{self.registry_scope}/acrpull/{self.identity_name}", depends_on=deps))
+        return out
+
+    def _identity_doc(self) -> dict[str, Any] | None:
+        from orchestrator.azure.arm import arm_get
+
+        ident = self.pull_identity
+        sub = ident.split("/")[2]
+        try:
+            doc = self.op("read the pull identity", lambda: arm_get(self.session, self.session.get_credential(sub),
+                                                                    ident, IDENTITY_API))
+        except AzureNotFound:
+            return None
+        return dict(doc or {})
+
+    def _read_pull(self) -> list[Observed]:
+        """The registry, identity and role assignment deployctl made (as they are now) — read in
+        ``run: package`` too, so that those an earlier ``run: image`` made are deleted, not leaked."""
+        out = []
+        name, sub, rg = self._registry()
+        if self.cfg.registry is None:
+            reg = self.op("read the registry", lambda: registries.observe(self.session, sub, rg, name))
+            if reg is not None:
+                out.append(Observed(T_REGISTRY, name, {"location": reg["location"], "sku": reg["sku"]},
+                                    tags=reg["tags"], key=self.registry_scope))
+        ident = self._identity_doc() if self.makes_pull_role else None
+        if ident is not None and self.cfg.identity is None:
+            out.append(Observed(T_IDENTITY, self.identity_name,
+                                {"location": webapps.norm_location(ident.get("location"))},
+                                tags=ident.get("tags") or {}, key=self.pull_identity))
+        principal = str((ident or {}).get("properties", {}).get("principalId") or "")
+        if principal:
+            scope = self.registry_scope
+            ra = self.op("read the AcrPull role assignment", lambda: roles.get(
+                self.session, sub, scope, roles.assignment_name(scope, principal, roles.ACR_PULL)))
+            if ra is not None:
+                role = "AcrPull" if str(ra["roleDefinitionId"]).rsplit("/", 1)[-1] == roles.ACR_PULL else ra["roleDefinitionId"]
+                out.append(Observed(T_PULL, f"acrpull-{self.identity_name}",
+                                    {"role": role, "registry": str(ra["scope"]).rsplit("/", 1)[-1].lower(),
+                                     "identity": self.identity_name},
+                                    tags=roles.owner_tags(ra.get("description")),
+                                    key=f"{scope}/acrpull/{self.identity_name}"))
+        return out
+
+    def _create_registry(self, r: Resource, tags: dict[str, str]) -> None:
+        _, sub, rg = self._registry()
+        self.op("create the registry", lambda: registries.create(self.session, sub, rg, r.name,
+                                                                 location=r.spec["location"], tags=tags),
+                resource=r.address)
+
+    def _create_identity(self, r: Resource, tags: dict[str, str]) -> None:
+        from orchestrator.azure.arm import arm_request
+
+        cred = self.session.get_credential(self.cfg.subscription)
+        self.op("create the pull identity", lambda: arm_request(
+            self.session, cred, "PUT", self.pull_identity, IDENTITY_API, {"location": r.spec["location"], "tags": tags}),
+            resource=r.address)
+
+    def _create_pull_role(self, r: Resource, tags: dict[str, str]) -> None:
+        ident = self._identity_doc()
+        principal = str((ident or {}).get("properties", {}).get("principalId") or "")
+        if not principal:
+            raise self.fail(f"the pull identity {self.pull_identity} does not exist", resource=r.address)
+        _, sub, _ = self._registry()
+        scope = self.registry_scope
+        # a new identity's principal takes a while to replicate: PrincipalNotFound is retried (PROVISION budget)
+        self.op("grant AcrPull on the registry", lambda: roles.assign(
+            self.session, sub, scope, principal, roles.ACR_PULL, description=roles.describe_owner(tags)),
+            resource=r.address, budget=PROVISION)
+
+    def _delete_pull(self, observed: Observed) -> None:
+        from orchestrator.azure.arm import arm_request
+
+        _, sub, rg = self._registry()
+        if observed.type == T_PULL:
+            ident = self._identity_doc()
+            principal = str((ident or {}).get("properties", {}).get("principalId") or "")
+            if principal:
+                scope = self.registry_scope
+                self.op("delete the AcrPull role assignment", lambda: roles.delete(
+                    self.session, sub, scope, roles.assignment_name(scope, principal, roles.ACR_PULL)))
+        elif observed.type == T_IDENTITY:
+            cred = self.session.get_credential(self.cfg.subscription)
+            self.op("delete the pull identity", lambda: webapps.get_or_none(lambda: arm_request(
+                self.session, cred, "DELETE", self.pull_identity, IDENTITY_API)))
+        else:
+            self.op("delete the registry", lambda: registries.delete(self.session, sub, rg, observed.name))
 
     @cached_property
     def version_digest(self) -> str:
@@ -139,13 +288,16 @@ class AppServiceTarget(WebTarget):
         app_spec: dict[str, Any] = {
             "location": region, "plan": self.plan_name, "run": self.cfg.run, "health_check_path": self.cfg.health_check_path,
             "always_on": self.cfg.always_on, "startup_command": self._startup_command(),
-            "identity": self.cfg.identity if self.cfg.run == "image" else None, "settings": self.managed_settings(),
+            "identity": self.pull_identity if self.cfg.run == "image" else None, "settings": self.managed_settings(),
             "scoring_key": self.scoring_key.spec_value()}
+        pull = self._pull_resources()
         return [
+            *pull,
             Resource(T_PLAN, self.plan_name, {"location": region, "sku": choice.sku.name},
                      key=self.plan_id(), replace_on=("location",)),
             Resource(T_APP, self.app_name, app_spec, key=self.site_id(),
-                     depends_on=(f"{T_PLAN}/{self.plan_name}",), replace_on=("location",), exact=("settings",)),
+                     depends_on=(f"{T_PLAN}/{self.plan_name}", *(f"{r.type}/{r.name}" for r in pull if r.type == T_PULL)),
+                     replace_on=("location",), exact=("settings",)),
             Resource(T_VERSION, self.app_name, {"run": self.cfg.run, "digest": self.version_digest,
                                                 "staging_slot": choice.slot},
                      key=self.site_id() + "/version", depends_on=(f"{T_APP}/{self.app_name}",)),
@@ -170,6 +322,8 @@ class AppServiceTarget(WebTarget):
         if self.manifest.scoring.sample_request is None:
             out.append(Finding(severity=Severity.warning, message="no scoring.sample_request: a new version is only "
                                "health-checked, not smoke-tested"))
+        if self.cfg.run == "image":
+            out.append(Finding(severity=Severity.info, message=self._pull_summary()))
         if not any(c.action in (Action.create, Action.update, Action.replace) for c in changes):
             return out  # nothing will be written: no pre-write checks
         if self.cfg.run == "image":
@@ -177,31 +331,76 @@ class AppServiceTarget(WebTarget):
             from orchestrator.images.choose import image_path
 
             out.append(Finding(severity=Severity.info, message=image_path(ImageInputs.from_manifest(self.manifest))))
-            if not self.cfg.identity:
-                out.append(Finding(severity=Severity.error, message="run: image needs `identity`: a user-assigned "
-                                   "managed identity with AcrPull on the registry (the app pulls with it)",
-                                   hint="set identity, or run: package"))
-            out += self._registry_findings()
+            if self.cfg.registry is not None:
+                out += registries.missing_findings(self.session, self.op, [self._registry()])
             if self.cfg.identity:
                 try:
                     _ = self.identity_client_id
                 except AzureNotFound:
                     out.append(Finding(severity=Severity.error, message=f"identity {self.cfg.identity} does not exist",
                                        hint="create it and give it AcrPull on the registry, or fix `identity`"))
+                else:
+                    out += self._named_pull_findings()
         out += self._region_findings(choice)
+        out += self._quota_findings(choice, changes)
         return out
 
-    def _registry_findings(self) -> list[Finding]:
-        from azure.mgmt.containerregistry import ContainerRegistryManagementClient
-
-        name, sub, rg = self._registry()
-        client = ContainerRegistryManagementClient(self.session.get_credential(sub), sub, **self.session.client_kwargs())
+    def _named_pull_findings(self) -> list[Finding]:
+        """A named identity with a named registry: does it hold a role that can pull there (at the
+        registry or above)?  A warning, not an error: a custom role may grant the pull."""
+        if self.makes_pull_role:
+            return []
+        principal = str(((self._identity_doc() or {}).get("properties") or {}).get("principalId") or "")
+        scope, sub = self.registry_scope, self._registry()[1]
         try:
-            self.op(f"read registry {name}", lambda: client.registries.get(rg, name))
-        except AzureNotFound:
-            return [Finding(severity=Severity.error, message=f"registry {name} does not exist in resource group {rg} "
-                            f"of subscription {sub}", hint=f"create it (az acr create -n {name} -g {rg} --sku Standard)")]
-        return []
+            held = self.op("list the identity's roles on the registry",
+                           lambda: roles.roles_of(self.session, sub, scope, principal))
+        except AzureOperationError as e:  # no right to read role assignments: say so, do not block
+            return [Finding(severity=Severity.warning, message=f"could not read the roles of {self.identity_name} on "
+                            f"registry {self._registry()[0]} ({e.message})")]
+        if held & roles.PULL_ROLES:
+            return []
+        return [Finding(severity=Severity.warning, message=f"identity {self.identity_name} holds no AcrPull (nor "
+                        f"AcrPush, Contributor, Owner) on registry {self._registry()[0]}: the app's image pull will fail "
+                        "unless a custom role grants it", hint=f"az role assignment create --role AcrPull --assignee-"
+                        f"object-id {principal} --assignee-principal-type ServicePrincipal --scope {scope}")]
+
+    def _pull_summary(self) -> str:
+        name = self._registry()[0]
+        reg = (f"registry {name} (created by deployctl, Basic)" if self.cfg.registry is None
+               else f"registry {name} (named)")
+        ident = (f"user-assigned identity {self.identity_name} (created by deployctl)" if self.cfg.identity is None
+                 else f"identity {self.identity_name} (named)")
+        role = ("an AcrPull role assignment for it on the registry (created by deployctl)" if self.makes_pull_role
+                else "its AcrPull role on the registry (yours to grant)")
+        return f"image pull: {reg}; the app pulls with {ident} through {role}"
+
+    def _quota_findings(self, choice: PlanChoice, changes: list[Change]) -> list[Finding]:
+        """Before any write: the subscription's App Service cores in the region (Microsoft.Web
+        ``locations/{region}/usages``, GetUsagesInLocation) must hold the plan being made or resized."""
+        plan = next((c for c in changes if c.type == T_PLAN and c.action in (Action.create, Action.update,
+                                                                             Action.replace)), None)
+        if plan is None or self.ctx.options.skip_quota_check:
+            return []
+        held = 0  # the cores of the plan being resized, given back by the resize
+        if plan.action == Action.update:
+            before = next((d.before for d in plan.diff if d.path == "sku"), choice.sku.name)
+            held = BY_NAME[before].vcpus if isinstance(before, str) and before in BY_NAME else 0
+        region = self.cfg.region
+        rows = self.op("read App Service usage", lambda: list(self.web.get_usages_in_location.list(region)))
+        usage = next((quota.Usage("App Service", int(r.current_value or 0), int(r.limit if r.limit is not None else -1))
+                      for r in rows if str(getattr(r.name, "value", "") or "").lower().startswith("cores")), None)
+        if usage is None or usage.limit < 0:
+            return [Finding(severity=Severity.info, message=f"no App Service cores quota reported in {region}")]
+        need = choice.sku.vcpus
+        demand = quota.QuotaDemand(self.cfg.subscription, region, usage.family, need, held, usage.current, usage.limit)
+        short = quota.quota_shortfall(need, usage, already_held=held)
+        if short:
+            return [Finding(severity=Severity.error, message=f"quota in {region}: the {choice.sku.name} plan {short}",
+                            hint="ask for more App Service quota (portal: Quotas), choose a smaller sku, or another "
+                                 "region", data=demand.as_data())]
+        return [Finding(severity=Severity.info, message=f"App Service cores in {region}: {need} needed, "
+                        f"{usage.free + held} free (quota {usage.limit})", data=demand.as_data())]
 
     def _region_findings(self, choice: PlanChoice) -> list[Finding]:
         """Before any write: does the region offer the plan's tier for Linux?"""
@@ -219,7 +418,7 @@ class AppServiceTarget(WebTarget):
     def read(self) -> list[Observed]:
         rg = self.cfg.resource_group
         plan = self.observe_plan(T_PLAN)
-        out = [plan] if plan is not None else []
+        out = [*self._read_pull(), *([plan] if plan is not None else [])]
         site = self.op("get web app", lambda: webapps.get_or_none(lambda: self.web.web_apps.get(rg, self.app_name)))
         if site is None:
             return out
@@ -250,7 +449,8 @@ class AppServiceTarget(WebTarget):
     # -- writing ----------------------------------------------------------------------------------
     def create(self, resource: Resource, tags: Mapping[str, str]) -> None:
         all_tags = self.azure_tags(tags)
-        {T_PLAN: self._create_plan, T_APP: self._create_app, T_VERSION: self._deploy}[resource.type](resource, all_tags)
+        {T_PLAN: self._create_plan, T_APP: self._create_app, T_VERSION: self._deploy, T_REGISTRY: self._create_registry,
+         T_IDENTITY: self._create_identity, T_PULL: self._create_pull_role}[resource.type](resource, all_tags)
 
     def update(self, resource: Resource, observed: Observed, tags: Mapping[str, str]) -> None:
         self.create(resource, tags)
@@ -271,8 +471,8 @@ class AppServiceTarget(WebTarget):
         body: dict[str, Any] = {"location": app["location"], "kind": "app,linux" + (",container" if self.cfg.run == "image" else ""),
                                 "tags": dict(tags), "properties": {"serverFarmId": self.plan_id(),
                                                                    "reserved": True, "httpsOnly": True, "siteConfig": conf}}
-        if self.cfg.run == "image" and self.cfg.identity:
-            body["identity"] = {"type": "UserAssigned", "userAssignedIdentities": {self.cfg.identity: {}}}
+        if self.cfg.run == "image":
+            body["identity"] = {"type": "UserAssigned", "userAssignedIdentities": {self.pull_identity: {}}}
             conf.update({"acrUseManagedIdentityCreds": True, "acrUserManagedIdentityID": self.identity_client_id})
         return body
 
@@ -281,9 +481,9 @@ class AppServiceTarget(WebTarget):
         """The pull identity's client id (what ``acrUserManagedIdentityID`` takes)."""
         from orchestrator.azure.arm import arm_get
 
-        ident = str(self.cfg.identity)
+        ident = self.pull_identity
         doc = self.op("read the pull identity", lambda: arm_get(
-            self.session, self.session.get_credential(self.cfg.subscription), ident, IDENTITY_API))
+            self.session, self.session.get_credential(ident.split("/")[2]), ident, IDENTITY_API))
         return str(((doc or {}).get("properties") or {}).get("clientId") or "")
 
     def _live_fx(self, slot: str | None = None) -> str | None:
@@ -338,12 +538,15 @@ class AppServiceTarget(WebTarget):
         previous = json.loads(settings.get(RECORD) or "null")
         fx, data, what = self._build()
         if r.spec["staging_slot"]:
-            start_s = self._through_slot(r, tags, settings, fx, data, what)
+            start = self._through_slot(r, tags, settings, fx, data, what)
         else:
-            start_s = self._in_place(r, previous, fx, data, what)
-        # the longest start seen: the limit only grows, so a replan after a quick start changes nothing
-        write_atomic(self.start_file, f"{max(start_s, self._measured_start() or 0.0):.1f}")
-        record = {"spec": dict(r.spec), "tags": tags, "what": what, "linux_fx": fx, "start_s": round(start_s, 1),
+            start = self._in_place(r, previous, fx, data, what)
+        # init() as the runtime measured it (else, a runtime that does not say, the whole start);
+        # the longest seen: the limit only grows, so a replan after a quick start changes nothing
+        init_s = start.init_s if start.init_s is not None else start.start_s
+        write_atomic(self.init_file, f"{max(init_s, self._measured_init() or 0.0):.1f}")
+        record = {"spec": dict(r.spec), "tags": tags, "what": what, "linux_fx": fx, "start_s": round(start.start_s, 1),
+                  "init_s": None if start.init_s is None else round(start.init_s, 3),
                   "previous": (previous or {}).get("what")}
         if data is not None:
             record["sha256"] = hashlib.sha256(data).hexdigest()
@@ -364,7 +567,7 @@ class AppServiceTarget(WebTarget):
                     resource=address)
 
     def _through_slot(self, r: Resource, tags: dict[str, str], settings: Mapping[str, str], fx: str,
-                      data: bytes | None, what: str) -> float:
+                      data: bytes | None, what: str) -> Started:
         rg = self.cfg.resource_group
         self.op("create staging slot", lambda: self.web.web_apps.begin_create_or_update_slot(
             rg, self.app_name, SLOT, self._site_body(tags, fx)).result(), resource=r.address)
@@ -373,10 +576,12 @@ class AppServiceTarget(WebTarget):
                                                                           slot=SLOT), resource=r.address)
         self.ctx.progress(f"deploying {what} to the {SLOT} slot")
         self._put_version(r.address, fx, data, SLOT)
-        start_s, problem = self._warm_and_smoke(SLOT)
+        started, problem = self._warm_and_smoke(SLOT)
         if problem:
-            raise self.fail(f"the new version failed on the {SLOT} slot: {problem}; production was not swapped and "
-                            "still runs the previous version", resource=r.address, hint=self._hint(problem))
+            kept = ("production was not swapped and still runs the previous version" if RECORD in settings
+                    else "nothing was swapped into production")
+            raise self.fail(f"the new version failed on the {SLOT} slot: {problem}; {kept}", resource=r.address,
+                            hint=self._hint(problem))
         self.ctx.progress(f"{SLOT} slot passed its smoke test: swapping it into production")
         self.op("swap slot", lambda: webapps.swap_into_production(self.web, rg, self.app_name, SLOT), resource=r.address)
         _, problem = self._warm_and_smoke(None)
@@ -386,14 +591,15 @@ class AppServiceTarget(WebTarget):
                     resource=r.address)
             raise self.fail(f"production failed its health check after the swap: {problem}; swapped back to the "
                             "previous version", resource=r.address)
-        return start_s
+        return started
 
-    def _in_place(self, r: Resource, previous: Mapping[str, Any] | None, fx: str, data: bytes | None, what: str) -> float:
+    def _in_place(self, r: Resource, previous: Mapping[str, Any] | None, fx: str, data: bytes | None,
+                  what: str) -> Started:
         self.ctx.progress(f"deploying {what} in place (no staging slot)")
         self._put_version(r.address, fx, data, None)
-        start_s, problem = self._warm_and_smoke(None)
+        started, problem = self._warm_and_smoke(None)
         if not problem:
-            return start_s
+            return started
         restored = ""
         if previous:
             old = None
@@ -417,35 +623,34 @@ class AppServiceTarget(WebTarget):
             return "give the identity the AcrPull role on the registry, or fix `registry` / `identity`"
         return "see `deployctl logs`; fix the scoring script or the model and apply again"
 
-    def _label(self, slot: str | None) -> str:
-        return f"{self.app_name}-{slot}" if slot else self.app_name
-
-    def _warm_and_smoke(self, slot: str | None) -> tuple[float, str | None]:
+    def _warm_and_smoke(self, slot: str | None) -> tuple[Started, str | None]:
         """Warm the app (its health path answers 200 within the start time limit), then score the
-        sample request on its own host name; (seconds to start, problem or None)."""
+        sample request on its own host name; (how long it took to start, problem or None)."""
         from orchestrator.azure.http import request_json
 
         base = f"https://{self._label(slot)}.azurewebsites.net"
         limit = float(self.start_limit[0])
         t0, waited, last = time.perf_counter(), 0.0, "no answer"
+        headers: Mapping[str, str] = {}
         while True:
             if self.ctx.cancel.is_set():
-                return 0.0, "interrupted while the app was starting"
+                return Started(0.0, None), "interrupted while the app was starting"
             try:
-                status, body, _ = request_json(self.session, "GET", base + self.cfg.health_check_path, timeout_s=230)
+                status, body, headers = request_json(self.session, "GET", base + self.cfg.health_check_path,
+                                                     timeout_s=230)
                 if status == 200:
                     break
                 last = f"HTTP {status}: {str(body)[:400]}"
             except Exception as e:  # noqa: BLE001 - not answering yet
                 last = str(e)[:400]
             if waited >= limit:
-                return 0.0, f"the app did not start within {limit:.0f} s ({last})"
+                return Started(0.0, None), f"the app did not start within {limit:.0f} s ({last})"
             self.sleep(10.0)
             waited += 10.0
-        start_s = time.perf_counter() - t0 + waited
+        started = Started(time.perf_counter() - t0 + waited, init_seconds(headers))
         sample = self.manifest.scoring.sample_request
         if sample is None:
-            return start_s, None
+            return started, None
         from orchestrator.azure.scoring import score
 
         t0 = time.perf_counter()
@@ -454,11 +659,11 @@ class AppServiceTarget(WebTarget):
                                     timeout_s=300)
         except Exception as e:  # noqa: BLE001 - any failure of the new version is a failed smoke test
             self.ctx.smoke_tested(False, detail=str(e)[:300])
-            return start_s, f"smoke test: {e}"
+            return started, f"smoke test: {e}"
         problem = None if status == 200 else f"smoke test: HTTP {status}: {str(body)[:300]}"
         self.ctx.smoke_tested(status == 200, status=status, latency_ms=(time.perf_counter() - t0) * 1000,
                               detail=problem or "")
-        return start_s, problem
+        return started, problem
 
     def delete(self, observed: Observed) -> None:
         rg = self.cfg.resource_group
@@ -467,8 +672,10 @@ class AppServiceTarget(WebTarget):
         elif observed.type == T_APP:
             self.op("delete web app", lambda: webapps.get_or_none(lambda: self.web.web_apps.delete(
                 rg, observed.name, delete_empty_server_farm=False)))
-        else:
+        elif observed.type == T_PLAN:
             self.op("delete plan", lambda: webapps.get_or_none(lambda: self.web.app_service_plans.delete(rg, observed.name)))
+        else:
+            self._delete_pull(observed)
 
     # -- using ------------------------------------------------------------------------------------
     def _host(self) -> str:
@@ -486,18 +693,12 @@ class AppServiceTarget(WebTarget):
         record = json.loads(settings.get(RECORD) or "null") or {}
         return {"scoring_uri": f"https://{self._host()}/score", "app": self.app_name, "run": self.cfg.run,
                 "plan_sku": self.plan_choice.sku.name, "version": record.get("what"), "start_s": record.get("start_s"),
+                "init_s": record.get("init_s"),
                 "staging_slot": self.plan_choice.slot}
 
     def secrets(self, observed: list[Observed]) -> dict[str, str]:
         key = self.scoring_key.read()
         return {"key": key} if key else {}
-
-    def logs(self, tail: int = 100, deployment: str | None = None) -> str:
-        """The production app's container log (``deployment: staging`` for the slot's), last ``tail`` lines."""
-        cred = self.session.get_credential(self.cfg.subscription)
-        text = self.op("read the container log", lambda: webapps.docker_log(
-            self.session, cred, f"{self._label(deployment)}.scm.azurewebsites.net"))
-        return "\n".join(text.splitlines()[-tail:]) if tail else text
 
     def invoke(self, request: InvokeRequest) -> InvokeResult:
         from orchestrator.azure.scoring import score

@@ -1,8 +1,8 @@
 """Manifest settings of the ``app-service`` target and its plan choice (pure: no Azure imports).
 
 Only ``subscription``, ``resource_group`` and ``region`` are required.  ``run: image`` (the
-default) also needs the registry the image is pushed to and the managed identity the app pulls
-it with; ``run: package`` needs nothing more.
+default) pushes to ``registry`` and pulls with ``identity`` when they are named; otherwise
+deployctl makes (and owns) a registry, a user-assigned identity and its AcrPull role assignment.
 """
 
 from __future__ import annotations
@@ -57,11 +57,14 @@ class AppServiceConfig(TargetConfig):
         "identity; package: code and packages built here by uv for the platform, run from a zip package with the "
         "runtime as startup command (no remote Oryx build).")
     registry: str | RegistryRef | None = Field(
-        None, description="run: image — the Azure Container Registry the image is pushed to and pulled from.")
+        None, description="run: image — the Azure Container Registry the image is pushed to and pulled from; "
+        "default: one deployctl makes and owns for this target (Basic).")
     identity: str | None = Field(
         None, pattern=r"^/subscriptions/.+/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/[^/]+$",
-        description="run: image — user-assigned managed identity (ARM id) with AcrPull on `registry`; the app pulls "
-        "with it (acrUseManagedIdentityCreds). Admin credentials are never used.")
+        description="run: image — user-assigned managed identity (ARM id) the app pulls with "
+        "(acrUseManagedIdentityCreds); with a named `registry` it must already hold AcrPull there. Default: one "
+        "deployctl makes and owns (<app>-pull), with an AcrPull role assignment on the registry. Admin credentials "
+        "are never used.")
     sku: SkuName | None = Field(None, description="Plan size; default: the cheapest that fits the model (with "
                                                   "slots unless staging_slot: false).")
     staging_slot: bool | None = Field(
@@ -114,13 +117,13 @@ def choose_plan(cfg: AppServiceConfig, need_gib: float, need_cpu: float, *, reas
 
 
 def start_time_limit(cfg: AppServiceConfig, measured_init_s: float | None, model_bytes: int) -> tuple[int, str]:
-    """WEBSITES_CONTAINER_START_TIME_LIMIT and why: the setting, else 3x the longest measured start
-    (plus a minute for the pull), else an estimate of one minute per GiB of model; whole minutes
-    within 230..1800 s."""
+    """WEBSITES_CONTAINER_START_TIME_LIMIT and why: the setting, else 3x the longest init() the
+    runtime measured (plus a minute for the pull and the imports), else an estimate of one minute
+    per GiB of model; whole minutes within 230..1800 s."""
     if cfg.start_time_limit_s is not None:
         return cfg.start_time_limit_s, "named in the manifest"
     if measured_init_s is not None:
-        raw, why = 60 + 3 * measured_init_s, f"3 x the measured start of {measured_init_s:.0f} s + 60 s"
+        raw, why = 60 + 3 * measured_init_s, f"3 x the measured init() of {measured_init_s:.1f} s + 60 s"
     else:
         gib = model_bytes / 2**30
         raw, why = 120 + 60 * gib, f"estimated from the model's {gib:.2f} GiB (no start measured yet)"

@@ -59,6 +59,18 @@ class WebTarget(AzureTarget):
                                                         "sku": (p.get("sku") or {}).get("name")},
                         tags=p.get("tags") or {}, key=self.plan_id())
 
+    def _label(self, slot: str | None) -> str:
+        """The host name's first label: the app's, or ``<app>-<slot>`` for a deployment slot."""
+        return f"{self.app_name}-{slot}" if slot else self.app_name
+
+    def logs(self, tail: int = 100, deployment: str | None = None) -> str:
+        """The production app's log through Kudu (``deployment: staging`` for the slot's), last
+        ``tail`` lines."""
+        cred = self.session.get_credential(self.site_cfg.subscription)
+        text = self.op("read the container log", lambda: webapps.docker_log(
+            self.session, cred, f"{self._label(deployment)}.scm.azurewebsites.net"))
+        return "\n".join(text.splitlines()[-tail:]) if tail else text
+
     def forget_setting(self, setting: str) -> None:
         """Drop one production app setting (the deployed record when its resource goes)."""
         rg: str = self.site_cfg.resource_group

@@ -6,11 +6,13 @@ model needs more memory or it is asked for), the function app with its app setti
 package (see :mod:`.package`: built here with uv for the platform, zipped, content-addressed).
 
 Deploying a package: upload ``packages/<sha256>.zip`` to the deployment container unless it is
-there already, then publish it by URL (OneDeploy).  Premium, real-time: to the ``staging`` slot,
-smoke-test it there with ``scoring.sample_request``, then swap it into production (a failing
-package never takes traffic).  Flex Consumption (no slots) and queued apps (a staging slot would
-consume the live queue): publish in place, smoke-test, and publish the previous package again when
-the smoke test fails.  The package's record (input digest, sha256, first answer time) is kept in
+there already, then publish it by URL (OneDeploy).  Premium (real-time and queue): to the
+``staging`` slot, smoke-test it there with ``scoring.sample_request``, then swap it into
+production (a failing package never takes traffic); a queued app's slot has its queue trigger
+disabled by the slot-sticky ``AzureWebJobs.score_queue.Disabled`` setting, so it consumes no
+production message before the swap (its smoke test goes over HTTP).  Flex Consumption (no slots)
+and Durable apps (both slots would share the task hub): publish in place, smoke-test, and publish
+the previous package again when the smoke test fails.  The package's record (input digest, sha256, first answer time) is kept in
 the production app settings as ``DEPLOYCTL_PACKAGE``.
 """
 
@@ -42,7 +44,13 @@ from orchestrator.target import (
 )
 from targets.web import package, webapps
 from targets.web.base import WebTarget
-from targets.web.config import FunctionsConfig, Hosting, choose_hosting
+from targets.web.config import (
+    COLD_START_BUDGET_S,
+    FunctionsConfig,
+    Hosting,
+    choose_hosting,
+    estimate_init_seconds,
+)
 
 T_STORAGE, T_PLAN, T_APP, T_PACKAGE = "storage-account", "function-plan", "function-app", "function-package"
 DEPLOY_CONTAINER = "deployments"
@@ -50,6 +58,7 @@ RESULTS_CONTAINER = "deployctl-results"
 REQUEST_QUEUE = "deployctl-requests"
 RECORD = "DEPLOYCTL_PACKAGE"
 SLOT = "staging"  # Premium: new packages start here, are smoke-tested, then swapped in
+QUEUE_DISABLED = "AzureWebJobs.score_queue.Disabled"  # on the staging slot of a queued app (slot-sticky)
 # settings holding secrets (connection strings): never in a spec, a plan or an output
 SECRET_SETTINGS = ("AzureWebJobsStorage", "DEPLOYMENT_STORAGE_CONNECTION_STRING")
 
@@ -81,16 +90,27 @@ class FunctionsTarget(WebTarget):
     def mode(self) -> str:
         return self.manifest.scoring.queue.mode if self.queued else "http"
 
+    deployed_record: dict[str, Any] | None = None  # the package's record, as read() found it
+
+    @property
+    def ready_group(self) -> str:
+        """Flex always-ready instances are per group: the HTTP triggers, Durable, or one function."""
+        return {"http": "http", "durable": "durable"}.get(self.mode, "function:score_queue")
+
     @cached_property
     def package_requirements(self) -> list[str]:
         """What the package installs: the app's own imports, then the user's requirements."""
         return [*package.host_requirements(self.mode), *self.requirements]
 
     @cached_property
-    def requirement(self) -> sizing.Requirement:
+    def model_bytes(self) -> int:
         model = self.manifest.model.path
+        return tree_size(model) if model else 0
+
+    @cached_property
+    def requirement(self) -> sizing.Requirement:
         r = self.manifest.resources
-        return sizing.requirement(model_bytes=tree_size(model) if model else 0, cpu=r.cpu, memory_gib=r.memory_gb,
+        return sizing.requirement(model_bytes=self.model_bytes, cpu=r.cpu, memory_gib=r.memory_gb,
                                   gpu=r.gpu, requirement_lines=self.requirements)
 
     @cached_property
@@ -101,7 +121,9 @@ class FunctionsTarget(WebTarget):
         if self.requirement.gpu:
             raise self.fail("Azure Functions has no GPUs: use an Azure ML target for a GPU model")
         try:
-            return choose_hosting(self.cfg, self.requirement.memory_gib, reasons="; ".join(self.requirement.reasons))
+            init_s, init_why = estimate_init_seconds(self.model_bytes, self.requirements)
+            return choose_hosting(self.cfg, self.requirement.memory_gib, reasons="; ".join(self.requirement.reasons),
+                                  realtime=not self.queued, init_s=init_s, init_why=init_why)
         except ValueError as e:
             raise self.fail(str(e), hint="set hosting / premium_sku, or resources.memory_gb") from None
 
@@ -133,11 +155,10 @@ class FunctionsTarget(WebTarget):
         h, region = self.hosting, self.cfg.region
         app_spec: dict[str, Any] = {"location": region, "plan": self.plan_name, "python": self.manifest.environment.python,
                                     "settings": self.managed_settings()}
+        app_spec["always_ready"] = h.always_ready
         if h.plan == "flex":
-            app_spec.update({"instance_memory_mb": h.instance_memory_mb, "always_ready": self.cfg.always_ready,
+            app_spec.update({"instance_memory_mb": h.instance_memory_mb,
                              "maximum_instance_count": self.cfg.maximum_instance_count})
-        else:
-            app_spec["always_ready"] = self.cfg.always_ready
         return [
             Resource(T_STORAGE, self.storage_name, {"location": region, "sku": "Standard_LRS", "kind": "StorageV2"},
                      key=self._id(T_STORAGE, self.storage_name), replace_on=("location", "kind")),
@@ -151,11 +172,19 @@ class FunctionsTarget(WebTarget):
         ]
 
     def check(self, changes: list[Change]) -> list[Finding]:
-        out = [Finding(severity=Severity.info, message=f"hosting: {self.hosting.why}")]
-        if self.mode == "durable" and self.session.simulator is not None:
-            out.append(Finding(severity=Severity.error, message="scoring.queue.mode: durable needs the real Functions "
-                               "host (the Durable Task extension); the Azure simulator does not run orchestrations",
-                               hint="use mode: queue to rehearse with --simulate, or deploy to Azure"))
+        out = [Finding(severity=Severity.info, message=f"hosting: {self.hosting.why}"),
+               Finding(severity=Severity.info, message=f"cold starts: {self.hosting.ready_why}")]
+        if self.hosting.plan == "premium" and self.mode == "durable":
+            out.append(Finding(severity=Severity.info, message="Durable app on Premium: new packages are published in "
+                               "place (a staging slot would share the task hub and run production's "
+                               "orchestrations), smoke-tested, and the previous package put back on failure"))
+        measured = (self.deployed_record or {}).get("first_answer_ms")
+        if (measured and not self.queued and self.cfg.always_ready is None and self.hosting.always_ready == 0
+                and measured / 1000 > COLD_START_BUDGET_S):
+            out.append(Finding(severity=Severity.warning, message=f"cold starts: the deployed package's first answer "
+                               f"took {measured / 1000:.1f} s (measured after its deploy), over the "
+                               f"{COLD_START_BUDGET_S:g} s budget the estimate did not foresee",
+                               hint="set always_ready: 1 to keep an instance warm"))
         if self.manifest.scoring.sample_request is None:
             out.append(Finding(severity=Severity.warning, message="no scoring.sample_request: a new package is "
                                "published without a smoke test, and cannot be rolled back on failure"))
@@ -183,6 +212,7 @@ class FunctionsTarget(WebTarget):
             out.append(Observed(T_APP, self.app_name, self._app_spec_of(s, settings), tags=s.get("tags") or {},
                                 key=self._id(T_APP, self.app_name)))
             record = json.loads(settings.get(RECORD) or "null")
+            self.deployed_record = record  # check() compares its measured first answer with the estimate
             if record:
                 out.append(Observed(T_PACKAGE, self.app_name, record["spec"], tags=record["tags"],
                                     key=self._id(T_APP, self.app_name) + "/package"))
@@ -202,7 +232,8 @@ class FunctionsTarget(WebTarget):
         if fac:
             scale = fac.get("scaleAndConcurrency") or {}
             ready = {a.get("name"): a.get("instanceCount") for a in scale.get("alwaysReady") or []}
-            spec.update({"instance_memory_mb": scale.get("instanceMemoryMB"), "always_ready": ready.get("http", 0),
+            spec.update({"instance_memory_mb": scale.get("instanceMemoryMB"),
+                         "always_ready": ready.get(self.ready_group, 0),
                          "maximum_instance_count": scale.get("maximumInstanceCount")})
         else:
             spec["always_ready"] = (props.get("siteConfig") or {}).get("minimumElasticInstanceCount", 0)
@@ -230,7 +261,7 @@ class FunctionsTarget(WebTarget):
             except Exception as e:
                 if not isinstance(e.__cause__, ResourceExistsError) and not isinstance(e, ResourceExistsError):
                     raise
-        if self.queued:
+        if self.mode == "queue":  # durable apps keep their state in the task hub the host makes
             for q in (REQUEST_QUEUE, f"{REQUEST_QUEUE}-poison"):
                 self.op(f"create queue {q}", lambda q=q: queues.get_queue_client(q).create_queue()
                         if not _queue_exists(queues, q) else None)
@@ -273,7 +304,8 @@ class FunctionsTarget(WebTarget):
                 "runtime": {"name": "python", "version": s["python"]},
                 "scaleAndConcurrency": {"instanceMemoryMB": s["instance_memory_mb"],
                                         "maximumInstanceCount": s["maximum_instance_count"],
-                                        "alwaysReady": [{"name": "http", "instanceCount": s["always_ready"]}]}}
+                                        "alwaysReady": [{"name": self.ready_group,
+                                                         "instanceCount": s["always_ready"]}]}}
             props["siteConfig"] = {}
         else:
             props["siteConfig"] = {"linuxFxVersion": f"Python|{s['python']}",
@@ -307,7 +339,7 @@ class FunctionsTarget(WebTarget):
             uri = self._upload(info)
         settings = self.op("list app settings", lambda: webapps.app_settings(self.web, rg, self.app_name))
         previous = json.loads(settings.get(RECORD) or "null")
-        if self.hosting.plan == "premium" and not self.queued:
+        if self.hosting.plan == "premium" and self.mode != "durable":
             first_ms = self._deploy_through_slot(uri, r, tags, settings)
         else:
             first_ms = self._deploy_in_place(uri, r, previous)
@@ -319,8 +351,8 @@ class FunctionsTarget(WebTarget):
                 resource=r.address)
 
     def _deploy_in_place(self, uri: str, r: Resource, previous: Mapping[str, Any] | None) -> float | None:
-        """Flex (no slots), and queued apps (a staging slot would consume the live queue): publish,
-        smoke-test, and publish the previous package again when the smoke test fails."""
+        """Flex (no slots) and Durable apps (a slot would share the task hub): publish, smoke-test,
+        and publish the previous package again when the smoke test fails."""
         self._publish(uri, r.address)
         first_ms, problem = self._smoke()
         if problem is not None:
@@ -340,6 +372,13 @@ class FunctionsTarget(WebTarget):
         self.op("create staging slot", lambda: self.web.web_apps.begin_create_or_update_slot(
             rg, self.app_name, SLOT, body).result(), resource=r.address, budget=PROVISION)
         slot_settings = {k: v for k, v in settings.items() if k != RECORD}
+        if self.mode == "queue":
+            # The slot shares production's queue: its trigger stays disabled (a slot-sticky setting,
+            # so it never moves to production in the swap) and the smoke test goes over HTTP.
+            self.op("make the queue trigger's switch slot-sticky", lambda: self.web.web_apps.
+                    update_slot_configuration_names(rg, self.app_name, {"properties": {"appSettingNames": [
+                        QUEUE_DISABLED]}}), resource=r.address)
+            slot_settings[QUEUE_DISABLED] = "1"
         self.op("set slot app settings", lambda: webapps.put_app_settings(self.web, rg, self.app_name, slot_settings,
                                                                           slot=SLOT), resource=r.address)
         self._publish(uri, r.address, slot=SLOT)
@@ -380,12 +419,9 @@ class FunctionsTarget(WebTarget):
             self.op("upload package", lambda: blob.upload_blob(data, overwrite=True))
         return self._blob_uri(info.sha256)
 
-    def _host_label(self, slot: str | None) -> str:
-        return f"{self.app_name}-{slot}" if slot else self.app_name
-
     def _publish(self, uri: str, address: str, slot: str | None = None) -> None:
         cred = self.session.get_credential(self.cfg.subscription)
-        scm = f"{self._host_label(slot)}.scm.azurewebsites.net"
+        scm = f"{self._label(slot)}.scm.azurewebsites.net"
         self.op("publish package", lambda: webapps.publish(self.session, cred, scm, uri, sleep=self.sleep),
                 resource=address, budget=PROVISION)
 
@@ -441,7 +477,9 @@ class FunctionsTarget(WebTarget):
         record = json.loads(settings.get(RECORD) or "null") or {}
         out: dict[str, Any] = {"app": self.app_name, "hosting": self.hosting.plan, "plan_sku": self.hosting.sku,
                                "package_sha256": record.get("sha256"), "first_answer_ms": record.get("first_answer_ms")}
-        if self.queued:
+        if self.mode == "durable":  # the async HTTP pattern: POST answers 202 and the status URL
+            out["submit_uri"] = f"{self.base_url}/api/requests"
+        elif self.queued:
             out.update({"queue": REQUEST_QUEUE, "poison_queue": f"{REQUEST_QUEUE}-poison",
                         "results": f"{self.storage_name}/{RESULTS_CONTAINER}"})
         else:
@@ -467,11 +505,11 @@ class FunctionsTarget(WebTarget):
             key = self.op("list slot function keys", lambda: webapps.function_key(
                 self.web, self.cfg.resource_group, self.app_name, "score_http", slot))
             self.ctx.secret(key)
-            status, resp, _ = webapps.call_app(self.session, f"https://{self._host_label(slot)}.azurewebsites.net"
+            status, resp, _ = webapps.call_app(self.session, f"https://{self._label(slot)}.azurewebsites.net"
                                                "/api/score", key=key, body=body, timeout_s=timeout_s)
             return InvokeResult(ok=200 <= status < 300, status_code=status, body=resp)
         if self.mode == "durable":
-            return self._durable_wait(self._durable_start(body, None), timeout_s)
+            return self._durable_wait(*self._durable_start(body, None), timeout_s)
         if self.queued:
             self._warm(timeout_s)
             return self._submit_and_wait(body, None, timeout_s)
@@ -484,8 +522,9 @@ class FunctionsTarget(WebTarget):
         if request.request_id:
             if not self.queued:
                 raise self.fail("--request-id is for near-real-time scoring (scoring.type: near-real-time)")
-            if self.mode == "durable":
-                return self._durable_status(request.request_id)
+            if self.mode == "durable":  # briefly, for one in flight
+                return self._durable_wait(request.request_id, self._durable_status_url(request.request_id),
+                                          min(request.timeout_s, 5.0))
             self._warm(request.timeout_s)
             return self._wait(request.request_id, min(request.timeout_s, 5.0))  # briefly, for one in flight
         body = request.body if request.body is not None else (
@@ -494,10 +533,10 @@ class FunctionsTarget(WebTarget):
             raise self.fail("nothing to send: give a request body or scoring.sample_request")
         raw = body if isinstance(body, (bytes, str)) else json.dumps(body)
         if self.mode == "durable":
-            rid = self._durable_start(raw, request.idempotency_key)
+            rid, url = self._durable_start(raw, request.idempotency_key)
             if request.run_async:
                 return InvokeResult(ok=True, status_code=202, request_id=rid, state="queued")
-            return self._durable_wait(rid, request.timeout_s)
+            return self._durable_wait(rid, url, request.timeout_s)
         if self.queued:
             if request.run_async:  # the queue trigger wakes the app: nothing to wait for
                 rid = self._submit(raw, request.idempotency_key)
@@ -553,40 +592,56 @@ class FunctionsTarget(WebTarget):
 
 
     # -- near-real-time, mode: durable (the async HTTP pattern) -------------------------------------
-    def _durable_start(self, raw: bytes | str, idempotency_key: str | None) -> str:
+    def _durable_start(self, raw: bytes | str, idempotency_key: str | None) -> tuple[str, str]:
+        """POST to the starter: (request id, the status URL its 202 names in ``Location``)."""
         rid = (str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.app_name}/{idempotency_key}")) if idempotency_key
                else str(uuid.uuid4()))
         key = self.op("list function keys", lambda: webapps.function_key(
             self.web, self.cfg.resource_group, self.app_name, "submit"))
         self.ctx.secret(key)
-        status, resp, _ = webapps.call_app(self.session, f"{self.base_url}/api/requests?id={rid}", key=key, body=raw)
+        status, resp, headers = webapps.call_app(self.session, f"{self.base_url}/api/requests?id={rid}", key=key,
+                                                 body=raw)
         if status != 202:
             raise self.fail(f"starting the request answered HTTP {status}: {str(resp)[:300]}")
-        return rid
+        location = next((v for k, v in headers.items() if k.lower() == "location"), None)
+        if not location:
+            raise self.fail("the starter answered 202 without a status URL (Location)")
+        self.ctx.secret(location.split("code=", 1)[1].split("&", 1)[0] if "code=" in location else location)
+        return rid, location
 
-    def _durable_status(self, rid: str) -> InvokeResult:
-        """The orchestration's status through the Durable Task extension's webhook (system key)."""
+    def _durable_status_url(self, rid: str) -> str:
+        """The status URL of an earlier request (the Durable extension's webhook, system key)."""
         keys = self.op("list host keys", lambda: webapps.as_dict(
             self.web.web_apps.list_host_keys(self.cfg.resource_group, self.app_name)))
         system = str((keys.get("systemKeys") or keys.get("system_keys") or {}).get("durabletask_extension", ""))
         self.ctx.secret(system)
-        url = f"{self.base_url}/runtime/webhooks/durabletask/instances/{rid}?code={system}"
-        status, doc, _ = webapps.call_app(self.session, url, key=None, method="GET")
-        if status == 404:
-            return InvokeResult(ok=False, status_code=404, request_id=rid, state="unknown")
-        state = {"Completed": "done", "Failed": "dead", "Terminated": "dead"}.get(
-            (doc or {}).get("runtimeStatus"), "queued")
-        return InvokeResult(ok=state != "dead", status_code=200, request_id=rid, state=state,
-                            body=(doc or {}).get("output") if state == "done" else None,
-                            details={"error": (doc or {}).get("output")} if state == "dead" else {})
+        return f"{self.base_url}/runtime/webhooks/durabletask/instances/{rid}?code={system}"
 
-    def _durable_wait(self, rid: str, timeout_s: float) -> InvokeResult:
-        deadline = time.monotonic() + timeout_s
+    def _durable_status(self, rid: str, url: str) -> tuple[InvokeResult, float]:
+        """The orchestration's status: (result, the Retry-After it asks for)."""
+        status, doc, headers = webapps.call_app(self.session, url, key=None, method="GET")
+        retry_after = float(next((v for k, v in headers.items() if k.lower() == "retry-after"), 1) or 1)
+        if status == 404:
+            return InvokeResult(ok=False, status_code=404, request_id=rid, state="unknown"), retry_after
+        if status not in (200, 202):
+            raise self.fail(f"the request's status answered HTTP {status}: {str(doc)[:300]}")
+        runtime = (doc or {}).get("runtimeStatus")
+        state = {"Completed": "done", "Failed": "dead", "Terminated": "dead", "Running": "running"}.get(runtime, "queued")
+        return InvokeResult(ok=state != "dead", status_code=status, request_id=rid, state=state,
+                            body=(doc or {}).get("output") if state == "done" else None,
+                            details={"error": (doc or {}).get("output")} if state == "dead" else {}), retry_after
+
+    def _durable_wait(self, rid: str, url: str, timeout_s: float) -> InvokeResult:
+        """Poll the status URL until the orchestration ends or ``timeout_s`` passes.  Retry-After
+        (10 s from the extension) is honoured up to a second: a CLI caller waits for one answer, so
+        polls start at 0.1 s and double up to that."""
+        deadline, pause = time.monotonic() + timeout_s, 0.1
         while True:
-            res = self._durable_status(rid)
-            if res.state in ("done", "dead") or time.monotonic() > deadline:
+            res, retry_after = self._durable_status(rid, url)
+            if res.state in ("done", "dead", "unknown") or time.monotonic() > deadline:
                 return res
-            time.sleep(1)
+            time.sleep(min(pause, retry_after, max(deadline - time.monotonic(), 0.05)))
+            pause = min(pause * 2, 1.0)
 
 
 def _queue_exists(queues: Any, name: str) -> bool:

@@ -19,6 +19,7 @@ azure-storage-queue / -blob clients, so it is whatever those clients point at.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import binascii
 import importlib.util
@@ -29,10 +30,14 @@ import re
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
+
+from targets.web.durable import RPC, TERMINAL, WEBHOOK, DurableExtension, InstanceStore, hub_name
 
 log = logging.getLogger("deployctl.functions.host")
 SETTING = re.compile(r"%([A-Za-z0-9_]+)%")
@@ -134,7 +139,8 @@ class HttpAnswer:
 
 
 class FunctionHost:
-    def __init__(self, package: Path, settings: Mapping[str, str] | None = None, keys: tuple[str, ...] = ()) -> None:
+    def __init__(self, package: Path, settings: Mapping[str, str] | None = None, keys: tuple[str, ...] = (),
+                 *, storage: Storage | None = None, system_keys: Mapping[str, str] | None = None) -> None:
         import azure.functions as func
 
         self.func = func
@@ -156,7 +162,53 @@ class FunctionHost:
         spec.loader.exec_module(self.module)
         self.load_seconds = time.perf_counter() - t0
         self.functions = list(self.module.app.get_functions())
+        self.system_keys = dict(system_keys or {})
+        self.rpc_base = "http://127.0.0.1"  # where the worker reaches the host (serve() sets the port)
+        self.durable: DurableExtension | None = None
+        if any(self._trigger(fn)["type"] == "orchestrationTrigger" for fn in self.functions):
+            hub = hub_name(self.settings, host_json)
+            self.durable = DurableExtension(self.functions, self._trigger, self.call, InstanceStore(storage, hub), hub)
         self.lock = threading.Lock()  # one invocation at a time, as one Python worker thread
+        self._loop: asyncio.AbstractEventLoop | None = None  # async functions: one loop, as the worker has
+        log.info("Worker process started and initialized: function_app.py loaded in %.3fs", self.load_seconds)
+        log.info("Found the following functions: %s",
+                 ", ".join(f"Host.Functions.{fn.get_function_name()}" for fn in self.functions))
+        for fn in self.functions:
+            if self.disabled(fn):
+                log.info("Function 'Functions.%s' is disabled (AzureWebJobs.%s.Disabled)", fn.get_function_name(),
+                         fn.get_function_name())
+
+    def call(self, fn: Any, reason: str, *args: Any, **kwargs: Any) -> Any:
+        """Invoke a user function as the worker does (an async one on the worker's event loop),
+        logging the host's 'Executing' / 'Executed' lines with the invocation id and duration."""
+        name, iid = f"Functions.{fn.get_function_name()}", str(uuid.uuid4())
+        log.info("Executing '%s' (Reason='%s', Id=%s)", name, reason, iid)
+        t0 = time.perf_counter()
+        try:
+            if asyncio.iscoroutinefunction(fn.get_user_function()):
+                out = asyncio.run_coroutine_threadsafe(fn.get_user_function()(*args, **kwargs), self.loop()).result()
+            else:
+                with self.lock:
+                    out = fn.get_user_function()(*args, **kwargs)
+        except Exception as e:
+            log.error("Executed '%s' (Failed, Id=%s, Duration=%.0fms): %s: %s", name, iid,
+                      (time.perf_counter() - t0) * 1000, type(e).__name__, e)
+            raise
+        log.info("Executed '%s' (Succeeded, Id=%s, Duration=%.0fms)", name, iid, (time.perf_counter() - t0) * 1000)
+        return out
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self.lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(target=self._loop.run_forever, daemon=True, name="worker-loop").start()
+            return self._loop
+
+    def disabled(self, fn: Any) -> bool:
+        """``AzureWebJobs.<function>.Disabled`` set to true or 1: the host does not run the function
+        (a queue trigger does not poll, an HTTP route answers 404)."""
+        flag = self.settings.get(f"AzureWebJobs.{fn.get_function_name()}.Disabled", "")
+        return flag.strip().lower() in ("true", "1")
 
     def _trigger(self, fn: Any) -> dict[str, Any]:
         return next(b.get_dict_repr() for b in fn.get_bindings() if b.type.endswith("Trigger"))
@@ -167,11 +219,16 @@ class FunctionHost:
         headers = {k.lower(): v for k, v in (headers or {}).items()}
         params = dict(params or {})
         route = path.strip("/")
+        public = f"{headers.get('x-forwarded-proto', 'http')}://{headers.get('host', 'localhost')}"
+        if self.durable is not None and (route.startswith((WEBHOOK + "/", RPC + "/"))):
+            return self._durable_api(method.upper(), route, body, params, headers, public)
         prefix = self.route_prefix + "/" if self.route_prefix else ""
         for fn in self.functions:
             t = self._trigger(fn)
             if t["type"] != "httpTrigger" or prefix + t.get("route", fn.get_function_name()) != route:
                 continue
+            if self.disabled(fn):
+                return HttpAnswer(404, {}, b"")
             methods = [str(getattr(m, "value", m)).upper() for m in t.get("methods") or []]
             if methods and method.upper() not in methods:
                 return HttpAnswer(405, {}, b"")
@@ -179,17 +236,54 @@ class FunctionHost:
             given = params.pop("code", None) or headers.get("x-functions-key")
             if level != "anonymous" and given not in self.keys:
                 return HttpAnswer(401, {}, b"")
-            req = self.func.HttpRequest(method.upper(), f"http://localhost/{route}", headers=headers,
+            req = self.func.HttpRequest(method.upper(), f"{public}/{route}", headers=headers,
                                         params=params, route_params={}, body=body)
-            with self.lock:
-                resp = fn.get_user_function()(req)
+            inputs = {t["name"]: req}
+            for b in fn.get_bindings():  # the starter's durable client: the extension's binding context
+                d = b.get_dict_repr()
+                if d["type"] == "durableClient" and self.durable is not None:
+                    inputs[d["name"]] = self.durable.client_context(public, self.rpc_base, self._system_key())
+            resp = self.call(fn, f"This function was programmatically called via the host APIs ({method.upper()} "
+                             f"/{route})", **inputs)
             return HttpAnswer(resp.status_code, dict(resp.headers), resp.get_body())
+        return HttpAnswer(404, {}, b"")
+
+    def _system_key(self) -> str:
+        return self.system_keys.get("durabletask_extension") or (self.keys[-1] if self.keys else "")
+
+    def _durable_api(self, method: str, route: str, body: bytes, params: dict[str, str], headers: dict[str, str],
+                     public: str) -> HttpAnswer:
+        """The Durable extension's HTTP API: the public webhooks (system or master key) and the
+        worker's RPC endpoint (``rpcBaseUrl``, local to the worker: no key)."""
+        assert self.durable is not None
+        if route.startswith(WEBHOOK + "/"):
+            given = params.get("code") or headers.get("x-functions-key")
+            if not given or given not in (self._system_key(), *self.keys[1:]):
+                return HttpAnswer(401, {}, b"")
+            rest = route[len(WEBHOOK) + 1:]
+        else:
+            rest = route[len(RPC) + 1:]
+        parts = rest.split("/")
+        if method == "POST" and parts[0] == "orchestrators" and len(parts) in (2, 3):
+            status, doc = self.durable.start(parts[1], parts[2] if len(parts) == 3 else None, body)
+            if status == 202 and route.startswith(WEBHOOK + "/"):  # the webhook answers the management URLs
+                links = json.loads(self.durable.client_context(public, self.rpc_base, self._system_key()))
+                doc = {k: v.replace("INSTANCEID", doc["id"]) for k, v in links["managementUrls"].items()}
+            return _json_answer(status, doc)
+        if method == "GET" and parts[0] == "instances" and len(parts) == 2:
+            doc = self.durable.status(parts[1])
+            if doc is None:
+                return _json_answer(404, {})
+            if doc["runtimeStatus"] in TERMINAL:
+                return _json_answer(200, doc)
+            url = f"{public}/{route}" + (f"?{urlencode(params)}" if params else "")
+            return _json_answer(202, doc, {"Location": url, "Retry-After": "10"})
         return HttpAnswer(404, {}, b"")
 
     # -- queues ------------------------------------------------------------------------------------
     def queue_functions(self) -> list[tuple[Any, str]]:
         return [(fn, resolve(self._trigger(fn)["queueName"], self.settings)) for fn in self.functions
-                if self._trigger(fn)["type"] == "queueTrigger"]
+                if self._trigger(fn)["type"] == "queueTrigger" and not self.disabled(fn)]
 
     def poll_once(self, storage: Storage, visibility_timeout: float = 30) -> int:
         """Receive and process at most one message per queue trigger; how many were processed."""
@@ -235,11 +329,13 @@ class FunctionHost:
                     out = Out()
                     kwargs[d["name"]] = out
                     outs.append((d, out))
-            with self.lock:
-                fn.get_user_function()(**kwargs)
-        except Exception as e:
-            log.error("function %s failed on message %s (delivery %d): %s: %s", fn.get_function_name(), msg.id,
-                      msg.dequeue_count, type(e).__name__, e)
+            self.call(fn, f"New queue message detected on '{self._trigger(fn)['queueName']}' (id {msg.id}, "
+                      f"delivery {msg.dequeue_count})", **kwargs)
+        except BindingError as e:
+            log.error("Function %s cannot bind message %s (delivery %d): %s", fn.get_function_name(), msg.id,
+                      msg.dequeue_count, e)
+            return False
+        except Exception:  # noqa: BLE001 - logged by call(); the message is made visible again
             return False
         for d, out in outs:  # outputs are written only when the function succeeded, as the host does
             if out.value is None:
@@ -249,6 +345,10 @@ class FunctionHost:
             else:
                 storage.send(resolve(d["queueName"], self.settings, data), str(out.value))
         return True
+
+
+def _json_answer(status: int, doc: Any, headers: Mapping[str, str] | None = None) -> HttpAnswer:
+    return HttpAnswer(status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(doc).encode())
 
 
 def serve(host: FunctionHost, port: int, storage: Storage | None, ready_file: Path | None) -> None:
@@ -279,6 +379,9 @@ def serve(host: FunctionHost, port: int, storage: Storage | None, ready_file: Pa
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    host.rpc_base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    if host.durable is not None:  # what a stopped host process left unfinished
+        threading.Thread(target=host.durable.resume_unfinished, daemon=True).start()
     if storage is not None and host.queue_functions():
         def poll() -> None:
             while True:
@@ -306,10 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ready-file", type=Path)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)  # the host's storage calls are not the app's log
     cfg = json.loads(args.config.read_text())
-    host = FunctionHost(args.package, cfg.get("settings", {}), tuple(cfg.get("keys", ())))
     conn = cfg.get("settings", {}).get("AzureWebJobsStorage", "")
     storage = Storage.from_connection_string(conn) if "AccountKey=" in conn or "UseDevelopmentStorage" in conn else None
+    host = FunctionHost(args.package, cfg.get("settings", {}), tuple(cfg.get("keys", ())), storage=storage,
+                        system_keys=cfg.get("system_keys", {}))
     serve(host, args.port, storage, args.ready_file)
     return 0
 

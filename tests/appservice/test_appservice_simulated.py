@@ -18,6 +18,8 @@ pytest.importorskip("azure.mgmt.web", reason="the Azure SDKs are not installed (
 SUB = "00000000-0000-0000-0000-0000000000b1"
 IDENTITY = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/pull"
 CLIENT_ID = "5f1b0c8e-0000-4000-8000-00000000c11d"
+PRINCIPAL = "0d1e2f3a-0000-4000-8000-0000000000a1"
+DEVACR = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/devacr"
 MANIFEST = """\
 apiVersion: deployctl/v1
 name: iris
@@ -172,6 +174,28 @@ def test_a_region_without_the_tier_is_refused_before_any_write(project, azure_si
     assert sites(sim) == {}
 
 
+def test_the_subscriptions_app_service_cores_quota_is_checked_before_any_write(project, azure_simulator):
+    """GetUsagesInLocation: another app's P1v3 (2 cores) of a 2-core quota leaves none for this plan."""
+    from orchestrator.azure.simulator.providers.appservice import settings
+
+    sim = azure_simulator
+    sim.put_resource(f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Web/serverfarms/other-plan",
+                     {"sku": {"name": "P1v3", "tier": "PremiumV3", "capacity": 1}, "kind": "linux"}, location="West Europe")
+    settings(sim)["core_limit"] = 2
+    path = project(run="package")
+    plan = engine(path, sim).plan()
+    [error] = [f for f in plan.targets[0].findings if f.severity == "error"]
+    assert error.message == ("quota in westeurope: the P0v3 plan needs 1 App Service cores but only 0 are available "
+                             "(quota 2, in use 2)"), error.message
+    _, result = apply(path, sim)
+    assert not result.ok and sites(sim) == {}
+    assert {r["name"] for r in sim.state["resources"].values() if r["type"] == "Microsoft.Web/serverfarms"} == {"other-plan"}
+    settings(sim)["core_limit"] = 3
+    plan = engine(path, sim).plan()
+    assert any(f.message == "App Service cores in westeurope: 1 needed, 1 free (quota 3)" for f in plan.targets[0].findings)
+    assert apply(path, sim)[1].ok
+
+
 @pytest.fixture
 def base_image(azure_simulator, tmp_path):
     """devacr with a tiny base image (Python 3.11 announced, no interpreter needed: the simulator
@@ -191,6 +215,20 @@ def base_image(azure_simulator, tmp_path):
                      auth=RegistryAuth(credential=sim.credential), transport=sim.transport)
 
 
+def _grant_acr_pull(sim, principal: str, registry: str) -> str:
+    """What the user does for an identity they name: AcrPull on their registry (the real client)."""
+    from orchestrator.azure import roles
+
+    scope = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/{registry}"
+    return roles.assign(sim.session(), SUB, scope, principal, roles.ACR_PULL, description="granted by hand")
+
+
+def role_assignments(sim) -> list[dict]:
+    from orchestrator.azure.simulator.providers.authorization import assignments
+
+    return assignments(sim)
+
+
 def test_image_by_digest_pulled_with_the_identity_blue_green_and_a_registry_it_cannot_pull(project, azure_simulator,
                                                                                            base_image):
     sim = azure_simulator
@@ -198,10 +236,20 @@ def test_image_by_digest_pulled_with_the_identity_blue_green_and_a_registry_it_c
     plan = engine(path, sim).plan()
     assert any(f.severity == "error" and f"identity {IDENTITY} does not exist" in f.message
                for f in plan.targets[0].findings), plan.to_json()
-    sim.put_resource(IDENTITY, {"location": "westeurope", "properties": {"clientId": CLIENT_ID, "principalId": "p1"}},
+    sim.put_resource(IDENTITY, {"location": "westeurope", "properties": {"clientId": CLIENT_ID, "principalId": PRINCIPAL}},
                      location="westeurope")
-    _, result = apply(path, sim)
+    # named identity, no AcrPull on the registry: the plan warns, the pull fails with one clear error
+    plan, result = apply(path, sim)
+    assert any(f.severity == "warning" and "identity pull holds no AcrPull" in f.message and "devacr" in f.message
+               for f in plan.targets[0].findings), plan.to_json()
+    assert not result.ok and "image pull failed" in error_of(result) and "no AcrPull role on devacr.azurecr.io" \
+        in error_of(result) and "give the identity the AcrPull role" in error_of(result), error_of(result)
+    assert "nothing was swapped into production" in error_of(result)  # a first version: there is no previous one
+    granted = _grant_acr_pull(sim, PRINCIPAL, "devacr")
+    plan, result = apply(path, sim)
     assert result.ok, error_of(result)
+    assert not any("holds no AcrPull" in f.message for f in plan.targets[0].findings)
+    assert [a["name"] for a in role_assignments(sim)] == [granted]  # a named pair: deployctl grants nothing
     site = sites(sim)["iris-prod"]
     fx = site["properties"]["siteConfig"]["linuxFxVersion"]
     assert fx.startswith("DOCKER|devacr.azurecr.io/deployctl/iris@sha256:")
@@ -217,16 +265,89 @@ def test_image_by_digest_pulled_with_the_identity_blue_green_and_a_registry_it_c
     new_fx = sites(sim)["iris-prod"]["properties"]["siteConfig"]["linuxFxVersion"]
     assert new_fx != fx and sites(sim)["iris-prod-staging"]["properties"]["siteConfig"]["linuxFxVersion"] == fx
     # the identity loses AcrPull: the next version cannot be pulled on the slot, production keeps serving
-    sim.state.setdefault("denied_pulls", []).append(IDENTITY)
+    from orchestrator.azure import roles
+
+    roles.delete(sim.session(), SUB, f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.ContainerRegistry/"
+                 "registries/devacr", granted)
     (path.parent / "src" / "score.py").write_text(SCORE.format(version=3))
     _, result = apply(path, sim)
     assert not result.ok and "image pull failed" in error_of(result) and "AcrPull" in error_of(result)
     assert score(path, sim).body["version"] == 2
+    destroyed = apply(path, sim, destroy=True)[1]
+    assert destroyed.ok, error_of(destroyed)
+    assert sim.get(IDENTITY) is not None and sim.get(DEVACR) is not None  # the user's: left alone
 
 
-def test_image_mode_without_registry_or_identity_is_one_clear_error(project, azure_simulator):
-    plan = engine(project(), azure_simulator).plan()
-    assert "run: image needs `registry`" in (plan.targets[0].error or ""), plan.to_json()
+def test_minimal_manifest_runs_the_image_through_a_registry_identity_and_acrpull_deployctl_makes(project,
+                                                                                                 azure_simulator):
+    """subscription, resource_group and region only: deployctl makes the registry, a user-assigned
+    identity and its AcrPull assignment (owned, tagged), the app pulls with it; a second apply
+    changes nothing (no second assignment); destroy removes all of it."""
+    from orchestrator.azure.simulator.providers.authorization import settings as auth_settings
+
+    sim = azure_simulator
+    auth_settings(sim)["replication_puts"] = 2  # the new identity is not visible to ARM at once
+    path = project()
+    plan = engine(path, sim).plan()
+    creates = {c.type for c in plan.targets[0].changes if c.action == "create"}
+    assert {"container-registry", "managed-identity", "role-assignment"} <= creates, plan.to_json()
+    summary = " ".join(f.message for f in plan.targets[0].findings)
+    assert "identity iris-prod-pull (created by deployctl)" in summary and "AcrPull role assignment" in summary
+    eng, result = apply(path, sim)
+    assert result.ok, error_of(result)
+    ident = sim.get(f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.ManagedIdentity/"
+                    "userAssignedIdentities/iris-prod-pull")
+    assert ident is not None and ident["tags"]["deployctl-target"] == "prod"
+    registry = next(r for r in sim.state["resources"].values()
+                    if r.get("type", "").lower() == "microsoft.containerregistry/registries")
+    assert registry["name"].startswith("irisprod") and registry["tags"]["deployctl-manifest"] == "iris"
+    [grant] = role_assignments(sim)
+    assert grant["properties"]["principalId"] == ident["properties"]["principalId"]
+    assert grant["properties"]["roleDefinitionId"].endswith("/7f951dda-4ed3-4680-a7ca-43fe172d538d")
+    assert grant["properties"]["scope"].lower() == registry["id"].lower()
+    assert auth_settings(sim)["seen"][ident["properties"]["principalId"].lower()] == 2  # 2 PrincipalNotFound, retried
+    site = sites(sim)["iris-prod"]
+    conf = site["properties"]["siteConfig"]
+    assert conf["linuxFxVersion"].startswith(f"DOCKER|{registry['name']}.azurecr.io/deployctl/iris@sha256:")
+    assert conf["acrUserManagedIdentityID"] == ident["properties"]["clientId"]
+    assert score(path, sim).body == {"weights": "w1", "n": 2, "version": 1}
+    again, result = apply(path, sim)
+    assert result.ok and not again.has_changes, again.to_json()
+    assert len(role_assignments(sim)) == 1
+    destroyed = apply(path, sim, destroy=True)[1]
+    assert destroyed.ok, error_of(destroyed)
+    assert role_assignments(sim) == [] and sites(sim) == {}
+    assert not [r for r in sim.state["resources"].values() if r.get("type", "").lower() in (
+        "microsoft.containerregistry/registries", "microsoft.managedidentity/userassignedidentities",
+        "microsoft.web/serverfarms")]
+
+
+def _pull_resources(sim) -> list[str]:
+    return sorted(r["type"] for r in sim.state["resources"].values() if r.get("type", "").lower() in (
+        "microsoft.containerregistry/registries", "microsoft.managedidentity/userassignedidentities",
+        "microsoft.authorization/roleassignments"))
+
+
+def test_switching_to_run_package_deletes_the_registry_identity_and_role_deployctl_made(project, azure_simulator):
+    sim = azure_simulator
+    assert apply(project(), sim)[1].ok
+    assert len(_pull_resources(sim)) == 3
+    plan, result = apply(project(run="package"), sim)
+    deletes = {c.type for c in plan.targets[0].changes if c.action == "delete"}
+    assert deletes == {"container-registry", "managed-identity", "role-assignment"}, plan.to_json()
+    assert result.ok, error_of(result)
+    assert _pull_resources(sim) == []
+    assert score(project(run="package"), sim).body == {"weights": "w1", "n": 2, "version": 1}
+
+
+def test_a_principal_that_never_replicates_fails_with_the_reason(project, azure_simulator):
+    from orchestrator.azure.simulator.providers.authorization import settings as auth_settings
+
+    sim = azure_simulator
+    auth_settings(sim)["replication_puts"] = 10_000
+    _, result = apply(project(), sim)
+    assert not result.ok and "PrincipalNotFound" in error_of(result), error_of(result)
+    assert sites(sim) == {}  # the app never came: it would have pulled with an identity without AcrPull
 
 
 def test_production_failing_after_the_swap_is_swapped_back(project, azure_simulator):
@@ -246,3 +367,23 @@ def test_production_failing_after_the_swap_is_swapped_back(project, azure_simula
     _, result = apply(path, sim)  # the next apply rolls out again (the failed version was not recorded)
     assert result.ok, error_of(result)
     assert score(path, sim).body["version"] == 3
+
+
+SLOW_INIT = ("import json, os, time\n\ndef init():\n    time.sleep(1.5)  # a model that takes a while to load\n\n"
+             "def run(raw):\n    return {'n': len(json.loads(raw)['data'])}\n")
+
+
+def test_the_start_time_limit_is_sized_from_the_init_time_the_runtime_measured(project, azure_simulator):
+    """The runtime reports its init() seconds on the health answer; the target keeps that (not the
+    deploy-to-healthy time, which adds the pull, the package and the process start) for the next plan."""
+    sim = azure_simulator
+    (project().parent / "src" / "score.py").write_text(SLOW_INIT)
+    path = project(run="package")
+    _, result = apply(path, sim)
+    assert result.ok, error_of(result)
+    out = result.targets[0].outputs
+    assert 1.5 <= out["init_s"] < 2.5 and out["start_s"] > out["init_s"], out
+    [stored] = list((path.parent / ".state").rglob("init-seconds"))
+    assert float(stored.read_text()) == round(out["init_s"], 1)
+    findings = " ".join(f.message for f in engine(path, sim).plan().targets[0].findings)
+    assert f"3 x the measured init() of {round(out['init_s'], 1):.1f} s + 60 s" in findings, findings

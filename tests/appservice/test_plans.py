@@ -44,6 +44,6 @@ def test_what_cannot_be_had_is_one_clear_error(kw, gib, message):
 def test_start_limit_grows_with_the_measured_start_and_the_model():
     assert start_time_limit(cfg(), None, 10 << 20)[0] == 230          # small model, nothing measured: the default
     assert start_time_limit(cfg(), None, 6 << 30)[0] == 480           # 6 GiB: 120 s + 60 s/GiB, whole minutes
-    assert start_time_limit(cfg(), 150.0, 0) == (540, "3 x the measured start of 150 s + 60 s")
+    assert start_time_limit(cfg(), 150.0, 0) == (540, "3 x the measured init() of 150.0 s + 60 s")
     assert start_time_limit(cfg(), 5000.0, 0)[0] == 1800              # App Service's ceiling
     assert start_time_limit(cfg(start_time_limit_s=900), 5000.0, 0) == (900, "named in the manifest")

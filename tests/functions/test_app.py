@@ -5,6 +5,7 @@ idempotency and poison rules."""
 from __future__ import annotations
 
 import json
+import time
 
 import azure.functions as func
 import pytest
@@ -169,3 +170,46 @@ def test_durable_mode_registers_starter_orchestrator_and_activity(tmp_path):
     assert fns["score_activity"]('{"x": 2}')["echo"] == {"x": 2}
     with pytest.raises(ValueError, match="asked to fail"):
         fns["score_activity"]('{"fail": true}')
+
+
+def _finished(host: FunctionHost, iid: str, timeout_s: float = 30) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        doc = host.durable.status(iid)
+        if doc and doc["runtimeStatus"] in ("Completed", "Failed"):
+            return doc
+        time.sleep(0.02)
+    raise AssertionError(f"instance {iid} did not finish: {host.durable.status(iid)}")
+
+
+def test_durable_host_drives_the_generated_orchestrator_by_replay(tmp_path):
+    """The host's Durable extension: the library's orchestrator replayed over the history the host
+    builds, the activity (run()) called per attempt with the retry's timer between attempts."""
+    host = FunctionHost(stage(tmp_path, COUNTING, mode="durable", max_attempts=3), SETTINGS)
+    host.durable.sleep = lambda s: None  # the retry interval (1 s) is not what is tested
+    # the body as the Python client posts it: its df_dumps() text of the request, as a JSON string
+    status, doc = host.durable.start("score_orchestration", "ok-1", json.dumps(json.dumps('{"x": 1}')).encode())
+    assert (status, doc) == (202, {"id": "ok-1"})
+    done = _finished(host, "ok-1")
+    assert done["runtimeStatus"] == "Completed" and done["output"]["echo"] == {"x": 1}
+    status, _ = host.durable.start("score_orchestration", "bad-1", json.dumps(json.dumps('{"fail": 1}')).encode())
+    failed = _finished(host, "bad-1")
+    assert failed["runtimeStatus"] == "Failed" and "asked to fail" in failed["output"]
+    history = host.durable.store.get("bad-1")["history"]
+    kinds = [e["EventType"] for e in history]
+    assert kinds.count(4) == 3 and kinds.count(6) == 3  # 3 attempts scheduled, 3 failed
+    assert kinds.count(10) == 3 and kinds.count(11) == 3  # a retry timer after each failure
+    assert host.durable.start("no_such", None, b"null")[0] == 400
+    assert host.durable.status("unknown") is None
+
+
+def test_durable_host_resumes_what_a_stopped_host_left_unfinished(tmp_path):
+    """An instance a host accepted but did not finish (the process was stopped) is finished by the
+    next host that starts on the same store, from its history."""
+    host = FunctionHost(stage(tmp_path, COUNTING, mode="durable"), SETTINGS)
+    store = host.durable.store
+    store.put({"name": "score_orchestration", "instanceId": "left", "runtimeStatus": "Pending",
+               "input": json.dumps('{"x": 2}'), "output": None, "customStatus": None, "createdTime": "-",
+               "history": [], "actionsDone": 0, "nextEventId": 0})
+    host.durable.resume_unfinished()
+    assert _finished(host, "left")["output"]["echo"] == {"x": 2}

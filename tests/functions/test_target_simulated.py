@@ -5,9 +5,11 @@ package really running (tests/functions/test_app.py covers the app itself)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
+from azure.mgmt.web import WebSiteManagementClient
 
 import orchestrator as deployctl
 from orchestrator.errors import ManifestError
@@ -111,12 +113,65 @@ def test_linux_consumption_is_refused_with_the_reason(project):
         deployctl.load(manifest(project, hosting="consumption"), base_dir=project)
 
 
-def test_durable_mode_is_refused_under_simulate_with_the_reason(project, sim, tmp_path):
+FLAKY_SCORE = """
+import json
+def init():
+    print("durable example ready")
+def run(raw):
+    doc = json.loads(raw)
+    if doc.get("fail"):
+        raise ValueError("asked to fail")
+    return {"rows": len(doc["data"])}
+"""
+
+
+def test_durable_mode_serves_the_async_http_pattern_under_the_simulator(project, sim, tmp_path):
+    """mode: durable runs for real under the simulator: the starter answers 202 with the status URL
+    and Retry-After, the status URL answers Running/Pending (202) then Completed with the output, a
+    failing run() ends Failed with its error after max_attempts, and invoke waits, submits or fetches."""
+    from targets.web import webapps
+
+    (project / "src" / "score.py").write_text(FLAKY_SCORE)
     doc = manifest(project)
-    doc["scoring"] = {"type": "near-real-time", "sample_request": "./sample-request.json", "queue": {"mode": "durable"}}
+    doc["scoring"] = {"type": "near-real-time", "sample_request": "./sample-request.json",
+                      "queue": {"mode": "durable", "max_attempts": 2}}
     d = deployctl.load(doc, base_dir=project, state_dir=tmp_path / "state", azure=sim.session())
-    text = json.dumps(d.plan().to_json())
-    assert "needs the real Functions host" in text and "use mode: queue" in text
+    result = d.apply(d.plan())
+    assert result.ok, result
+    assert result.targets[0].outputs["submit_uri"] == "https://iris-fn-prod.azurewebsites.net/api/requests"
+    # the async HTTP pattern on the wire
+    web = WebSiteManagementClient(sim.credential, SUB, transport=sim.transport)
+    key = webapps.function_key(web, RG, "iris-fn-prod", "submit")
+    status, body, headers = webapps.call_app(sim.session(), "https://iris-fn-prod.azurewebsites.net/api/requests",
+                                             key=key, body={"data": [[1, 2, 3, 4]]})
+    assert status == 202 and headers["Retry-After"] == "10"
+    assert headers["Location"] == body["statusQueryGetUri"]
+    assert body["statusQueryGetUri"].startswith("https://iris-fn-prod.azurewebsites.net/runtime/webhooks/"
+                                                f"durabletask/instances/{body['id']}?")
+    seen = []
+    for _ in range(200):
+        status, doc_, _ = webapps.call_app(sim.session(), body["statusQueryGetUri"], key=None, method="GET")
+        seen.append((status, doc_["runtimeStatus"]))
+        if status == 200:
+            break
+        time.sleep(0.05)
+    assert seen[-1] == (200, "Completed") and doc_["output"] == {"rows": 1}
+    assert all(s == (202, "Pending") or s == (202, "Running") for s in seen[:-1])
+    unkeyed = body["statusQueryGetUri"].split("code=")[0]
+    assert webapps.call_app(sim.session(), unkeyed, key=None, method="GET")[0] == 401
+    # invoke: sync, --async then --request-id, and a failing run()
+    r = d.invoke(body={"data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]})
+    assert r.ok and r.state == "done" and r.body == {"rows": 2}
+    queued = d.invoke(body={"data": [[5.1, 3.5, 1.4, 0.2]]}, run_async=True)
+    assert queued.state == "queued" and queued.request_id
+    fetched = d.invoke(request_id=queued.request_id)
+    assert fetched.state == "done" and fetched.body == {"rows": 1}
+    failed = d.invoke(body={"fail": True})
+    assert not failed.ok and failed.state == "dead" and "ValueError: asked to fail" in failed.details["error"]
+    assert d.invoke(request_id="no-such-request").state == "unknown"
+    logs = d.logs(tail=1000)
+    assert "durable example ready" in logs and "Executing 'Functions.score_activity'" in logs
+    assert "orchestration 'score_orchestration' failed" in logs
 
 
 def swaps(sim) -> int:
@@ -155,3 +210,35 @@ def test_flex_apps_have_no_slots(sim):
     with pytest.raises(HttpResponseError, match="do not support deployment slots"):
         web.web_apps.begin_create_or_update_slot(RG, "app", "staging", {"location": "eastus", "properties": {
             "serverFarmId": plan.id}}).result()
+
+
+def test_premium_queue_app_blue_green_with_the_slot_trigger_disabled(project, sim, tmp_path):
+    """A queued app on Premium also goes through the staging slot: the slot's queue trigger is off
+    (AzureWebJobs.score_queue.Disabled, slot-sticky: it never reaches production in the swap), it is
+    smoke-tested over HTTP, and a broken package is never swapped in."""
+    doc = manifest(project, hosting="premium")
+    doc["scoring"] = {"type": "near-real-time", "sample_request": "./sample-request.json", "queue": {"max_attempts": 2}}
+    d = deployctl.load(doc, base_dir=project, state_dir=tmp_path / "state", azure=sim.session())
+    result = d.apply(d.plan())
+    assert result.ok, result
+    assert swaps(sim) == 1
+    web = WebSiteManagementClient(sim.credential, SUB, transport=sim.transport)
+    names = web.web_apps.list_slot_configuration_names(RG, "iris-fn-prod")
+    assert names.properties.app_setting_names == ["AzureWebJobs.score_queue.Disabled"]
+    slot = web.web_apps.list_application_settings_slot(RG, "iris-fn-prod", "staging").properties
+    prod = web.web_apps.list_application_settings(RG, "iris-fn-prod").properties
+    assert slot["AzureWebJobs.score_queue.Disabled"] == "1" and "AzureWebJobs.score_queue.Disabled" not in prod
+    r = d.invoke(body={"data": [[5.1, 3.5, 1.4, 0.2]]})
+    assert r.ok and r.state == "done" and r.body == ["setosa"]
+    assert "Executing 'Functions.score_queue'" in d.logs(tail=1000)
+    staging_log = d.logs(tail=1000, deployment="staging")
+    assert "Function 'Functions.score_queue' is disabled" in staging_log
+    assert "Executing 'Functions.score_queue'" not in staging_log  # the slot took no message
+    # a broken package fails on the slot; production keeps scoring queued requests
+    (project / "src" / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    raise RuntimeError('broken')\n")
+    d = deployctl.load(doc, base_dir=project, state_dir=tmp_path / "state", azure=sim.session())
+    result = d.apply(d.plan())
+    assert not result.ok and "failed its smoke test on the staging slot" in str(result)
+    assert swaps(sim) == 1
+    r = d.invoke(body={"data": [[6.7, 3.0, 5.2, 2.3]]})
+    assert r.ok and r.body == ["virginica"]

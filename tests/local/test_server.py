@@ -37,6 +37,14 @@ def run(data):
 '''
 
 
+def test_health_answers_say_how_long_init_took(server):
+    s = server("import time\ndef init():\n    time.sleep(0.4)\ndef run(raw):\n    return 1\n")
+    for path in ("/", "/ready"):
+        status, body, r = s.request("GET", path)
+        assert status == 200 and 0.4 <= float(r.getheader("x-deployctl-init-seconds")) < 1.4, path
+    assert s.request("GET", "/")[1] == b"Healthy"  # the Azure ML contract's body is unchanged
+
+
 def test_workers_each_init_once_and_share_the_port(server):
     from concurrent.futures import ThreadPoolExecutor
 

@@ -12,6 +12,7 @@ def init():
     global weights
     with open(os.path.join(os.environ["AZUREML_MODEL_DIR"], "model", "weights.json")) as f:
         weights = json.load(f)
+    print(f"model loaded: {len(weights['classes'])} classes")  # shows in `deployctl logs`
 
 
 def run(raw_data):

@@ -49,6 +49,7 @@ def _load() -> tuple[UserScript | None, str | None, float]:
     except ScriptError as e:
         log.error("loading %s failed: %s\n%s", CONFIG["entry"], e, e.tail)
         return None, f"{e}\n{e.tail}".strip(), time.perf_counter() - t0
+    log.info("%s: init() done in %.3fs", CONFIG["entry"], time.perf_counter() - t0)
     return script, None, time.perf_counter() - t0
 
 
@@ -136,7 +137,7 @@ if MODE == "durable":
     def score_activity(body: str) -> object:
         """run() for one request; a failure raises, so the orchestrator retries then fails with it."""
         return json.loads(score(body.encode()))
-else:
+elif MODE == "queue":  # real-time apps (mode "http") have no queue to poll
     @app.queue_trigger(arg_name="msg", queue_name="%DEPLOYCTL_QUEUE%", connection="AzureWebJobsStorage")
     @app.blob_input(arg_name="existing", path="%DEPLOYCTL_RESULTS%/{id}.json", connection="AzureWebJobsStorage")
     @app.blob_output(arg_name="result", path="%DEPLOYCTL_RESULTS%/{id}.json", connection="AzureWebJobsStorage")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import http.client
 import io
 import json
 import re
@@ -413,10 +414,18 @@ def runtime_request(req: Request, key: str | None, scorer: Callable[[], Any], cr
     if req.method == "GET" and req.path in health_paths:
         def health() -> Response:
             try:
-                scorer()
+                port = scorer().port
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                try:  # the runtime's own answer: its headers (init() seconds) reach the caller
+                    conn.request("GET", "/")
+                    resp = conn.getresponse()
+                    answer = Response(resp.status, resp.read(), {k: v for k, v in resp.getheaders()
+                                                                 if k.lower().startswith(("content-type", "x-"))})
+                finally:
+                    conn.close()
             except Exception as e:  # init() failing: the container exits
                 return crashed(e)
-            return Response(200, b"Healthy", dict(TEXT))
+            return answer
         return Deferred(health)
     if req.path != "/score":
         return Response(404, b'{"message": "not found"}', {"Content-Type": "application/json"})

@@ -4,8 +4,8 @@ creates of plans, sites and slots answered 202 + Location as Microsoft.Web does,
 really run on ``https://<app>[-<slot>].azurewebsites.net``.
 
 What runs is the site configuration's: ``DOCKER|<image>`` — the image pulled from the simulated
-registry with the app's user-assigned identity (``acrUserManagedIdentityID``, its client id; identities in
-``state["denied_pulls"]`` have no AcrPull) and run with the app settings as its environment, as
+registry with the app's user-assigned identity (``acrUserManagedIdentityID``, its client id), which
+must hold AcrPull on the registry (a role assignment: :mod:`.authorization`), and run with the app settings as its environment, as
 :mod:`.aci` runs a container — or ``PYTHON|<version>`` with a startup command, running the last
 zip deployed through Kudu (run from package).  Only deployctl's runtime command starts
 (``python -m deployctl_runtime.container``); any other command exits.  The platform pings
@@ -28,8 +28,10 @@ from typing import Any
 
 from orchestrator.azure.simulator import arm
 from orchestrator.azure.simulator.messages import Deferred, Request, Response, arm_error, json_response
+from orchestrator.azure.simulator.providers.authorization import has_role
 
 GEO = re.compile(r"^/subscriptions/[^/]+/providers/Microsoft\.Web/geoRegions$", re.IGNORECASE)
+USAGES = re.compile(r"^/subscriptions/([^/]+)/providers/Microsoft\.Web/locations/([^/]+)/usages$", re.IGNORECASE)
 SITE_CONFIG = re.compile(r"(/providers/Microsoft\.Web/sites/[^/]+(?:/slots/[^/]+)?)/config/web$", re.IGNORECASE)
 FARM = re.compile(r"/providers/Microsoft\.Web/serverfarms/[^/]+$", re.IGNORECASE)
 SLOT_PUT = re.compile(r"/providers/Microsoft\.Web/sites/([^/]+)/slots/([^/]+)$", re.IGNORECASE)
@@ -40,11 +42,30 @@ TEXT = {"Content-Type": "text/plain; charset=utf-8"}
 KEY_ENV = "DEPLOYCTL_SCORING_KEY"
 
 
+# vCPUs per instance of the plan SKUs (what the regional cores quota counts); consumption plans hold none
+SKU_CORES = {"B1": 1, "B2": 2, "B3": 4, "S1": 1, "S2": 2, "S3": 4, "P0v3": 1, "P1v3": 2, "P2v3": 4, "P3v3": 8,
+             "P1v2": 1, "P2v2": 2, "P3v2": 4, "EP1": 1, "EP2": 2, "EP3": 4}
+DEFAULT_CORE_LIMIT = 250  # the 2025-05-01 spec's GetUsagesInLocation example limit
+
+
 def settings(sim: Any) -> dict[str, Any]:
     """Knobs tests turn: ``unavailable`` {region: [tier, ...]} (tiers a region does not offer),
     ``unhealthy`` [host label, ...] (hosts whose instances answer 503 whatever they run: an outage
-    of production alone, say a dependency only it reaches)."""
+    of production alone, say a dependency only it reaches), ``core_limit`` (the regional App
+    Service cores quota of every subscription, default 250)."""
     return sim.state.setdefault("appservice", {"unavailable": {}, "unhealthy": []})
+
+
+def cores_in_use(sim: Any, subscription: str, location: str) -> int:
+    """vCPUs of the subscription's plans in ``location`` (instances x the SKU's cores)."""
+    total = 0
+    for r in sim.state["resources"].values():
+        if str(r.get("type", "")).lower() == "microsoft.web/serverfarms" \
+                and f"/subscriptions/{subscription.lower()}/" in str(r.get("id", "")).lower() \
+                and str(r.get("location", "")).replace(" ", "").lower() == location.replace(" ", "").lower():
+            sku = r.get("sku") or {}
+            total += SKU_CORES.get(str(sku.get("name")), 0) * int(sku.get("capacity") or 1)
+    return total
 
 
 def _plan_tier(sim: Any, site: dict[str, Any] | None) -> str:
@@ -59,6 +80,13 @@ def handle_arm(sim: Any, req: Request) -> Response | None:
         off = settings(sim)["unavailable"]
         return arm.list_response([{"id": f"{req.path}/{r}", "name": r, "type": "Microsoft.Web/geoRegions",
                                    "properties": {"displayName": r}} for r in REGIONS if tier not in off.get(r, [])])
+    if (m := USAGES.match(req.path)) and req.method == "GET":
+        # GetUsagesInLocation_list (2025-05-01): one row, the subscription's cores in the region
+        sub, loc = m.group(1), m.group(2)
+        return json_response(200, {"value": [{
+            "name": {"value": f"Cores usage in {loc}", "localizedValue": f"Cores usage in {loc}"},
+            "currentValue": cores_in_use(sim, sub, loc), "limit": int(settings(sim).get("core_limit", DEFAULT_CORE_LIMIT)),
+            "unit": "Core Count"}], "nextLink": None})
     if (m := FARM.search(req.path)) and req.method == "PUT" and sim.get(req.path) is None:
         body = req.json()
         if not isinstance(body, dict):
@@ -121,8 +149,12 @@ def _pull_problem(sim: Any, site: dict[str, Any], image: str) -> str | None:
                 if str(((sim.get(k) or {}).get("properties") or {}).get("clientId") or "").lower() == client_id.lower()]
     if not assigned:
         return f"no identity with client id {client_id} is assigned to the app"
-    if assigned[0].lower() in {d.lower() for d in sim.state.get("denied_pulls", [])}:
-        return f"the identity {assigned[0]} has no AcrPull role on {image.split('/', 1)[0]} (unauthorized)"
+    host = image.split("/", 1)[0].lower()
+    registry = next((r for r in sim.state["resources"].values()
+                     if str((r.get("properties") or {}).get("loginServer") or "").lower() == host), None)
+    principal = str(((sim.get(assigned[0]) or {}).get("properties") or {}).get("principalId") or "")
+    if registry is None or not has_role(sim, principal, str(registry["id"])):
+        return f"the identity {assigned[0]} has no AcrPull role on {host} (unauthorized)"
     return None
 
 

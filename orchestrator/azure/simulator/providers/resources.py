@@ -13,6 +13,7 @@ from typing import Any
 
 from orchestrator.azure.simulator import arm, routes
 from orchestrator.azure.simulator.messages import Request, Response, arm_error, json_response
+from orchestrator.azure.simulator.providers import authorization
 
 RG = re.compile(r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)$", re.IGNORECASE)
 RG_LIST = re.compile(r"^/subscriptions/([^/]+)/resourceGroups$", re.IGNORECASE)
@@ -26,6 +27,7 @@ class ResourceManager:
         from orchestrator.azure.simulator.providers.aci import ContainerInstances
         from orchestrator.azure.simulator.providers.acr import AcrManagement
         from orchestrator.azure.simulator.providers.containerservice import ContainerService
+        from orchestrator.azure.simulator.providers.identity import ManagedIdentities
         from orchestrator.azure.simulator.providers.ml import MachineLearning
         from orchestrator.azure.simulator.providers.storage import StorageAccounts
         from orchestrator.azure.simulator.providers.web import WebApps
@@ -39,12 +41,15 @@ class ResourceManager:
             "microsoft.containerregistry": AcrManagement(sim),
             "microsoft.containerservice": ContainerService(sim),
             "microsoft.containerinstance": ContainerInstances(sim),
+            "microsoft.managedidentity": ManagedIdentities(sim),
         }
 
     def owns(self, req: Request) -> bool:
         return req.host == arm.ARM_HOST
 
     def operation(self, req: Request) -> str:
+        if authorization.owns(req):  # role assignments live under any scope: before the scope's namespace
+            return authorization.operation(req)
         m = routes.match(req.method, req.path)
         if m:
             return m[0].operation
@@ -65,6 +70,8 @@ class ResourceManager:
                              "The api-version query parameter (?api-version=) is required for all requests.")
         if arm.OP_STATUS.match(req.path):
             return arm.operation_status(sim, req)
+        if authorization.owns(req):
+            return authorization.handle(sim, req)
         if m := SUB.match(req.path):
             return json_response(200, {"id": req.path, "subscriptionId": m.group(1), "displayName": m.group(1),
                                        "state": "Enabled"})

@@ -18,6 +18,7 @@ each deployment, stopped with the simulator).
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -25,6 +26,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -33,7 +35,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from orchestrator.azure.simulator.messages import Request, Response, json_response
+from orchestrator.azure.simulator.messages import Deferred, Request, Response, json_response
 
 SITE = re.compile(r"/providers/Microsoft\.Web/sites/([^/]+)(?:/slots/([^/]+))?", re.IGNORECASE)
 TEXT = {"Content-Type": "text/plain; charset=utf-8"}
@@ -54,6 +56,7 @@ def site_keys(sim: Any, site: dict[str, Any]) -> dict[str, str]:
     keys = site.setdefault("_keys", {})
     keys.setdefault("master", sim.secret(40))
     keys.setdefault("default", sim.secret(40))
+    keys.setdefault("durabletask_extension", sim.secret(40))  # the Durable extension's system key
     return dict(keys)
 
 
@@ -115,12 +118,18 @@ class WebApps:
             return json_response(200, {"id": f"{site_path}/config/appsettings", "name": "appsettings",
                                        "type": "Microsoft.Web/sites/config", "location": site.get("location"),
                                        "properties": site.get("_appsettings", {})})
+        if tail == "/config/slotconfignames" and site is not None and not slot and req.method in ("GET", "PUT"):
+            if req.method == "PUT":  # the app settings that stay with their slot in a swap
+                site["_slotconfignames"] = dict((req.json() or {}).get("properties") or {})
+            return json_response(200, {"id": f"{site_path}/config/slotConfigNames", "name": "slotConfigNames",
+                                       "type": "Microsoft.Web/sites/config",
+                                       "properties": site.get("_slotconfignames", {})})
         if site is not None and req.method == "POST" and (tail == "/host/default/listkeys"
                                                            or re.fullmatch(r"/functions/[^/]+/listkeys", tail)):
             keys = site_keys(self.sim, site)
             if tail == "/host/default/listkeys":
                 return json_response(200, {"masterKey": keys["master"], "functionKeys": {"default": keys["default"]},
-                                           "systemKeys": {}})
+                                           "systemKeys": {"durabletask_extension": keys["durabletask_extension"]}})
             return json_response(200, {"id": f"{site_path}{req.path[m.end():]}", "name": "functionKeys",
                                        "properties": {"default": keys["default"]}})  # a StringDictionary
         if tail == "" and req.method == "GET" and site is not None:
@@ -136,7 +145,16 @@ class WebApps:
         kudu = self.sim.state["kudu"]
         a, b = kudu.get(labels[0], {"deployments": []}), kudu.get(labels[1], {"deployments": []})
         kudu[labels[0]], kudu[labels[1]] = b, a
-        site["_appsettings"], slot["_appsettings"] = slot.get("_appsettings", {}), site.get("_appsettings", {})
+        sites = next(p for p in self.sim.providers if isinstance(p, FunctionSites))
+        for label in labels:  # both restart on what they now run (an old host stops consuming queues)
+            sites.stop(label)
+        # slot-sticky settings (config/slotConfigNames) stay where they are; the others move with the content
+        sticky = set((site.get("_slotconfignames") or {}).get("appSettingNames") or [])
+        mine, theirs = site.get("_appsettings", {}), slot.get("_appsettings", {})
+        site["_appsettings"] = {**{k: v for k, v in theirs.items() if k not in sticky},
+                                **{k: v for k, v in mine.items() if k in sticky}}
+        slot["_appsettings"] = {**{k: v for k, v in mine.items() if k not in sticky},
+                                **{k: v for k, v in theirs.items() if k in sticky}}
         from orchestrator.azure.simulator.providers.appservice import swap_config
 
         swap_config(site, slot)
@@ -158,6 +176,8 @@ class Kudu:
         site = find_site(self.sim, name)
         if site is None:
             return json_response(404, {"Message": f"Site {name} not found."})
+        if req.method == "GET" and req.path.lower().startswith("/api/logs/docker") and is_function_app(site):
+            return function_logs(self.sim, req, site, name)
         if req.method == "GET" and req.path.lower().startswith("/api/logs/docker"):
             from orchestrator.azure.simulator.providers.appservice import docker_logs
 
@@ -208,6 +228,31 @@ class Kudu:
         return storage.get_blob(self.sim, m.group(1), m.group(2), m.group(3)) if m else None
 
 
+def is_function_app(site: dict[str, Any]) -> bool:
+    return "functionapp" in str(site.get("kind", "")).lower()
+
+
+def host_log_dir(sim: Any) -> Path:
+    """Where function hosts write their logs: beside a persisted cloud's state file (a later
+    ``deployctl logs --simulate`` reads what an earlier run's host wrote), else the providers' temp."""
+    if sim.store is not None:
+        return sim.store.path.with_name(sim.store.path.stem + "-functions")
+    return Path(next(p for p in sim.providers if isinstance(p, FunctionSites)).tmp.name) / "logs"
+
+
+def function_logs(sim: Any, req: Request, site: dict[str, Any], label: str) -> Response:
+    """Kudu's ``/api/logs/docker`` for a function app: the platform's lines for the site, then
+    what its hosts wrote (the host's invocation lines, the app's logging and prints)."""
+    if req.path.lower().rstrip("/") == "/api/logs/docker":
+        return json_response(200, [{"machineName": "sim0", "path": f"/home/LogFiles/{label}_docker.log",
+                                    "href": f"https://{req.host}/api/logs/docker/current"}])
+    with sim._lock:
+        lines = list(sim.state["logs"].get(site["id"].lower(), []))
+    log = host_log_dir(sim) / f"{label}.log"
+    app = log.read_text(errors="replace") if log.exists() else ""
+    return Response(200, ("".join(f"{line}\n" for line in lines) + app).encode(), dict(TEXT))
+
+
 def current_package(sim: Any, site_name: str) -> dict[str, Any] | None:
     """The site's last successful, finished deployment (what the site runs)."""
     deps = sim.state["kudu"].get(site_name, {}).get("deployments", [])
@@ -221,6 +266,7 @@ class FunctionSites:
         self.sim = sim
         self.hosts: dict[str, tuple[str, subprocess.Popen[bytes], int]] = {}
         self.tmp = tempfile.TemporaryDirectory(prefix="deployctl-sim-functions-")
+        self.starting = threading.Lock()
         self._finalizer = weakref.finalize(self, _stop_hosts, self.hosts, self.tmp)
 
     def owns(self, req: Request) -> bool:
@@ -232,24 +278,40 @@ class FunctionSites:
     def close(self) -> None:
         self._finalizer()
 
-    def handle(self, req: Request) -> Response | None:
+    def stop(self, label: str) -> None:
+        held = self.hosts.pop(label, None)
+        if held:
+            stop_process(held[1])
+
+    def handle(self, req: Request) -> Response | Deferred | None:
         name = APP_HOST.match(req.host).group(1)  # type: ignore[union-attr]
         site = find_site(self.sim, name)
         if site is None:
             return Response(404, f"Web app {name} not found.".encode(), TEXT)
-        if "functionapp" not in str(site.get("kind", "")).lower():  # an App Service app
+        if not is_function_app(site):  # an App Service app
             from orchestrator.azure.simulator.providers.appservice import serve
 
-            return serve(self.sim, req, site, name)  # type: ignore[return-value]
+            return serve(self.sim, req, site, name)
         dep = current_package(self.sim, name)
         if dep is None:
             return Response(404, b"Function host is not running: no package has been deployed.", TEXT)
+        keys = site_keys(self.sim, site)
+        settings = {**site.get("_appsettings", {}), "WEBSITE_SITE_NAME": name}
+        if "AccountKey=" in settings.get("AzureWebJobsStorage", ""):
+            settings["AzureWebJobsStorage"] = self.local_storage(settings["AzureWebJobsStorage"])
+        # started and called outside the simulator's lock: the app may call the simulated storage
+        return Deferred(lambda: self.forward(req, name, site["id"], dep, keys, settings))
+
+    def forward(self, req: Request, name: str, site_id: str, dep: dict[str, Any], keys: dict[str, str],
+                settings: dict[str, str]) -> Response:
         try:
-            port = self.host_for(name, site, dep)
+            port = self.host_for(name, site_id, dep, keys, settings)
         except RuntimeError as e:
             return Response(503, f"Function host is not running: {e}".encode(), TEXT)
         url = f"http://127.0.0.1:{port}{req.path}" + (f"?{req.url.split('?', 1)[1]}" if "?" in req.url else "")
-        headers = {k: v for k, v in req.headers.items() if k.lower() not in ("host", "content-length")}
+        # the app sees its public host name (the Durable status URLs it answers are built from it)
+        headers = {**{k: v for k, v in req.headers.items() if k.lower() not in ("host", "content-length")},
+                   "Host": req.host, "X-Forwarded-Proto": "https"}
         r = urllib.request.Request(url, data=req.body if req.method != "GET" else None, method=req.method,
                                    headers=headers)
         try:
@@ -268,25 +330,34 @@ class FunctionSites:
         return (f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={parts.get('AccountKey', '')};"
                 f"BlobEndpoint={base}/{account}.blob.core.windows.net;QueueEndpoint={base}/{account}.queue.core.windows.net;")
 
-    def host_for(self, label: str, site: dict[str, Any], dep: dict[str, Any]) -> int:
+    def host_for(self, label: str, site_id: str, dep: dict[str, Any], keys: dict[str, str],
+                 settings: dict[str, str]) -> int:
+        with self.starting:  # one host per site, however many requests arrive at once
+            return self._host_for(label, site_id, dep, keys, settings)
+
+    def _host_for(self, label: str, site_id: str, dep: dict[str, Any], keys: dict[str, str],
+                  settings: dict[str, str]) -> int:
         held = self.hosts.get(label)
-        if held and held[0] == dep["id"] and held[1].poll() is None:
+        version = dep["id"] + "/" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+        if held and held[0] == version and held[1].poll() is None:
             return held[2]
         if held:
             stop_process(held[1])
         work = Path(self.tmp.name) / dep["id"]
         if not work.exists():
             zipfile.ZipFile(io.BytesIO(base64.b64decode(dep["zip"]))).extractall(work / "pkg")
-        keys = site_keys(self.sim, site)
-        settings = {**site.get("_appsettings", {}), "WEBSITE_SITE_NAME": label}
-        if "AccountKey=" in settings.get("AzureWebJobsStorage", ""):
-            settings["AzureWebJobsStorage"] = self.local_storage(settings["AzureWebJobsStorage"])
-        (work / "config.json").write_text(json.dumps({"settings": settings, "keys": [keys["default"], keys["master"]]}))
+        (work / "config.json").write_text(json.dumps({"settings": settings, "keys": [keys["default"], keys["master"]],
+                                                      "system_keys": {"durabletask_extension":
+                                                                      keys["durabletask_extension"]}}))
         ready = work / "ready.json"
         ready.unlink(missing_ok=True)
-        log = open(work / "host.log", "ab")  # noqa: SIM115 - the process holds it
+        log_file = host_log_dir(self.sim) / f"{label}.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        start = log_file.stat().st_size if log_file.exists() else 0
+        log = open(log_file, "ab")  # noqa: SIM115 - the process holds it
         repo = str(Path(__file__).resolve().parents[4])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p),
+               "PYTHONUNBUFFERED": "1"}  # prints reach the log as they happen
         proc = subprocess.Popen([sys.executable, "-m", "targets.web.host", "--package", str(work / "pkg"), "--config",
                                  str(work / "config.json"), "--ready-file", str(ready)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
@@ -295,12 +366,15 @@ class FunctionSites:
         while not ready.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
                 stop_process(proc)
-                tail = (work / "host.log").read_text(errors="replace").strip().splitlines()[-8:]
+                with open(log_file, "rb") as f:
+                    f.seek(start)
+                    tail = f.read().decode(errors="replace").strip().splitlines()[-8:]
                 raise RuntimeError("the worker did not start: " + " | ".join(tail))
             time.sleep(0.05)
         port = int(json.loads(ready.read_text())["port"])
-        self.hosts[label] = (dep["id"], proc, port)
-        self.sim.state["logs"].setdefault(site["id"].lower(), []).append(f"host started for deployment {dep['id']}")
+        self.hosts[label] = (version, proc, port)
+        with self.sim._lock:
+            self.sim.state["logs"].setdefault(site_id.lower(), []).append(f"host started for deployment {dep['id']}")
         return port
 
 

@@ -5,7 +5,7 @@
 Routes (as an Azure ML online endpoint / azmlinfsrv): ``POST /score``, and ``GET /score`` with
 the input as query parameters (each parsed as JSON when it is, repeated ones as a list);
 ``OPTIONS /score``; ``GET /`` answers "Healthy" (liveness); ``GET /ready`` (readiness: every
-worker ran init()); ``GET /swagger.json[?version=2|3]`` (the code folder's own swagger file, else
+worker ran init()); both carry ``x-deployctl-init-seconds`` (how long the answering worker's init() took); ``GET /swagger.json[?version=2|3]`` (the code folder's own swagger file, else
 one generated from inference-schema's schemas, or open objects for an undecorated run()).  Key auth (``Authorization: Bearer <key>``) when a
 key file is given.  Near-real-time mode (``--queue DB``): ``POST /score`` queues the request and
 answers 202 with its id; ``GET /requests/<id>`` answers its state and result.
@@ -65,6 +65,10 @@ from deployctl_runtime.contract import (
 from deployctl_runtime.lifecycle import die_with_parent, register
 
 VERSION = "deployctl-runtime/1"
+# Seconds this worker's init() took, on the health answers: what platforms that must wait for the
+# start (App Service's WEBSITES_CONTAINER_START_TIME_LIMIT) are sized from.  A header, so the
+# Azure ML contract's bodies ("Healthy") stay as they are.
+INIT_HEADER = "x-deployctl-init-seconds"
 
 
 def write_status(path: str, doc: dict[str, Any]) -> None:
@@ -246,6 +250,7 @@ class App:
         self.inflight = 0  # requests being answered (a stopping worker waits for them)
         self.inflight_lock = threading.Lock()
         self.draining = False
+        self.init_seconds: float | None = None
 
     def enter(self) -> None:
         with self.inflight_lock:
@@ -264,7 +269,12 @@ class App:
             return
         self.script = UserScript(self.args.code, self.args.entry)
         self.script.load()
+        started = time.perf_counter()
         self.script.init()
+        self.init_seconds = time.perf_counter() - started
+
+    def health_headers(self) -> dict[str, str]:
+        return {INIT_HEADER: f"{self.init_seconds:.3f}"} if self.init_seconds is not None else {}
 
     def swagger_for(self, version: str) -> bytes | None:
         if version not in self.swagger and self.script is not None:
@@ -547,9 +557,9 @@ class Handler(BaseHTTPRequestHandler):
         app = self.server.app
         path, _, query = self.path.partition("?")
         if path == "/":
-            self._send(200, b"Healthy", content_type="text/plain; charset=utf-8")
+            self._send(200, b"Healthy", app.health_headers(), content_type="text/plain; charset=utf-8")
         elif path == "/ready":
-            self._send(200, b'{"ready": true}')
+            self._send(200, b'{"ready": true}', app.health_headers())
         elif path == "/swagger.json" and app.script is not None:
             version = (parse_qs(query).get("version") or ["2"])[0]
             doc = app.swagger_for(version)
