@@ -182,17 +182,16 @@ def test_app_service_run_image_takes_the_same_acr_tasks_path(project):
     from tests.appservice import test_appservice_simulated as app_test
 
     sim, path = project
-    identity = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/pull"
-    sim.put_resource(identity, {"location": "westeurope", "properties": {"clientId": app_test.CLIENT_ID, "principalId": "p1"}},
-                     location="westeurope")
-    path.write_text(app_test.MANIFEST.format(sub=SUB, image="  dockerfile: ./env/Dockerfile\n",
-                                             extra=f"    registry: devacr\n    identity: {identity}\n"))
+    # no registry or identity named: app-service makes its own registry, and the Dockerfile is built there
+    path.write_text(app_test.MANIFEST.format(sub=SUB, image="  dockerfile: ./env/Dockerfile\n", extra=""))
     plan, result = _apply(path, sim)
     assert "built by ACR Tasks from Dockerfile" in " ".join(f.message for f in plan.targets[0].findings)
     assert result.ok, result.model_dump_json(indent=2)
-    assert _runs(sim) == 1 and [t[:4] for t in _repos(sim)["deployctl/iris-environment"]["tags"]] == ["ctx-"]
-    site = app_test.sites(sim)["iris-prod"]
-    assert site["properties"]["siteConfig"]["linuxFxVersion"].startswith("DOCKER|devacr.azurecr.io/deployctl/iris@sha256:")
+    fx = app_test.sites(sim)["iris-prod"]["properties"]["siteConfig"]["linuxFxVersion"]
+    login = fx.removeprefix("DOCKER|").split("/")[0]
+    assert fx.startswith(f"DOCKER|{login}/deployctl/iris@sha256:") and login.endswith(".azurecr.io"), fx
+    tags = sim.state["acr"][login]["repos"]["deployctl/iris-environment"]["tags"]
+    assert _runs(sim) == 1 and [t[:4] for t in tags] == ["ctx-"]
     answer = scenarios.engine(path, sim.session(), sim.clock.sleep).invoke("prod", InvokeRequest(body={"data": [[1]]}))
     assert answer.ok and answer.body == {"greeting": "hello", "n": 1, "version": 1}, answer
 
