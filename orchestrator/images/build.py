@@ -50,6 +50,8 @@ class ImageInputs:
     base_image: str | None = None  # None: python:<python>-slim
     variables: Mapping[str, str] = field(default_factory=dict)
     platform: str = DEFAULT_PLATFORM
+    dockerfile: Path | None = None  # the base is built from it by ACR Tasks (see orchestrator.images.choose)
+    base_from: Path | None = None  # the Dockerfile the base was built from (named in errors about the base)
 
     @classmethod
     def from_manifest(cls, manifest: Any, *, platform: str = DEFAULT_PLATFORM) -> ImageInputs:
@@ -60,11 +62,31 @@ class ImageInputs:
         return cls(name=manifest.name, python=pinned or env.python, requirements=tuple(reqs),
                    code=Path(manifest.code.path), entry=manifest.code.entry,
                    model=Path(manifest.model.path) if manifest.model.path else None,
-                   base_image=env.base_image, variables=dict(env.variables), platform=platform)
+                   base_image=env.base_image, variables=dict(env.variables), platform=platform,
+                   dockerfile=Path(env.dockerfile) if env.dockerfile else None)
 
     @property
     def base(self) -> str:
         return self.base_image or f"python:{self.python}-slim"
+
+    def content(self) -> dict[str, Any]:
+        """What the image is made of, by content (an unchanged digest of this is an unchanged image);
+        the Dockerfile by its context's content, so a change there is a new image too."""
+        out = {"python": self.python, "requirements": list(self.requirements), "entry": self.entry, "base": self.base,
+               "variables": dict(self.variables), "platform": self.platform, "code": tree_digest(self.code),
+               "model": tree_digest(self.model) if self.model else None, "runtime": tree_digest(RUNTIME_SRC)}
+        if self.dockerfile is not None:  # only then: the digests of existing images stay what they were
+            out["dockerfile"] = self.dockerfile_content
+        return out
+
+    @property
+    def dockerfile_content(self) -> str | None:
+        """The Dockerfile's context by content: the tag its image gets (None without a Dockerfile)."""
+        if self.dockerfile is None:
+            return None
+        from orchestrator.images.acrtasks import context_tag
+
+        return context_tag(self.dockerfile.parent, self.dockerfile.name)
 
 
 @dataclass(frozen=True)
@@ -112,6 +134,10 @@ def build_image(inputs: ImageInputs, repository: str, *, auth: RegistryAuth | No
     from targets.local.envs import cache_root
 
     say = progress or (lambda _m: None)
+    if inputs.dockerfile is not None:
+        raise UserError(f"environment.dockerfile ({inputs.dockerfile.name}) is built by ACR Tasks in an Azure Container "
+                        "Registry: deploy to a container target (aci, app-service with run: image), which builds it "
+                        "and layers deployctl's runtime, the model and the code on its image")
     root = cache_root(cache)
     target = Reference.parse(repository)
     if target.tag or target.digest:
@@ -124,7 +150,7 @@ def build_image(inputs: ImageInputs, repository: str, *, auth: RegistryAuth | No
     base_manifest, base_digest = base_client.platform_manifest(base_ref.repository, base_ref.digest or base_ref.tag or "latest")
     config_digest = str(base_manifest["config"]["digest"])
     base_config = _json_blob(base_client, base_ref.repository, config_digest, root)
-    _check_python(inputs.python, base_ref, base_digest, base_config, base_manifest, base_client, root)
+    _check_python(inputs.python, base_ref, base_digest, base_config, base_manifest, base_client, root, inputs.base_from)
 
     built: list[str] = []
     maybe = [*_environment_layers(inputs, root, say, built), _runtime_layer(root, built),
@@ -199,15 +225,19 @@ def _ensure_blob(client: RegistryClient, repository: str, digest: str, root: Pat
 
 
 def _check_python(python: str, ref: Reference, digest: str, config: Mapping[str, Any], manifest: Mapping[str, Any],
-                  client: RegistryClient, root: Path) -> None:
+                  client: RegistryClient, root: Path, built_from: Path | None = None) -> None:
     """Refuse a base image whose Python is not ``python`` (or that has none): the environment's
     compiled wheels would not load.  Official images say it in ``PYTHON_VERSION``; otherwise the
     base's layers are listed (downloaded once, cached by digest)."""
     versions = _base_pythons(config, manifest, ref, client, root, digest)
     if python not in versions:
         found = f"has Python {', '.join(sorted(versions))}" if versions else "has no Python (no usr/bin/python3.X)"
+        if built_from is not None:
+            raise UserError(f"the image built from {built_from} ({ref}) {found}, but environment.python is {python}",
+                            hint=f"build it FROM an image with Python {python} (e.g. python:{python}-slim), or change "
+                                 "environment.python")
         raise UserError(f"base image {ref} {found}, but environment.python is {python}",
-                        hint=f"use a base image with Python {python} (environment.image), or change environment.python")
+                        hint=f"use a base image with Python {python} (environment.base_image), or change environment.python")
 
 
 def _base_pythons(config: Mapping[str, Any], manifest: Mapping[str, Any], ref: Reference, client: RegistryClient,
@@ -322,7 +352,10 @@ def _environment_layers(inputs: ImageInputs, root: Path, say: Callable[[str], No
             req.write_text("".join(x + "\n" for x in [*options, *missing]))
             cmd = [uv_bin(), "pip", "install", "--quiet", "--target", str(work / "site"), "--python-platform",
                    inputs.platform, "--python-version", inputs.python, "--only-binary", ":all:", "--no-deps", "-r", str(req)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, UV_NO_PROGRESS="1"))
+            # never bytecode: a layer holds sources only (pycs depend on the interpreter and, checked by
+            # timestamp, on when the files were written: not reproducible); tar_chunks skips any anyway
+            proc = subprocess.run(cmd, capture_output=True, text=True,
+                                  env=dict(os.environ, UV_NO_PROGRESS="1", UV_COMPILE_BYTECODE="0"))
             if proc.returncode != 0:
                 tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
                 raise UserError(f"the environment cannot be installed for {inputs.platform} (Python {inputs.python}):\n{tail}",

@@ -61,9 +61,10 @@ def _dir_entry(name: str) -> tarfile.TarInfo:
     return info
 
 
-def tar_chunks(sources: Iterable[tuple[str, Path]]) -> Iterator[bytes]:
+def tar_chunks(sources: Iterable[tuple[str, Path]], keep: Callable[[str], bool] | None = None) -> Iterator[bytes]:
     """The bytes of a reproducible tar holding each ``(prefix, folder)`` below ``prefix`` in the
-    image (``prefix`` like ``opt/deployctl/code``; a single file keeps its name below it).
+    image (``prefix`` like ``opt/deployctl/code``; a single file keeps its name below it); only
+    the files whose path relative to their folder ``keep`` accepts, when given.
 
     Headers are written directly (PAX format for long names) rather than through tarfile's
     stream layer, whose small reads cost more than the compression on a venv's many files."""
@@ -80,6 +81,8 @@ def tar_chunks(sources: Iterable[tuple[str, Path]]) -> Iterator[bytes]:
     for prefix, root in sorted(sources):
         prefix = prefix.strip("/")
         for rel, path in iter_files(root):
+            if keep is not None and not keep(rel):
+                continue
             name = f"{prefix}/{rel}" if prefix else rel
             yield from parents(name)
             st = path.lstat()

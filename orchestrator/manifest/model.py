@@ -128,12 +128,19 @@ class EnvironmentSpec(Strict):
     conda_file: LocalFile | None = Field(None, description="An Azure ML style conda.yaml.")
     image: str | None = Field(None, description="Base image for container targets.")
     base_image: str | None = Field(None, description="Base of the image `deployctl image build` assembles (default: python:<python>-slim); it must have that Python.")
+    dockerfile: LocalFile | None = Field(
+        None, description="Your own Dockerfile for the environment of container targets (aci, app-service run: image): "
+        "ACR Tasks builds it in the target's registry (its folder is the build context, rebuilt only when that "
+        "folder changes) and deployctl layers its scoring runtime, the model and the code on that image. "
+        "Its image must have environment.python. Not with base_image or image.")
     variables: dict[str, str] = Field(default_factory=dict, description="Environment variables for the scoring code.")
 
     @model_validator(mode="after")
     def _one_spec(self) -> EnvironmentSpec:
         if self.requirements is not None and self.conda_file is not None:
             raise ValueError("give at most one of 'requirements' or 'conda_file'")
+        if self.dockerfile is not None and (self.base_image or self.image):
+            raise ValueError("give either 'dockerfile' (its FROM is the base) or 'base_image'/'image', not both")
         return self
 
 

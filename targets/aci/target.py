@@ -38,7 +38,7 @@ from orchestrator.azure.errors import AzureNotFound, describe, error_code
 from orchestrator.azure.keys import KEY_ENV, ScoringKey
 from orchestrator.azure.tags import spec_from_tags, spec_tags
 from orchestrator.manifest.model import ScoringType, TargetConfig
-from orchestrator.packaging import tree_digest, tree_size
+from orchestrator.packaging import tree_size
 from orchestrator.plan import Action, Change, digest, spec_hash
 from orchestrator.requirements import parse_requirements
 from orchestrator.target import (
@@ -132,12 +132,7 @@ class AciTarget(AzureTarget):
     @cached_property
     def inputs_digest(self) -> str:
         """What the image is made of, by content: an unchanged digest is an unchanged image."""
-        from orchestrator.images.build import RUNTIME_SRC
-
-        i = self.image_inputs
-        return digest({"python": i.python, "requirements": list(i.requirements), "entry": i.entry, "base": i.base,
-                       "variables": dict(i.variables), "platform": i.platform, "code": tree_digest(i.code),
-                       "model": tree_digest(i.model) if i.model else None, "runtime": tree_digest(RUNTIME_SRC)})
+        return digest(self.image_inputs.content())
 
     # -- the scoring key (ACI has none: see orchestrator.azure.keys) ------------------------------
     @cached_property
@@ -212,6 +207,9 @@ class AciTarget(AzureTarget):
             return out
         out.append(Finding(severity=Severity.info, message=f"container group size {self.size.why}"))
         out.append(Finding(severity=Severity.info, message=URI_NOTE))
+        from orchestrator.images.choose import image_path
+
+        out.append(Finding(severity=Severity.info, message=image_path(self.image_inputs)))
         if self.cfg.promote_from:
             out.append(Finding(severity=Severity.info, message=(
                 f"image built in {self._registry(self.cfg.promote_from)[0]} and imported by digest into "
@@ -305,16 +303,13 @@ class AciTarget(AzureTarget):
 
     def _image(self) -> str:
         """The image by digest in ``registry``: built there, or built in ``promote_from`` and imported."""
-        from orchestrator.images.build import build_image
-        from orchestrator.images.registry import RegistryAuth
+        from orchestrator.images.choose import image_for
 
         source = self.cfg.promote_from or self.cfg.registry
         src_name, src_sub, src_rg = self._registry(source)
-        auth = RegistryAuth(credential=self.session.get_credential(src_sub))
-        self.ctx.progress(f"building the image into {src_name}.azurecr.io (layers cached by content)")
-        built = self.op("build and push the image", lambda: build_image(
-            self.image_inputs, f"{src_name}.azurecr.io/{self.repository}", auth=auth,
-            transport=self.session.transport, progress=self.ctx.progress))
+        built = self.op("build and push the image", lambda: image_for(
+            self.image_inputs, self.session, registry=src_name, subscription=src_sub, resource_group=src_rg,
+            repository=self.repository, progress=self.ctx.progress))
         if self.cfg.promote_from is None:
             return str(built.image)
         from orchestrator.images.promote import promote_image, registry_id

@@ -138,7 +138,6 @@ class AksTarget(OnlineEndpointTarget):
 
     def deployment_entity(self, name: str, spec: Mapping[str, Any], tags: dict[str, str]) -> Any:
         from azure.ai.ml.entities import (
-            CodeConfiguration,
             KubernetesOnlineDeployment,
             OnlineRequestSettings,
             ResourceRequirementsSettings,
@@ -147,7 +146,7 @@ class AksTarget(OnlineEndpointTarget):
 
         return KubernetesOnlineDeployment(
             name=name, endpoint_name=self.d.endpoint, model=spec["model"], environment=spec["environment"],
-            code_configuration=CodeConfiguration(code=spec["code"], scoring_script=spec["scoring_script"]),
+            code_configuration=self.code_configuration(spec),
             instance_type=spec["instance_type"], instance_count=spec["instance_count"],
             environment_variables=dict(spec["environment_variables"]), tags=tags,
             resources=ResourceRequirementsSettings(requests=ResourceSettings(**spec["requests"])),
@@ -289,4 +288,4 @@ class AksTarget(OnlineEndpointTarget):
         findings = self.compute_findings()
         if any(f.severity is Severity.error for f in findings):
             return findings
-        return findings + self.capacity_findings(changes)
+        return findings + self.capacity_findings(changes) + self.environment_findings(changes)

@@ -89,6 +89,32 @@ class AzureMLTarget(AzureTarget):
                             f"({describe(e)})", hint="grant this identity a role on the workspace (e.g. "
                             "AzureML Data Scientist), or log in with another account") from e
 
+    # -- deployctl's image as the environment (environment_image: deployctl) ---------------------------
+    def image_registry(self) -> tuple[str, str, str]:
+        """(name, subscription, resource group) of the registry deployctl's image goes to:
+        ``image_registry``, or the workspace's own (which Azure ML already pulls from)."""
+        c = self.cfg
+        if c.image_registry:
+            return c.image_registry.lower(), c.subscription, c.resource_group
+        arm_id = str(getattr(self.workspace, "container_registry", None) or "")
+        parts = arm_id.strip("/").split("/")
+        if len(parts) < 8 or parts[-2].lower() != "registries":
+            raise self.fail(f"workspace {c.workspace!r} has no container registry yet, so environment_image: deployctl "
+                            "has nowhere to push", hint="set image_registry to an Azure Container Registry the "
+                            "workspace's identity can pull from (AcrPull)")
+        return parts[-1].lower(), parts[1], parts[3]
+
+    def environment_image(self) -> str:
+        """Build deployctl's image (the shared path of every container target) into the registry;
+        the image by digest."""
+        from orchestrator.images.choose import image_for
+
+        name, sub, rg = self.image_registry()
+        built = self.op("build and push the image", lambda: image_for(
+            self.d.image_inputs, self.session, registry=name, subscription=sub, resource_group=rg,
+            repository=f"deployctl/{self.manifest.name}", progress=self.ctx.progress))
+        return str(built.image)
+
     # -- assets (the store's) ----------------------------------------------------------------------
     def read_assets(self, desired: list[Resource]) -> list[Observed]:
         return self.store.read(desired)
@@ -167,6 +193,18 @@ class AzureMLTarget(AzureTarget):
 
     # -- shared check ----------------------------------------------------------------------------
     def check(self, changes: list[Change]) -> list[Finding]:
-        notes = [Finding(severity=Severity.info, message=budgets.notes())] \
-            if any(c.action is not Action.noop for c in changes) else []
-        return self.sizing_findings() + notes
+        writes = any(c.action is not Action.noop for c in changes)
+        notes = [Finding(severity=Severity.info, message=budgets.notes())] if writes else []
+        return self.sizing_findings() + notes + self.environment_findings(changes)
+
+    def environment_findings(self, changes: list[Change]) -> list[Finding]:
+        """Which path makes the environment (Azure ML's build or deployctl's image), when the plan writes."""
+        if not any(c.action is not Action.noop for c in changes):
+            return []
+        out = [Finding(severity=Severity.info, message=self.d.environment_path)]
+        if self.manifest.environment.dockerfile is not None and not self.d.builds_image:
+            out.append(Finding(severity=Severity.warning, message="environment.dockerfile is not used by this target: "
+                               "Azure ML builds its environment from the conda file",
+                               hint="set environment_image: deployctl on the target to deploy the image built from "
+                                    "your Dockerfile"))
+        return out

@@ -73,6 +73,17 @@ class AzureMLConfig(TargetConfig):
         None, description="Resource group of `registry` (for its region check); default: resource_group.")
     model_source: ModelSourceSettings | None = Field(
         None, description="How to read a model.uri that lives in another subscription/workspace.")
+    environment_image: Literal["azureml", "deployctl"] = Field(
+        "azureml", description="Who makes the deployment's environment image. azureml: Azure ML builds it from the "
+        "conda file, on its side (minutes). deployctl: deployctl's own image (the one aci runs: environment, runtime, "
+        "model and code layers, or environment.dockerfile built by ACR Tasks) is pushed to image_registry and "
+        "registered as the environment by digest, so Azure ML skips its environment build; online and aks "
+        "deployments route to deployctl's runtime (GET /ready for liveness and readiness, POST /score, port 5001).")
+    image_registry: str | None = Field(
+        None, pattern=r"^[a-zA-Z0-9]{5,50}$",
+        description="Azure Container Registry (in the workspace's subscription and resource group) that "
+        "environment_image: deployctl pushes to; default: the workspace's own registry, which Azure ML pulls from. "
+        "Another registry needs AcrPull for the workspace's identity.")
     tags: dict[str, str] = Field(default_factory=dict, description="Extra tags on every resource.")
 
 

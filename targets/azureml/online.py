@@ -83,12 +83,20 @@ class OnlineEndpointTarget(AzureMLTarget):
 
         return ManagedOnlineEndpoint(name=self.d.endpoint, auth_mode=spec["auth_mode"], tags=tags)
 
+    @staticmethod
+    def code_configuration(spec: Mapping[str, Any]) -> Any:
+        """The deployment's code, or None when it is in the environment's image (``environment_image:
+        deployctl``: the image's own runtime serves it through the inference config's routes)."""
+        from azure.ai.ml.entities import CodeConfiguration
+
+        return CodeConfiguration(code=spec["code"], scoring_script=spec["scoring_script"]) if spec["code"] else None
+
     def deployment_entity(self, name: str, spec: Mapping[str, Any], tags: dict[str, str]) -> Any:
-        from azure.ai.ml.entities import CodeConfiguration, ManagedOnlineDeployment, OnlineRequestSettings
+        from azure.ai.ml.entities import ManagedOnlineDeployment, OnlineRequestSettings
 
         return ManagedOnlineDeployment(
             name=name, endpoint_name=self.d.endpoint, model=spec["model"], environment=spec["environment"],
-            code_configuration=CodeConfiguration(code=spec["code"], scoring_script=spec["scoring_script"]),
+            code_configuration=self.code_configuration(spec),
             instance_type=spec["instance_type"], instance_count=spec["instance_count"],
             environment_variables=dict(spec["environment_variables"]), tags=tags,
             request_settings=OnlineRequestSettings(
@@ -214,7 +222,8 @@ class OnlineEndpointTarget(AzureMLTarget):
                 budget=PROVISION)
 
     def _put_deployment(self, r: Resource, tags: Mapping[str, str]) -> None:
-        self.ensure_code()  # content-addressed: only a changed code folder is uploaded
+        if r.spec["code"]:
+            self.ensure_code()  # content-addressed: only a changed code folder is uploaded
         name = r.name.split("/", 1)[1]
         dep = self.deployment_entity(name, r.spec, {**self.cfg.tags, **tags})
         self.ctx.progress(f"deployment {name}: create or update (this takes minutes on Azure)")

@@ -147,8 +147,37 @@ class Desired:
         return self.manifest.environment.image or DEFAULT_IMAGE
 
     @cached_property
+    def builds_image(self) -> bool:
+        """True when deployctl's own image is the environment (``environment_image: deployctl``)."""
+        return self.cfg.environment_image == "deployctl"
+
+    @cached_property
+    def image_inputs(self) -> Any:
+        """deployctl's image without the model: Azure ML mounts the registered model at
+        AZUREML_MODEL_DIR, so a model change is a new deployment, not a new image."""
+        from dataclasses import replace
+
+        from orchestrator.images.build import ImageInputs
+
+        return replace(ImageInputs.from_manifest(self.manifest), model=None)
+
+    @cached_property
     def env_sha(self) -> str:
+        if self.builds_image:  # the image holds the code too: a code change is a new environment version
+            return digest({"deployctl_image": self.image_inputs.content(), "registry": self.cfg.image_registry}, 64)
         return digest({"image": self.image, "conda": self.conda}, 64)
+
+    @cached_property
+    def environment_path(self) -> str:
+        """Which path makes the environment, for the plan.  Pure."""
+        if not self.builds_image:
+            return (f"environment: built by Azure ML from the conda file on {self.image} (set environment_image: "
+                    "deployctl to deploy deployctl's image instead and skip that build)")
+        from orchestrator.images.choose import image_path
+
+        where = self.cfg.image_registry or "the workspace's registry"
+        return (f"environment: deployctl's image (without the model, which Azure ML mounts), pushed to {where} and "
+                f"registered by digest, so Azure ML skips its environment build ({image_path(self.image_inputs)})")
 
     @cached_property
     def env_name(self) -> str:
@@ -225,11 +254,10 @@ class Desired:
 
     # -- resources -----------------------------------------------------------------------------
     def assets(self) -> list[Resource]:
-        out = [
-            Resource(T_ENV, f"{self.env_name}:{self.env_sha[:12]}",
-                     {"sha256": self.env_sha, "image": self.image,
-                      "python": self.manifest.environment.python}),
-        ]
+        env_spec: dict[str, Any] = {"sha256": self.env_sha, "image": self.image, "python": self.manifest.environment.python}
+        if self.builds_image:
+            env_spec.update(image="deployctl", registry=self.cfg.image_registry or "workspace")
+        out = [Resource(T_ENV, f"{self.env_name}:{self.env_sha[:12]}", env_spec)]
         model_name = f"{self.model_name}:{self.model_version}"
         if self.model_sha:
             out.append(Resource(T_MODEL, model_name, {"sha256": self.model_sha, "size_bytes": self.model_bytes,
@@ -246,11 +274,12 @@ class Desired:
         assert isinstance(self.cfg, OnlineEndpointConfig)
         cfg = self.cfg
         ep_spec: dict[str, Any] = {"auth_mode": cfg.auth_mode}
+        in_image = self.builds_image  # the code and its entry are in the image, served by deployctl's runtime
         dep_spec: dict[str, Any] = {
             "model": self.model_asset,
             "environment": f"azureml:{self.env_name}:{self.env_sha[:12]}",
-            "code": f"azureml:{self.code_name}:{self.code_sha[:12]}",
-            "scoring_script": self.manifest.code.entry,
+            "code": None if in_image else f"azureml:{self.code_name}:{self.code_sha[:12]}",
+            "scoring_script": None if in_image else self.manifest.code.entry,
             "instance_type": instance_type,
             "instance_count": cfg.instance_count,
             "environment_variables": dict(self.manifest.environment.variables),

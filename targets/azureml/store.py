@@ -20,12 +20,23 @@ from orchestrator.azure.tags import spec_from_tags
 from orchestrator.plan import spec_hash
 from orchestrator.target import TAG_MANIFEST, TAG_SPEC, TAG_TARGET, Observed, Resource
 from targets.azureml import assets
-from targets.azureml.config import AzureMLConfig, BatchEndpointConfig
+from targets.azureml.config import AzureMLConfig, BatchEndpointConfig, OnlineEndpointConfig
 from targets.azureml.models import TAG_SOURCE
 from targets.azureml.spec import T_ENV, T_MODEL, Desired
 
 if TYPE_CHECKING:
     from targets.azureml.base import AzureMLTarget
+
+
+def inference_config() -> dict[str, Any]:
+    """Where Azure ML's front end reaches deployctl's runtime in its image (the port of
+    :mod:`orchestrator.images.build`): liveness and readiness ``GET /ready``, scoring ``POST /score``.
+    Not ``/``, the runtime's other health route: Azure ML's API refuses a route path without a
+    letter, digit or underscore (``Route.path`` pattern ``[a-zA-Z0-9_]``)."""
+    from orchestrator.images.build import PORT
+
+    return {"liveness_route": {"path": "/ready", "port": PORT}, "readiness_route": {"path": "/ready", "port": PORT},
+            "scoring_route": {"path": "/score", "port": PORT}}
 
 
 class AssetStore:
@@ -162,6 +173,11 @@ class AssetStore:
         all_tags = t.tags(r.spec, tags)
         if r.type == T_MODEL and r.spec.get("copy"):
             t.model_source.copy(r, all_tags)
+            return
+        if r.type == T_ENV and t.d.builds_image:
+            env = Environment(name=name, version=version, image=t.environment_image(), tags=all_tags,
+                              inference_config=inference_config() if isinstance(t.cfg, OnlineEndpointConfig) else None)
+            t.op(f"register {r.address}", lambda: t.ml.environments.create_or_update(env), r.address)
             return
         if r.type == T_ENV:
             env = Environment(name=name, version=version, image=t.d.image, conda_file=t.d.conda, tags=all_tags)

@@ -262,10 +262,13 @@ class AppServiceTarget(WebTarget):
         from orchestrator.images.build import RUNTIME_SRC, ImageInputs
 
         i = ImageInputs.from_manifest(self.manifest)
-        return digest({"run": self.cfg.run, "python": i.python, "requirements": list(i.requirements), "entry": i.entry,
-                       "base": i.base if self.cfg.run == "image" else None, "variables": dict(i.variables),
-                       "code": tree_digest(i.code), "model": tree_digest(i.model) if i.model else None,
-                       "runtime": tree_digest(RUNTIME_SRC), "platform": package.PLATFORM})
+        parts = {"run": self.cfg.run, "python": i.python, "requirements": list(i.requirements), "entry": i.entry,
+                 "base": i.base if self.cfg.run == "image" else None, "variables": dict(i.variables),
+                 "code": tree_digest(i.code), "model": tree_digest(i.model) if i.model else None,
+                 "runtime": tree_digest(RUNTIME_SRC), "platform": package.PLATFORM}
+        if self.cfg.run == "image" and i.dockerfile is not None:
+            parts["dockerfile"] = i.dockerfile_content
+        return digest(parts)
 
     def managed_settings(self) -> dict[str, str]:
         """App settings deployctl manages that are not secret (they are in the spec and the plan)."""
@@ -324,6 +327,10 @@ class AppServiceTarget(WebTarget):
         if not any(c.action in (Action.create, Action.update, Action.replace) for c in changes):
             return out  # nothing will be written: no pre-write checks
         if self.cfg.run == "image":
+            from orchestrator.images.build import ImageInputs
+            from orchestrator.images.choose import image_path
+
+            out.append(Finding(severity=Severity.info, message=image_path(ImageInputs.from_manifest(self.manifest))))
             if self.cfg.registry is not None:
                 out += registries.missing_findings(self.session, self.op, [self._registry()])
             if self.cfg.identity:
@@ -503,15 +510,13 @@ class AppServiceTarget(WebTarget):
     def _build(self) -> tuple[str, bytes | None, str]:
         """(linuxFxVersion, zip bytes or None, what it is) of the version to deploy."""
         if self.cfg.run == "image":
-            from orchestrator.images.build import ImageInputs, build_image
-            from orchestrator.images.registry import RegistryAuth
+            from orchestrator.images.build import ImageInputs
+            from orchestrator.images.choose import image_for
 
-            name, sub, _ = self._registry()
-            auth = RegistryAuth(credential=self.session.get_credential(sub))
-            self.ctx.progress(f"building the image into {name}.azurecr.io (layers cached by content)")
-            built = self.op("build and push the image", lambda: build_image(
-                ImageInputs.from_manifest(self.manifest), f"{name}.azurecr.io/deployctl/{self.manifest.name}",
-                auth=auth, transport=self.session.transport, progress=self.ctx.progress))
+            name, sub, rg = self._registry()
+            built = self.op("build and push the image", lambda: image_for(
+                ImageInputs.from_manifest(self.manifest), self.session, registry=name, subscription=sub,
+                resource_group=rg, repository=f"deployctl/{self.manifest.name}", progress=self.ctx.progress))
             return f"DOCKER|{built.image}", None, str(built.image)
         from targets.local.envs import cache_root
 

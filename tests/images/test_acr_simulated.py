@@ -102,11 +102,11 @@ def _context(tmp: Path, dockerfile: str) -> Path:
 
 def test_a_dockerfile_is_built_by_acr_tasks_with_its_log_streamed(azure_simulator, tmp_path):
     pytest.importorskip("azure.mgmt.containerregistrytasks")
-    from orchestrator.images.acrtasks import build_with_acr_tasks, context_archive
+    from orchestrator.images.acrtasks import build_context, build_with_acr_tasks
 
     _registry(azure_simulator, DEV, "devacr")
     ctx = _context(tmp_path, "FROM python:3.11-slim\nCOPY score.py /app/\nCMD [\"python3\"]\n")
-    assert context_archive(ctx) == context_archive(ctx)  # reproducible: the tag is its digest
+    assert build_context(ctx, "Dockerfile") == build_context(ctx, "Dockerfile")  # reproducible: the tag is its digest
     said: list[str] = []
     built = build_with_acr_tasks(azure_simulator.session(), subscription=DEV, resource_group="rg", registry="devacr",
                                  context=ctx, dockerfile="Dockerfile", repository="apps/custom", progress=said.append,

@@ -94,6 +94,7 @@ def test_image_config_appends_layers_and_merges_environment():
     assert cfg["config"]["Entrypoint"] == ["python3", "-m", "x"] and "Cmd" not in cfg["config"]
     assert cfg["config"]["ExposedPorts"] == {"5001/tcp": {}} and cfg["config"]["Labels"] == {"a": "b"}
     assert [h["created_by"] for h in cfg["history"]] == ["base", "deployctl: environment", "deployctl: code"]
+    assert all(set(h) == {"created_by"} for h in cfg["history"])  # no per-layer timestamps: bytes pushed on every change
     assert cfg["created"] == oci.FIXED_CREATED
     with pytest.raises(ValueError):
         oci.image_config(BASE_CONFIG, ["sha256:" + "2" * 64], [], env={}, cmd=[], workdir="/", port=1)

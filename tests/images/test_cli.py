@@ -60,3 +60,12 @@ def test_an_unreachable_registry_exits_1_without_a_traceback(tmp_path):
     m = _manifest(tmp_path, "127.0.0.1:9/base:x")
     proc = _deployctl("image", "build", str(m), "--registry", "127.0.0.1:9/apps/x", cwd=tmp_path)
     assert proc.returncode == 1 and "is unreachable" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_image_build_of_a_dockerfile_manifest_says_where_it_is_built(tmp_path):
+    m = _manifest(tmp_path, "unused")
+    (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\n")
+    m.write_text(m.read_text().replace("base_image: 'unused'", "dockerfile: ./Dockerfile"))
+    proc = _deployctl("image", "build", str(m), "--registry", "127.0.0.1:9/apps/x", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "environment.dockerfile (Dockerfile) is built by ACR Tasks" in proc.stderr and "container target" in proc.stderr

@@ -15,10 +15,11 @@ scope map, ``generateCredentials``) log in like admin credentials do.  ``importI
 registry (any subscription), by tag or digest, without the client moving a byte.
 
 ACR Tasks: the upload URL points at a simulated blob; ``scheduleRun`` reads an uploaded tar.gz
-context (a source location that is a URL, or none, is taken on trust) and refuses (a Failed
-run, with the reason in its log) a context without the Dockerfile or a Dockerfile without
-``FROM``; otherwise the run succeeds after its simulated duration and its log lists the
-Dockerfile's steps.  No image is really built.
+context (a source location that is a URL, or none, is taken on trust) and builds the Dockerfile
+as :mod:`~orchestrator.azure.simulator.providers.acr_build` describes (FROM, COPY layers, config;
+RUN is not executed).  A failed step fails the run with the reason at the end of its log;
+otherwise the run succeeds after its simulated duration, its log lists the steps, and only then
+is the image tagged in the registry (a failed build tags nothing).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from urllib.parse import parse_qs
 
 from orchestrator.azure.simulator import arm
 from orchestrator.azure.simulator.messages import Request, Response, arm_error, json_response
+from orchestrator.azure.simulator.providers.acr_build import OCI_MANIFEST, BuildError, build, instructions
 from orchestrator.azure.simulator.providers.containers import REGISTRY, ContainerRegistry
 from orchestrator.azure.simulator.providers.storage import get_blob, put_blob
 
@@ -217,24 +219,30 @@ class AcrManagement(ContainerRegistry):
         account = _source_account(login)
         container, _, name = str(body.get("sourceLocation") or "").partition("/")
         data = get_blob(self.sim, account, container, name)
-        steps, problem = [], None
+        steps: list[str] = []
+        notes: list[str] = []
+        problem: str | None = None
+        manifest = b""
         dockerfile = str(body.get("dockerFilePath") or "Dockerfile")
         if not body.get("sourceLocation") or "://" in str(body["sourceLocation"]):
             pass  # a git or remote URL (or none): nothing uploaded here to check, taken on trust
         elif data is None:
             problem = f"the source location {body.get('sourceLocation')!r} holds no uploaded context"
         else:
+            store = _store(self.sim, login)
             try:
-                with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))) as tar:
-                    member = tar.extractfile(dockerfile.lstrip("./"))
-                    text = member.read().decode() if member else ""
-            except (KeyError, OSError, tarfile.TarError):
-                text = ""
-            steps = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
-            if not text:
-                problem = f"unable to find {dockerfile} in the build context"
-            elif not steps or not steps[0].upper().startswith(("FROM", "ARG")):
-                problem = f"{dockerfile}: the first instruction must be FROM"
+                built = build(data, dockerfile, resolve_base=lambda ref: _resolve_base(self.sim, ref))
+                steps, notes, manifest = built.steps, built.notes, built.manifest
+                for digest, blob in built.blobs.items():  # untagged until the run succeeds
+                    write_blob(self.sim, store, digest, blob)
+            except BuildError as e:
+                problem = str(e)
+                try:
+                    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))) as tar:
+                        member = tar.extractfile(dockerfile.lstrip("./"))
+                        steps = instructions(member.read().decode(errors="replace")) if member else []
+                except (KeyError, OSError, EOFError, tarfile.TarError):
+                    steps = []
         run_id = f"cb{self.sim.state['counter'] + 1:x}"
         run_path = f"{reg_path}/runs/{run_id}"
         self.sim.put_resource(run_path, {"properties": {
@@ -242,8 +250,10 @@ class AcrManagement(ContainerRegistry):
             "platform": body.get("platform") or {"os": "Linux"},
             "outputImages": [{"registry": login, "repository": i.partition(":")[0], "tag": i.partition(":")[2]}
                              for i in body.get("imageNames") or []]}})
-        self.sim.state.setdefault("acr_runs", {})[run_id] = {"account": account, "steps": steps, "problem": problem,
-                                                            "images": body.get("imageNames") or [], "login": login}
+        self.sim.state.setdefault("acr_runs", {})[run_id] = {
+            "account": account, "steps": steps, "notes": notes, "problem": problem, "login": login,
+            "images": (body.get("imageNames") or []) if body.get("isPushEnabled", True) else [],
+            "manifest": base64.b64encode(manifest).decode()}
         op = arm.start_operation(self.sim, run_path, "create", kind="default", operation="Registries_ScheduleRun",
                                  location=reg.get("location") or self.sim.default_location,
                                  namespace="Microsoft.ContainerRegistry", hook="acr.task",
@@ -293,6 +303,9 @@ def _task_done(sim: Any, op: dict[str, Any], res: dict[str, Any] | None) -> None
         res["properties"]["status"] = "Succeeded" if ok else "Failed"
     lines = ["Sending context to registry...", *(f"Step {i}/{len(info.get('steps', []))} : {s}"
                                                 for i, s in enumerate(info.get("steps", []), 1))]
+    lines += info.get("notes", [])
+    if ok and info.get("manifest"):
+        _tag_built(sim, info)
     if ok:
         lines += [f"Successfully tagged {info.get('login')}/{i}" for i in info.get("images", [])]
         lines.append(f"Run ID: {run_id} was successful")
@@ -300,6 +313,48 @@ def _task_done(sim: Any, op: dict[str, Any], res: dict[str, Any] | None) -> None
         lines += [f"error: {info.get('problem') or (op.get('error') or {}).get('message', 'the run failed')}",
                   f"Run ID: {run_id} failed"]
     put_blob(sim, info.get("account", "acrsrc"), "logs", f"{run_id}.log", ("\n".join(lines) + "\n").encode(), "text/plain")
+
+
+def _tag_built(sim: Any, info: dict[str, Any]) -> None:
+    """The run succeeded: its image's manifest goes in under each ``repo:tag`` it was asked to push."""
+    data = base64.b64decode(info["manifest"])
+    store = _store(sim, info["login"])
+    for name in info.get("images", []):
+        repo_name, _, tag = str(name).partition(":")
+        repo = store["repos"].setdefault(repo_name, {"manifests": {}, "tags": {}})
+        repo["manifests"][_digest(data)] = {"data": info["manifest"], "mediaType": OCI_MANIFEST}
+        repo["tags"][tag or "latest"] = _digest(data)
+
+
+def _resolve_base(sim: Any, ref: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, bytes]]:
+    """A FROM image's (manifest, config, blobs): Docker Hub's python images (the simulator's
+    synthetic ones) or an image of a simulated registry."""
+    from orchestrator.azure.simulator.providers import dockerhub
+    from orchestrator.errors import UserError
+    from orchestrator.images.registry import Reference
+
+    try:
+        r = Reference.parse(ref)
+    except UserError as e:
+        raise BuildError(f"FROM {ref}: {e.message}") from None
+    reference = r.digest or r.tag or "latest"
+    if r.host in ("registry-1.docker.io", "index.docker.io") and r.repository == "library/python":
+        version = dockerhub._version_of(reference)
+        if version is not None:
+            data, blobs = dockerhub.python_image(version)
+            doc = json.loads(data)
+            return doc, json.loads(blobs[doc["config"]["digest"]]), dict(blobs)
+    repo = (sim.state.get("acr", {}).get(r.host.lower()) or {}).get("repos", {}).get(r.repository) or {}
+    digest = reference if reference.startswith("sha256:") else repo.get("tags", {}).get(reference)
+    entry = repo.get("manifests", {}).get(digest or "")
+    if entry is not None:
+        doc = json.loads(base64.b64decode(entry["data"]))
+        found = {d["digest"]: read_blob(sim, r.host, d["digest"]) for d in [doc["config"], *doc.get("layers", [])]}
+        blobs = {k: v for k, v in found.items() if v is not None}
+        if len(blobs) == len(found):
+            return doc, json.loads(blobs[doc["config"]["digest"]]), blobs
+    raise BuildError(f"failed to resolve source metadata for {ref}: not found (the simulator holds Docker Hub's "
+                     "python images and the images of its own registries)")
 
 
 class AcrDataPlane:

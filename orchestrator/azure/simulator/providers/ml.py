@@ -12,7 +12,10 @@ Behaviour that matters to deployctl, modelled on the service:
   validated (400 BadArgument like ARM's);
 - managed online deployments take ``ceil(1.2 x instances) x vCPUs`` cores of the family's
   per-subscription, per-region quota; over quota the operation fails with OutOfQuota;
-- responses carry the server-side defaults the SDK reads (``flavors``, ``scaleSettings``...).
+- responses carry the server-side defaults the SDK reads (``flavors``, ``scaleSettings``...);
+- each workspace has its container registry (``cr<...>.azurecr.io``, a simulated ACR); a
+  deployment whose environment image lives in a simulated registry fails (DeploymentFailed) when
+  that image is not there to pull.
 """
 
 from __future__ import annotations
@@ -110,6 +113,11 @@ class MachineLearning:
                            "discoveryUrl": f"https://{location}.api.azureml.ms/discovery",
                            "mlFlowTrackingUri": f"azureml://{location}.api.azureml.ms/mlflow/v1.0{path}",
                            "publicNetworkAccess": "Enabled", "storageHnsEnabled": False}}, location=location)
+        # the workspace's own registry, as Azure ML creates it: images deployctl builds go there
+        sim.put_resource(f"{rgp}/Microsoft.ContainerRegistry/registries/cr{account[2:14]}",
+                         {"sku": {"name": "Basic", "tier": "Basic"},
+                          "properties": {"loginServer": f"cr{account[2:14]}.azurecr.io", "adminUserEnabled": False,
+                                         "provisioningState": "Succeeded"}}, location=location)
         sim.put_resource(f"{rgp}/Microsoft.Storage/storageAccounts/{account}",
                          {"kind": "StorageV2", "sku": {"name": "Standard_LRS"},
                           "properties": {"primaryEndpoints": {"blob": f"https://{account}.blob.core.windows.net/",
@@ -525,6 +533,14 @@ class MachineLearning:
         code_id = (props.get("codeConfiguration") or {}).get("codeId")
         if isinstance(code_id, str) and code_id.lower().startswith("/subscriptions/") and self.sim.get(code_id) is None:
             return f"Code '{code_id}' was not found.", None
+        env = self.sim.get(str(model_ref(props.get("environmentId"), self.sim) or ""))
+        image = str(((env or {}).get("properties") or {}).get("image") or "")
+        if image:  # an image of a simulated registry must be there to be pulled (others are assumed pullable)
+            from orchestrator.azure.simulator.providers.aci import image_problem
+
+            why = image_problem(self.sim, image)
+            if why:
+                return None, {"code": "DeploymentFailed", "message": f"The environment's image cannot be pulled: {why}."}
         if batch:
             return None, None
         capacity = int((dep.get("sku") or {}).get("capacity", 1))

@@ -104,13 +104,21 @@ def materialize(sim: Any, ws_id: str, uri: str, dest: Path) -> Path:
     return dest
 
 
-def _assets(sim: Any, dep: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """(code, model, environment) resources of a deployment."""
+def image_of(env: dict[str, Any]) -> str | None:
+    """The image Azure ML runs as is for an environment with an inference config (a custom
+    container, such as deployctl's own image: ``environment_image: deployctl``), or None."""
+    props = env.get("properties") or {}
+    return str(props["image"]) if props.get("inferenceConfig") and props.get("image") else None
+
+
+def _assets(sim: Any, dep: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any]]:
+    """(code, model, environment) resources of a deployment; no code when the environment's image
+    serves it (an inference config)."""
     props = dep["properties"]
     code = sim.get((props.get("codeConfiguration") or {}).get("codeId") or "")
     model = sim.get(model_ref(props.get("model"), sim))
     env = sim.get(props.get("environmentId") or "")
-    if code is None or model is None or env is None:
+    if model is None or env is None or (code is None and image_of(env) is None):
         raise LookupError("the deployment's code, model or environment is not in the simulated workspace")
     return code, model, env
 
@@ -127,9 +135,9 @@ def served_digest(sim: Any, dep: dict[str, Any]) -> str:
         return [(rel, blobs[n]["md5"]) for rel, n in _files_at(sim, ws_id, uri)]
 
     model_uri = model["properties"]["modelUri"]
-    served = {"code": listing(code["properties"]["codeUri"]), "model": listing(model_uri),
+    served = {"code": listing(code["properties"]["codeUri"]) if code else None, "model": listing(model_uri),
               "model_folder": Path(model_uri.rstrip("/")).name if _is_folder(model_uri) else None,
-              "conda": env["properties"].get("condaFile"),
+              "conda": env["properties"].get("condaFile"), "image": image_of(env),  # an image by digest: its content
               "entry": (props.get("codeConfiguration") or {}).get("scoringScript") or "score.py",
               "variables": props.get("environmentVariables") or {}}
     return hashlib.sha256(json.dumps(served, sort_keys=True).encode()).hexdigest()[:32]
@@ -157,13 +165,13 @@ class Runtime:
         # (or at interpreter exit), so forgotten simulators do not leave servers running.
         self._finalizer = weakref.finalize(self, _stop_all, self.scorers, self.tmp)
 
-    def stage(self, dep: dict[str, Any], work: Path) -> tuple[Any, Path, Path, str]:
+    def stage(self, dep: dict[str, Any], work: Path) -> tuple[Any, Path | None, Path, str, str | None]:
         """Copy a deployment's code and model out of the simulated cloud (under the simulator's lock):
-        (conda file or None, code dir, model dir, entry)."""
+        (conda file or None, code dir or None, model dir, entry, the environment's image or None)."""
         sim, ws_id = self.sim, workspace_of(dep["id"])
         with sim._lock:
             code, model, env = _assets(sim, dep)
-            code_dir = materialize(sim, ws_id, code["properties"]["codeUri"], work / "code")
+            code_dir = materialize(sim, ws_id, code["properties"]["codeUri"], work / "code") if code else None
             # As on Azure: AZUREML_MODEL_DIR holds the registered folder by its name (a file: directly)
             model_uri = model["properties"]["modelUri"]
             model_dir = work / "model"
@@ -171,24 +179,29 @@ class Runtime:
                         model_dir / Path(model_uri.rstrip("/")).name if _is_folder(model_uri) else model_dir)
             conda = env["properties"].get("condaFile")
         entry = (dep["properties"].get("codeConfiguration") or {}).get("scoringScript") or "score.py"
-        return conda, code_dir, model_dir, entry
+        return conda, code_dir, model_dir, entry, image_of(env)
 
-    def prepare(self, dep: dict[str, Any], work: Path | None = None) -> tuple[Path, Path, Path, str]:
-        """(python, code dir, model dir, entry) of a deployment, from the simulated cloud."""
+    def prepare(self, dep: dict[str, Any], work: Path | None = None) -> tuple[Path, Path, str, Path, dict[str, str]]:
+        """(python, code dir, entry, model dir, environment) of a deployment, from the simulated
+        cloud.  An environment with an inference config runs its image (deployctl's runtime, its
+        site-packages and code), with the registered model mounted at AZUREML_MODEL_DIR, as Azure
+        ML mounts it."""
         from targets.local.envs import build_environment
 
-        conda, code_dir, model_dir, entry = self.stage(dep, work or Path(self.tmp.name) / dep["etag"].strip('"'))
+        work = work or Path(self.tmp.name) / dep["etag"].strip('"')
+        variables = {k: str(v) for k, v in (dep["properties"].get("environmentVariables") or {}).items()}
+        conda, code_dir, model_dir, entry, image = self.stage(dep, work)
+        if image is not None:
+            from orchestrator.azure.simulator.providers.aci import prepare_image
+
+            python, code_dir, entry, _, env = prepare_image(self.sim, image, variables, work / "image")
+            return python, code_dir, entry, model_dir, env
+        assert code_dir is not None  # _assets: no code only with an image
         python = build_environment(conda=conda) if conda else build_environment(requirements="")
-        return Path(python), code_dir, model_dir, entry
+        return Path(python), code_dir, entry, model_dir, variables
 
     def scorer(self, dep: dict[str, Any], digest: str) -> Any:
-        env = {k: str(v) for k, v in (dep["properties"].get("environmentVariables") or {}).items()}
-
-        def prepare(workdir: Path) -> tuple[Path, Path, str, Path, dict[str, str]]:
-            python, code_dir, model_dir, entry = self.prepare(dep, workdir)
-            return python, code_dir, entry, model_dir, env
-
-        return self.serve(arm.key_of(dep["id"]), digest, prepare)
+        return self.serve(arm.key_of(dep["id"]), digest, lambda workdir: self.prepare(dep, workdir))
 
     def serve(self, key: str, digest: str, prepare: Any) -> Any:
         """The scorer serving ``digest`` for the resource ``key`` (an endpoint deployment, a
@@ -402,13 +415,13 @@ def run_batch_job(sim: Any, job: dict[str, Any]) -> None:
         first: dict[str, Any] = next(iter(inputs.values()), {}) if isinstance(inputs, dict) else {}
         uri = first.get("uri") or first.get("path") or ""
         scoring = next(p for p in sim.providers if isinstance(p, Scoring))
-        python, code_dir, model_dir, entry = scoring.ensure_runtime().prepare(dep)
+        python, code_dir, entry, model_dir, env = scoring.ensure_runtime().prepare(dep)
         from targets.local.scorer import Scorer
 
         with tempfile.TemporaryDirectory() as tmp:
             inp = materialize(sim, workspace_of(job["id"]), uri, Path(tmp) / "in")
             files = sorted(p for p in inp.rglob("*") if p.is_file())
-            rows = Scorer(python, code_dir, entry, model_dir).run_batch(files)
+            rows = Scorer(python, code_dir, entry, model_dir, env=env).run_batch(files)
         ds_name, out_dir = "workspaceblobstore", f"azureml/{job['name']}/score"
         requested = DATASTORE_URI.search(props["properties"].get("outputUri") or "")
         if requested:  # the invoke's outputData folder, as Azure honours it
