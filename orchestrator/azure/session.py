@@ -86,8 +86,11 @@ class AzureSession:
 
         with _session_lock:
             if self.throttle is None:
-                clock = getattr(getattr(self.simulator, "clock", None), "now", None)
-                self.throttle = ArmThrottle(clock=clock) if clock else ArmThrottle()
+                if self.simulator is not None:  # the simulated ARM's limits, on its clock
+                    self.throttle = ArmThrottle(clock=self.simulator.clock.now,
+                                                limits=self.simulator.arm_limits or {})
+                else:
+                    self.throttle = ArmThrottle()
         return ArmThrottlePolicy(self.throttle)
 
     def client_kwargs(self) -> dict[str, Any]:

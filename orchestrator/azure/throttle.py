@@ -136,10 +136,11 @@ class ArmThrottle:
     def reserve(self, method: str, url: str) -> float:
         """Book a token for this request; the seconds to wait before sending it."""
         scope = bucket_scope(url)
-        if scope is None:
+        kind = request_kind(method)
+        if scope is None or kind not in self.limits:  # not ARM, or no limit on this kind
             return 0.0
         with self._lock:
-            wait = self._bucket(scope, request_kind(method)).reserve(self.clock())
+            wait = self._bucket(scope, kind).reserve(self.clock())
             self.waited += wait
             return wait
 
@@ -148,6 +149,8 @@ class ArmThrottle:
         if scope is None:
             return
         kind = request_kind(method)
+        if kind not in self.limits:
+            return
         headers = {k.lower(): v for k, v in headers.items()}
         remaining = headers.get(f"x-ms-ratelimit-remaining-subscription-{kind}")
         with self._lock:

@@ -130,3 +130,23 @@ def test_every_client_of_a_session_shares_one_budget(azure_simulator):
     b = session.client_kwargs()["per_retry_policies"][0]
     assert a.throttle is b.throttle is session.throttle
     assert session.throttle.clock == sim.clock.now  # simulated runs wait in simulated time
+
+
+def test_compressed_durations_compress_arms_limits_too(azure_simulator):
+    """``--simulate-latency arm=F`` scales the simulated ARM's buckets and refill (a benchmark
+    running Azure's durations x 0.02 runs ARM's refill x 50); the run's own buckets follow."""
+    from orchestrator.azure.simulator.latency import LatencyModel
+
+    sim = azure_simulator
+    assert LatencyModel.parse("realtime=1,arm=50").arm == 50
+    sim.scale_arm_limits(50)
+    assert sim.arm_limits["reads"] == BucketLimit(12500, 1250)
+    session = AzureSession(credential=sim.credential, transport=sim.transport, simulator=sim)
+    session.arm_throttle_policy()
+    assert session.throttle.limits["writes"] == BucketLimit(10000, 500)
+    sim.scale_arm_limits(0)  # no limits at all
+    _seed(sim)
+    unlimited = AzureSession(credential=sim.credential, transport=sim.transport, simulator=sim)
+    start = sim.clock.now()
+    assert not _hammer(unlimited, sim.credential, 300, 4)
+    assert [r for r in sim.requests if r.status == 429] == [] and sim.clock.now() == start

@@ -91,6 +91,7 @@ def simulated_session(state_path: Path, *, faults: str | None = None, latency: s
     except ValueError as e:
         raise UserError(str(e), hint="delete the file to start a new simulated cloud") from None
     sim.latency = lat
+    sim.scale_arm_limits(lat.arm)
     try:
         yield sim.session()
     finally:

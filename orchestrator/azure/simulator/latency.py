@@ -7,7 +7,10 @@ the clock they are really waited (benchmarks of apply against a slow cloud).  Sp
 - ``call=0.2`` seconds per request, or a range ``call=0.1-0.3`` (uniform, seeded);
 - ``lro=2`` every long-running operation kind; ``endpoint=90``, ``deployment=300``,
   ``compute=120``, ``delete=30``, ``default=20`` one kind;
-- ``scale=0.01`` multiplies every duration; ``realtime=1`` makes the clock a wall clock.
+- ``scale=0.01`` multiplies every duration; ``realtime=1`` makes the clock a wall clock;
+- ``arm=50`` multiplies ARM's request limits (bucket sizes and refill rates; ``arm=0``: no
+  limits): a benchmark that compresses Azure's durations by a factor compresses ARM's refill
+  by the same factor, or it measures throttling that the real durations would never meet.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import threading
 from dataclasses import dataclass, field
 
 DEFAULT_LRO = {"endpoint": 60.0, "deployment": 240.0, "compute": 120.0, "delete": 30.0, "default": 20.0}
-KEYS = ("call", "lro", *DEFAULT_LRO, "scale", "realtime")
+KEYS = ("call", "lro", *DEFAULT_LRO, "scale", "realtime", "arm")
 
 
 class LatencySpecError(ValueError):
@@ -31,6 +34,7 @@ class LatencyModel:
     lro: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LRO))
     scale: float = 1.0
     realtime: bool = False
+    arm: float = 1.0  # ARM's request limits multiplied by this (0: unlimited)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -64,6 +68,8 @@ class LatencyModel:
                     m.lro = {k: _seconds(value) for k in DEFAULT_LRO}
                 elif key == "scale":
                     m.scale = _seconds(value)
+                elif key == "arm":
+                    m.arm = _seconds(value)
                 elif key == "realtime":
                     if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
                         raise ValueError("expected 1 or 0")

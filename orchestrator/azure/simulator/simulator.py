@@ -297,6 +297,16 @@ class AzureSimulator:
                 resp.headers.setdefault(f"x-ms-ratelimit-remaining-subscription-{remaining[0]}", str(remaining[1]))
         return resp, wait
 
+    def scale_arm_limits(self, factor: float) -> None:
+        """ARM's buckets and refill rates x ``factor`` (0: no limits), for runs that compress
+        Azure's durations (``--simulate-latency arm=...``)."""
+        from orchestrator.azure.throttle import ARM_LIMITS, BucketLimit
+
+        with self._arm_lock:
+            self._arm_buckets.clear()
+            self.arm_limits = {k: BucketLimit(v.capacity * factor, v.refill_per_s * factor)
+                               for k, v in ARM_LIMITS.items()} if factor > 0 else None
+
     def _arm_throttled(self, req: Request, principal: str | None) -> Response | None:
         """ARM's throttling: a request finding its bucket empty is refused with 429 and a
         Retry-After before any resource provider sees it."""
