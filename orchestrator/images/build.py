@@ -329,10 +329,12 @@ def _environment_layers(inputs: ImageInputs, root: Path, say: Callable[[str], No
     from concurrent.futures import ThreadPoolExecutor
 
     from orchestrator.images.layers import lookup_layer
-    from targets.local.envs import ensure_environment, uv_bin
+    from targets.local.envs import resolve_lock, uv_bin
 
-    env = ensure_environment(list(inputs.requirements), inputs.python, cache=root, progress=say)
-    packages, options = _lock_packages(env.lock.read_text())
+    # the pins only: the local target's lock when it has one, else resolved without installing
+    # anything on this machine (the image's platform gets its own wheels below)
+    lock = resolve_lock(list(inputs.requirements), inputs.python, cache=root, progress=say)
+    packages, options = _lock_packages(lock.read_text())
     keys = {line: f"{line}|{' '.join(options)}|{inputs.platform}|{inputs.python}" for line in packages}
     layers: dict[str, Layer] = {}
     missing = []
@@ -366,7 +368,7 @@ def _environment_layers(inputs: ImageInputs, root: Path, say: Callable[[str], No
                 name = f"environment:{line}"
                 folder = folders.get(_dist_name(line))
                 if folder is None:
-                    raise TargetError(f"uv installed no distribution for {line!r} (lock {env.lock})")
+                    raise TargetError(f"uv installed no distribution for {line!r} (lock {lock})")
                 return line, cached_layer(name, keys[line], lambda: [(f"{APP}/site-packages", folder)], root)[0]
 
             with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # zlib and sha256 release the GIL

@@ -131,6 +131,34 @@ def ensure_environment(requirements: list[str], python: str, *, cache: Path | No
         return Environment(env_dir / "bin" / "python", env_dir, lock_hash, lock, reused=reused)
 
 
+def resolve_lock(requirements: list[str], python: str, *, cache: Path | None = None, progress: object = None,
+                 python_source: str = "environment.python") -> Path:
+    """The lock for ``requirements`` on Python ``python``, without building an environment:
+    the one the local target recorded, else resolved now (``uv pip compile`` for this machine's
+    interpreter, as the local target's install would resolve it) and kept where
+    :func:`ensure_environment` finds it, so a later local deploy installs exactly these pins.
+    For builders that need only the pins (a container image installs them for its own platform)."""
+    root = cache_root(cache)
+    key = input_digest(requirements, python)
+    lock = root / "locks" / f"{key}.txt"
+    if lock.exists():
+        return lock
+    say = progress if callable(progress) else (lambda _msg: None)
+    (root / "locks").mkdir(parents=True, exist_ok=True)
+    with _flock(root / "locks" / f".{key}.lock"):
+        if lock.exists():
+            return lock
+        say(f"resolving {len(requirements)} requirement(s) with uv (no environment built)")
+        req_file = root / "locks" / f"{key}.in"
+        write_atomic(req_file, "\n".join(requirements) + "\n")
+        pins = _run([uv_bin(), "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--python",
+                     str(find_python(python, python_source)), str(req_file)], "resolving the requirements (uv pip compile)")
+        pins = "".join(x.strip() + "\n" for x in pins.splitlines()
+                       if x.strip() and not x.strip().startswith("#") and not _INDEX_OPTION.match(x.strip()))
+        write_atomic(lock, f"# python {python}\n" + "".join(o + "\n" for o in index_options(requirements)) + pins)
+    return lock
+
+
 _INDEX_OPTION = re.compile(r"^(-i|--index-url|--extra-index-url|-f|--find-links|--no-index)\b")
 
 

@@ -53,6 +53,25 @@ def test_environment_built_once_locked_shared_and_resynced(tmp_path):
     wait_for_bytecode(60)
 
 
+@pytest.mark.slow
+def test_a_lock_resolved_without_an_environment_is_the_one_the_local_target_installs(tmp_path):
+    """``resolve_lock`` (an image build needs only the pins) builds no environment, and the local
+    target later installs exactly those pins from it: the same lock as installing would record."""
+    from targets.local.envs import ensure_environment, resolve_lock, wait_for_bytecode
+
+    reqs = ["joblib>=1.6,<1.6.1", "six"]
+    lock = resolve_lock(reqs, "3.11", cache=tmp_path)
+    text = lock.read_text()
+    assert text.startswith("# python 3.11\n") and "joblib==1.6.0" in text and "six==" in text
+    assert not list((tmp_path / "envs").glob("[!.]*"))  # nothing installed
+    assert resolve_lock(reqs, "3.11", cache=tmp_path) == lock  # known: not resolved again
+    env = ensure_environment(reqs, "3.11", cache=tmp_path)
+    assert env.lock == lock and lock.read_text() == text  # the local target took these pins
+    fresh = ensure_environment(reqs, "3.11", cache=tmp_path / "other")  # installing records the same set
+    assert sorted(fresh.lock.read_text().splitlines()) == sorted(text.splitlines())
+    wait_for_bytecode(60)
+
+
 def test_missing_python_is_a_clear_error(tmp_path):
     from targets.local.envs import ensure_environment
 
