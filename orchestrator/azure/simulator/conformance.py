@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,16 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 
 def default_specs_dir() -> Path:
     return REPO_ROOT.parent / "shared" / "azure-rest-api-specs"
+
+
+def _spec_files(root: Path) -> Iterator[Path]:
+    """The spec files below ``root``: examples (most of the files) and common types are never
+    walked into (every ``--simulate`` run lists these)."""
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in ("examples", "common-types")]
+        for name in names:
+            if name.endswith(".json") and name not in ("MANIFEST.json", "PROVENANCE.json"):
+                yield Path(folder) / name
 
 
 class Checker:
@@ -54,30 +66,32 @@ class Checker:
         all of them, half a second, before its first answer)."""
         if self._index is None:
             assert self.specs is not None
-            files = [f for f in sorted(self.specs.rglob("*.json"))
-                     if not ("examples" in f.parts or "common-types" in f.parts
-                             or f.name in ("MANIFEST.json", "PROVENANCE.json"))]
+            files = sorted(_spec_files(self.specs))
             key = hashlib.sha256(json.dumps([(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files])
                                  .encode()).hexdigest()[:24]
             from targets.local.envs import cache_root
 
-            cached = cache_root() / "simulator" / f"spec-index-{key}.json"
+            # v2: files listed once, rows point at them (the flat v1 index was 0.5 MB to parse)
+            cached = cache_root() / "simulator" / f"spec-index-v2-{key}.json"
             try:
-                rows = json.loads(cached.read_text())
+                index = json.loads(cached.read_text())
             except (OSError, ValueError):
-                rows = []
-                for f in files:
+                ops: dict[str, list[list[Any]]] = {}
+                for i, f in enumerate(files):
                     doc = _load(str(f))
                     version = (doc.get("info") or {}).get("version", "")
                     for template, item in (doc.get("paths") or {}).items():
-                        rows += [[m.upper(), template, version, str(f)] for m in routes.METHODS if m in item]
+                        ops.setdefault(template, []).extend([m.upper(), version, i] for m in routes.METHODS if m in item)
+                index = {"files": [str(f) for f in files], "ops": ops}
                 with contextlib.suppress(OSError):
                     from orchestrator.state import write_atomic
 
-                    write_atomic(cached, json.dumps(rows))
+                    write_atomic(cached, json.dumps(index, separators=(",", ":")))
+            paths = [Path(f) for f in index["files"]]
             self._index = {}
-            for method, template, version, f in rows:
-                self._index.setdefault((method, template), []).append((version, Path(f)))
+            for template, rows in index["ops"].items():
+                for method, version, i in rows:
+                    self._index.setdefault((method, template), []).append((version, paths[i]))
         return self._index
 
     def _spec_for(self, req: Request) -> tuple[Any, str, Path, dict[str, Any]] | None:
