@@ -10,7 +10,6 @@ clients, which resources — is the target's own.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from functools import cached_property
 from typing import Any, TypeVar
 
 from orchestrator.azure import quota
@@ -18,6 +17,7 @@ from orchestrator.azure.budgets import READ, Budget
 from orchestrator.azure.ops import run_op, sleeper
 from orchestrator.azure.session import AzureSession, session_of
 from orchestrator.azure.throttle import sustainable_parallelism
+from orchestrator.lazy import cached_property
 from orchestrator.target import Target
 
 T = TypeVar("T")

@@ -27,7 +27,6 @@ kept in the target's state folder and rotated by deleting that file and applying
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,6 +36,7 @@ from orchestrator.azure.base import AzureTarget
 from orchestrator.azure.errors import AzureNotFound, describe, error_code
 from orchestrator.azure.keys import KEY_ENV, ScoringKey
 from orchestrator.azure.tags import spec_from_tags, spec_tags
+from orchestrator.lazy import cached_property
 from orchestrator.manifest.model import ScoringType, TargetConfig
 from orchestrator.packaging import tree_size
 from orchestrator.plan import Action, Change, digest, spec_hash

@@ -14,7 +14,6 @@ permission, wrong region) is reported there, before any write.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cached_property
 from typing import Any, ClassVar
 
 from orchestrator import sizing
@@ -23,6 +22,7 @@ from orchestrator.azure.arm import provider_usages
 from orchestrator.azure.base import AzureTarget
 from orchestrator.azure.errors import AzureForbidden, AzureNotFound, describe
 from orchestrator.azure.tags import spec_tags
+from orchestrator.lazy import cached_property
 from orchestrator.plan import Action, Change
 from orchestrator.target import Finding, Observed, Resource, Severity
 from targets.azureml import catalog

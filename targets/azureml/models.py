@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.azure.errors import AzureOperationError, describe, is_forbidden, is_not_found
+from orchestrator.lazy import cached_property
 from orchestrator.target import Resource
 from targets.azureml import assets
 from targets.azureml.client import ml_client

@@ -29,7 +29,6 @@ import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from orchestrator.azure import quota, registries, roles
 from orchestrator.azure.budgets import PROVISION
 from orchestrator.azure.errors import AzureNotFound, AzureOperationError
 from orchestrator.azure.keys import KEY_ENV, ScoringKey
+from orchestrator.lazy import cached_property
 from orchestrator.manifest.model import ScoringType
 from orchestrator.packaging import tree_digest, tree_size
 from orchestrator.plan import Action, Change, digest, spec_hash

@@ -4,10 +4,10 @@ of what was deployed that each keeps in a production app setting."""
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Any
 
 from orchestrator.azure.base import AzureTarget
+from orchestrator.lazy import cached_property
 from orchestrator.manifest.model import dns_name
 from orchestrator.requirements import parse_requirements
 from orchestrator.target import Observed

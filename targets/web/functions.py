@@ -25,12 +25,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import Mapping
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from orchestrator import sizing
 from orchestrator.azure.budgets import PROVISION
+from orchestrator.lazy import cached_property
 from orchestrator.manifest.model import ScoringType
 from orchestrator.packaging import tree_size
 from orchestrator.plan import Change
