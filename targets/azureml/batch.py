@@ -61,10 +61,6 @@ class BatchEndpointTarget(AzureMLTarget):
         assert isinstance(self.config, BatchEndpointConfig)
         return self.config
 
-    @property
-    def ws_key(self) -> str:
-        return f"{self.cfg.subscription}/{self.cfg.resource_group}/{self.cfg.workspace}".lower()
-
     def desired(self) -> list[Resource]:
         return self.d.batch(self.sizing_choice[0].name)
 
@@ -85,12 +81,12 @@ class BatchEndpointTarget(AzureMLTarget):
                 "size": getattr(c, "size", None), "min_instances": getattr(c, "min_instances", None),
                 "max_instances": getattr(c, "max_instances", None),
                 "idle_time_before_scale_down": getattr(c, "idle_time_before_scale_down", None)},
-                dict(getattr(c, "tags", None) or {}), key=f"{self.ws_key}/compute/{cl.name}".lower()))
+                dict(getattr(c, "tags", None) or {}), key=f"{self.d.ws_key}/compute/{cl.name}".lower()))
         ep = self._maybe("get endpoint", lambda: self.reader.batch_endpoint(self.d.endpoint))
         if ep is None:
             return out
         ep_tags = dict(ep.tags or {})
-        ep_key = f"{self.ws_key}/{self.d.endpoint}"
+        ep_key = self.d.endpoint_key
         out.append(Observed(T_ENDPOINT, self.d.endpoint, {},
                             {k: v for k, v in ep_tags.items() if k != TAG_DEFAULT_SPEC}, key=ep_key))
         wanted = {r.name for r in desired if r.type == T_DEPLOYMENT}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +26,7 @@ from orchestrator.azure.errors import AzureNotFound, describe, error_code, is_no
 from orchestrator.azure.ops import probe
 from orchestrator.azure.scoring import score
 from orchestrator.errors import TargetError
+from orchestrator.lazy import cached_property
 from orchestrator.manifest.model import ScoringType, TargetConfig
 from orchestrator.plan import Action, Change
 from orchestrator.target import (
@@ -146,7 +146,7 @@ class OnlineEndpointTarget(AzureMLTarget):
         if ep is None:
             return out
         ep_tags = dict(ep.tags or {})
-        ep_key = f"{self.cfg.subscription}/{self.cfg.resource_group}/{self.cfg.workspace}/{self.d.endpoint}".lower()
+        ep_key = self.d.endpoint_key
         out.append(Observed(T_ENDPOINT, self.d.endpoint, self.endpoint_spec(ep),
                             {k: v for k, v in ep_tags.items() if k not in (TAG_TRAFFIC_SPEC, TAG_PREVIOUS)},
                             key=ep_key, version=getattr(ep, "provisioning_state", None)))

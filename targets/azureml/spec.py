@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 from orchestrator.errors import UserError
+from orchestrator.lazy import cached_property
 from orchestrator.manifest.model import Manifest, dns_name
 from orchestrator.packaging import tree_digest, tree_size
 from orchestrator.plan import digest
@@ -120,6 +120,21 @@ class Desired:
     @cached_property
     def endpoint(self) -> str:
         return self.cfg.endpoint_name or dns_name(self.manifest.name, self.cfg.name)
+
+    # -- keys: what the engine locks on, across targets (desired and observed alike) ------------
+    @property
+    def ws_key(self) -> str:
+        """The workspace, globally: targets in other workspaces never wait for this one's assets,
+        and targets sharing this workspace take turns on its shared versions."""
+        c = self.cfg
+        return f"{c.subscription}/{c.resource_group}/{c.workspace}".lower()
+
+    def asset_key(self, type_: str, name: str) -> str:
+        return f"{self.ws_key}/{type_}/{name}".lower()
+
+    @property
+    def endpoint_key(self) -> str:
+        return f"{self.ws_key}/{self.endpoint}".lower()
 
     @cached_property
     def code_sha(self) -> str:
@@ -257,16 +272,18 @@ class Desired:
         env_spec: dict[str, Any] = {"sha256": self.env_sha, "image": self.image, "python": self.manifest.environment.python}
         if self.builds_image:
             env_spec.update(image="deployctl", registry=self.cfg.image_registry or "workspace")
-        out = [Resource(T_ENV, f"{self.env_name}:{self.env_sha[:12]}", env_spec)]
+        env_name = f"{self.env_name}:{self.env_sha[:12]}"
+        out = [Resource(T_ENV, env_name, env_spec, key=self.asset_key(T_ENV, env_name))]
         model_name = f"{self.model_name}:{self.model_version}"
+        model_key = self.asset_key(T_MODEL, model_name)
         if self.model_sha:
             out.append(Resource(T_MODEL, model_name, {"sha256": self.model_sha, "size_bytes": self.model_bytes,
-                                                      "path": self.model_path}))
+                                                      "path": self.model_path}, key=model_key))
         elif self.model_copy:
             spec: dict[str, Any] = {"source": self.model_ref.uri, "copy": self.model_copy}  # type: ignore[union-attr]
             if self.model_copy == "share":
                 spec["registry"] = self.cfg.registry
-            out.append(Resource(T_MODEL, model_name, spec))
+            out.append(Resource(T_MODEL, model_name, spec, key=model_key))
         return out
 
     def online(self, instance_type: str) -> list[Resource]:
@@ -292,12 +309,12 @@ class Desired:
         dep_addr = f"{T_DEPLOYMENT}/{self.endpoint}/{dep}"
         return [
             *self.assets(),
-            Resource(T_ENDPOINT, self.endpoint, ep_spec, replace_on=("compute",)),
-            Resource(T_DEPLOYMENT, f"{self.endpoint}/{dep}", dep_spec,
+            Resource(T_ENDPOINT, self.endpoint, ep_spec, key=self.endpoint_key, replace_on=("compute",)),
+            Resource(T_DEPLOYMENT, f"{self.endpoint}/{dep}", dep_spec, key=f"{self.endpoint_key}/{dep}",
                      depends_on=(f"{T_ENDPOINT}/{self.endpoint}",)),
             # exact: the previous deployment's share going to 0 is part of the change the plan shows
             Resource(T_TRAFFIC, self.endpoint, {"traffic": {dep: 100}, "mirror_traffic": {}},
-                     depends_on=(dep_addr,), exact=("traffic", "mirror_traffic")),
+                     key=f"{self.endpoint_key}/traffic", depends_on=(dep_addr,), exact=("traffic", "mirror_traffic")),
         ]
 
     def batch(self, instance_type: str) -> list[Resource]:
@@ -326,9 +343,10 @@ class Desired:
             Resource(T_COMPUTE, cluster.name, {"size": instance_type, "min_instances": cluster.min_nodes,
                                                "max_instances": cluster.max_nodes,
                                                "idle_time_before_scale_down": cluster.idle_seconds_before_scaledown},
-                     replace_on=("size",)),
-            Resource(T_ENDPOINT, self.endpoint, {}),
-            Resource(T_DEPLOYMENT, f"{self.endpoint}/{dep}", dep_spec,
+                     key=f"{self.ws_key}/compute/{cluster.name}".lower(), replace_on=("size",)),
+            Resource(T_ENDPOINT, self.endpoint, {}, key=self.endpoint_key),
+            Resource(T_DEPLOYMENT, f"{self.endpoint}/{dep}", dep_spec, key=f"{self.endpoint_key}/{dep}",
                      depends_on=(f"{T_ENDPOINT}/{self.endpoint}", f"{T_COMPUTE}/{cluster.name}")),
-            Resource(T_DEFAULT, self.endpoint, {"deployment": dep}, depends_on=(dep_addr,)),
+            Resource(T_DEFAULT, self.endpoint, {"deployment": dep}, key=f"{self.endpoint_key}/default",
+                     depends_on=(dep_addr,)),
         ]

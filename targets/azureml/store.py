@@ -12,11 +12,12 @@ last writer's: any of its targets reads them as its own).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cached_property, partial
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.azure.errors import AzureNotFound
 from orchestrator.azure.tags import spec_from_tags
+from orchestrator.lazy import cached_property
 from orchestrator.plan import spec_hash
 from orchestrator.target import TAG_MANIFEST, TAG_SPEC, TAG_TARGET, Observed, Resource
 from targets.azureml import assets
@@ -45,8 +46,7 @@ class AssetStore:
 
     # -- read --------------------------------------------------------------------------------
     def key(self, r: Resource) -> str:
-        c = self.t.cfg
-        return f"{c.subscription}/{c.resource_group}/{c.workspace}/{r.address}".lower()
+        return self.t.d.asset_key(r.type, r.name)
 
     def _observed(self, r: Resource, obj: Any) -> Observed | None:
         t = self.t

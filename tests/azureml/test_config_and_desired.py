@@ -23,6 +23,24 @@ def _target(path: Path, name: str = "prod"):
     return cls(ctx)
 
 
+def test_targets_lock_on_their_own_workspace_not_on_a_shared_address(project):
+    """Every resource names its workspace in its key: targets in other workspaces never wait for
+    each other's asset creates (a fleet of ten in ten workspaces took turns on one model
+    address); targets sharing a workspace still take turns on its shared versions."""
+    targets = "\n".join([online_target().replace("name: prod", "name: a"),
+                         online_target().replace("name: prod", "name: b"),
+                         online_target().replace("name: prod", "name: c").replace("workspace: ws", "workspace: ws2")])
+    path = project(targets)
+    a, b, c = (_target(path, n) for n in ("a", "b", "c"))
+    keys = {n: {r.type: r.lock_key for r in t.desired()} for n, t in (("a", a), ("b", b), ("c", c))}
+    assert all(k for ks in keys.values() for k in ks.values())  # no resource falls back to its address
+    assert keys["a"]["azureml.model"] == keys["b"]["azureml.model"]  # one workspace: one model version
+    assert keys["a"]["azureml.model"] != keys["c"]["azureml.model"]  # another workspace: its own
+    assert keys["a"]["azureml.environment"] != keys["c"]["azureml.environment"]
+    assert keys["a"]["azureml.endpoint"] != keys["b"]["azureml.endpoint"]
+    assert keys["a"]["azureml.model"].startswith(f"{SUB}/rg/ws/")
+
+
 def test_online_desired_is_pure_and_content_addressed(project):
     t = _target(project(online_target()))
     before = set(sys.modules)
