@@ -42,7 +42,17 @@ from orchestrator.manifest.model import ScoringType
 from orchestrator.packaging import tree_digest, tree_size
 from orchestrator.plan import Action, Change, digest, spec_hash
 from orchestrator.state import write_atomic
-from orchestrator.target import TAG_SPEC, Finding, InvokeRequest, InvokeResult, Observed, Resource, Severity
+from orchestrator.target import (
+    TAG_MANIFEST,
+    TAG_SPEC,
+    TAG_TARGET,
+    Finding,
+    InvokeRequest,
+    InvokeResult,
+    Observed,
+    Resource,
+    Severity,
+)
 from targets.web import package, webapps
 from targets.web.appservice_config import BY_NAME, AppServiceConfig, PlanChoice, choose_plan, start_time_limit
 from targets.web.base import WebTarget
@@ -209,6 +219,16 @@ class AppServiceTarget(WebTarget):
                                     {"role": role, "registry": str(ra["scope"]).rsplit("/", 1)[-1].lower(),
                                      "identity": self.identity_name},
                                     tags=roles.owner_tags(ra.get("description")),
+                                    key=f"{scope}/acrpull/{self.identity_name}"))
+            elif roles.PULL_ROLES & self.op("read the identity's roles on the registry", lambda: roles.roles_of(
+                    self.session, sub, scope, principal)):
+                # pulling is already granted, under another name or at a wider scope (by hand): that
+                # is the state this resource wants, so the plan is a no-op, not a create forever; a
+                # delete removes only deployctl's own assignment (by its name), never that grant
+                spec = {"role": "AcrPull", "registry": name, "identity": self.identity_name}
+                out.append(Observed(T_PULL, f"acrpull-{self.identity_name}", spec,
+                                    tags={TAG_MANIFEST: self.manifest.name, TAG_TARGET: self.config.name,
+                                          TAG_SPEC: spec_hash(spec)},
                                     key=f"{scope}/acrpull/{self.identity_name}"))
         return out
 

@@ -322,6 +322,37 @@ def test_minimal_manifest_runs_the_image_through_a_registry_identity_and_acrpull
         "microsoft.web/serverfarms")]
 
 
+def test_a_pull_grant_made_by_hand_under_another_name_is_the_state_wanted(project, azure_simulator):
+    """The named identity's AcrPull on deployctl's registry, replaced by hand with an identical
+    grant under another name: the plan is a no-op (not a create on every run), and destroy
+    succeeds (deleting deployctl's assignment by its own name finds none; the registry's deletion
+    takes the grants on it, as on Azure)."""
+    import uuid
+
+    from azure.mgmt.authorization.v2022_04_01.models import RoleAssignmentCreateParameters
+
+    from orchestrator.azure import roles
+
+    sim = azure_simulator
+    sim.put_resource(IDENTITY, {"location": "westeurope", "properties": {"clientId": CLIENT_ID, "principalId": PRINCIPAL}},
+                     location="westeurope")
+    path = project(identity=IDENTITY)
+    assert apply(path, sim)[1].ok
+    [ours] = role_assignments(sim)
+    scope = ours["properties"]["scope"]
+    roles.delete(sim.session(), SUB, scope, ours["name"])
+    by_hand = str(uuid.uuid4())
+    roles.client(sim.session(), SUB).role_assignments.create(scope, by_hand, RoleAssignmentCreateParameters(
+        role_definition_id=roles.role_definition_id(SUB, roles.ACR_PULL), principal_id=PRINCIPAL,
+        principal_type="ServicePrincipal"))
+    again, result = apply(path, sim)
+    assert result.ok and not again.has_changes, again.to_json()
+    assert [a["name"] for a in role_assignments(sim)] == [by_hand]
+    assert score(path, sim).body == {"weights": "w1", "n": 2, "version": 1}
+    destroyed = apply(path, sim, destroy=True)[1]
+    assert destroyed.ok, error_of(destroyed)
+
+
 def _pull_resources(sim) -> list[str]:
     return sorted(r["type"] for r in sim.state["resources"].values() if r.get("type", "").lower() in (
         "microsoft.containerregistry/registries", "microsoft.managedidentity/userassignedidentities",
