@@ -116,9 +116,9 @@ SimStateOpt = Annotated[Path | None, typer.Option("--simulate-state", help="File
 SimFaultsOpt = Annotated[str | None, typer.Option("--simulate-faults", help="Inject faults into the simulated cloud, e.g. 'rate=0.2,seed=1'.", envvar="DEPLOYCTL_SIMULATE_FAULTS")]
 SimLatencyOpt = Annotated[str | None, typer.Option("--simulate-latency", help="Simulated latency, e.g. 'call=0.1-0.3,lro=2,realtime=1' (seconds per request, per long-running operation; realtime: really wait).", envvar="DEPLOYCTL_SIMULATE_LATENCY")]
 ParallelOpt = Annotated[int | None, typer.Option(
-    "--parallel", min=1, max=64, show_default=False,
+    "--parallel", min=1, max=128, show_default=False,
     help="Targets worked on at once (default: each kind as many as it sustains: this machine's cores for "
-         "local, what ARM's request limits allow for Azure kinds, 64 in all).")]
+         "local, what ARM's request limits allow for Azure kinds, 128 in all).")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Go ahead without asking.")]
 SkipQuotaOpt = Annotated[bool, typer.Option("--skip-quota-check", help="Do not block on a quota shortfall.")]
 OneTargetOpt = Annotated[str | None, typer.Option("--target", "-t", help="The target (needed when there are several).")]

@@ -173,13 +173,13 @@ def _retry_after(headers: Mapping[str, str]) -> float:
 
 # The engine's default parallelism for Azure targets.  A target waiting on a long-running
 # operation reads once per poll (ARM's LROs advise 5-30 s; deployctl's own waits poll no faster
-# than every 5 s), so the read refill sustains ``refill x interval`` waiting targets; half is
-# kept for the targets' other reads and for whatever else shares the subscription.  Writes
-# come in short bursts per target (a handful each) that the 200-token bucket absorbs.
+# than every 5 s), so the read refill sustains ``refill x interval`` waiting targets.  No
+# headroom is kept: the run's buckets (above) pace whatever goes beyond, so running more targets
+# than this delays their polls a little, it never draws 429s.  Writes come in short bursts per
+# target (a handful each) that the 200-token bucket absorbs.
 LRO_POLL_INTERVAL_S = 5.0
-READ_HEADROOM = 0.5
 
 
-def sustainable_parallelism(poll_interval_s: float = LRO_POLL_INTERVAL_S, headroom: float = READ_HEADROOM) -> int:
+def sustainable_parallelism(poll_interval_s: float = LRO_POLL_INTERVAL_S) -> int:
     """How many Azure targets one subscription can have waiting at once within ARM's read refill."""
-    return max(1, int(ARM_LIMITS["reads"].refill_per_s * poll_interval_s * headroom))
+    return max(1, int(ARM_LIMITS["reads"].refill_per_s * poll_interval_s))

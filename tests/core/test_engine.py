@@ -322,7 +322,7 @@ def test_kinds_declare_what_they_sustain():
 
     reg = default_registry()
     assert reg.get("local").max_parallel >= 1
-    # Azure kinds: as many waiting targets as ARM's read refill sustains (25/s x 5 s polls, half kept)
-    assert sustainable_parallelism() == 62
+    # Azure kinds: as many waiting targets as ARM's read refill sustains (25/s x 5 s polls)
+    assert sustainable_parallelism() == 125
     assert {reg.get(k).max_parallel for k in ("online-endpoint", "aks", "batch-endpoint", "aci", "app-service",
-                                              "functions")} == {62}
+                                              "functions")} == {125}
