@@ -160,8 +160,10 @@ def test_spec_index_is_cached_by_the_spec_files(tmp_path, monkeypatch):
     built = first._files()
     [cached] = (tmp_path / "simulator").glob("spec-index-*.json")
     assert Checker.load(None)._files() == built and built  # read back from the cache, same index
-    cached.write_text("[]")  # the cache is what the second run uses, not a second parse
+    cached.write_text('{"files": [], "ops": {}}')  # the cache is what the second run uses, not a second parse
     assert Checker.load(None)._files() == {}
+    cached.write_text("[]")  # a cache of another shape is rebuilt, not trusted
+    assert Checker.load(None)._files() == built
 
 
 def test_concurrent_mutations_share_writes_and_all_reach_the_file(tmp_path):

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -50,6 +51,8 @@ class Checker:
         self.checked: list[tuple[str, str, str]] = []  # (operation, requested api-version, spec version used)
         self._index: dict[tuple[str, str], list[tuple[str, Path]]] | None = None
         self.response_problems: list[str] = []
+        self._validators: dict[tuple[str, int], tuple[dict[str, Any], Any]] = {}
+        self._validators_lock = threading.Lock()
 
     @classmethod
     def load(cls, specs_dir: Path | None) -> Checker:
@@ -75,6 +78,9 @@ class Checker:
             cached = cache_root() / "simulator" / f"spec-index-v2-{key}.json"
             try:
                 index = json.loads(cached.read_text())
+                if not (isinstance(index, dict) and isinstance(index.get("files"), list)
+                        and isinstance(index.get("ops"), dict)):
+                    raise ValueError("not a spec index")
             except (OSError, ValueError):
                 ops: dict[str, list[list[Any]]] = {}
                 for i, f in enumerate(files):
@@ -149,12 +155,19 @@ class Checker:
         return problems
 
     def _validate(self, body: Any, schema: dict[str, Any], doc: dict[str, Any], spec_file: Path) -> list[str]:
-        import jsonschema
+        # One validator per schema, kept: its resolver caches the $refs it resolved (building
+        # both per request was most of the checker's time).  A resolver keeps a scope stack while
+        # validating, so validations take turns.
+        with self._validators_lock:
+            key = (str(spec_file), id(schema))
+            found = self._validators.get(key)
+            if found is None or found[0] is not schema:
+                import jsonschema
 
-        resolver = jsonschema.RefResolver(base_uri=spec_file.as_uri(), referrer=doc,
-                                          handlers={"file": lambda uri: _load_uri(uri, self.specs)})
-        validator = jsonschema.Draft4Validator(schema, resolver=resolver)
-        errors = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
+                resolver = jsonschema.RefResolver(base_uri=spec_file.as_uri(), referrer=doc,
+                                                  handlers={"file": lambda uri: _load_uri(uri, self.specs)})
+                found = self._validators[key] = (schema, jsonschema.Draft4Validator(schema, resolver=resolver))
+            errors = sorted(found[1].iter_errors(body), key=lambda e: list(e.absolute_path))
         return [f"body{''.join(f'[{p!r}]' for p in e.absolute_path)}: {e.message[:300]}" for e in errors[:5]]
 
 
