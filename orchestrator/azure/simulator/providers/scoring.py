@@ -239,6 +239,10 @@ class Runtime:
 
         if self.registry is None or not self.registry.digests():
             return []
+        if self.sim.store is not None and self.sim.store.read_only:
+            # plan, status, logs change nothing a scorer serves; the run that deletes or changes a
+            # deployment reaps its scorer (this walk costs O(deployments x blobs): 0.5 s at 100)
+            return []
         keep = set()
         with self.sim._lock:
             self.sim.refresh()
