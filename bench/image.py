@@ -64,7 +64,7 @@ def main() -> None:
             (rootfs / "usr" / "bin" / "python3.11").write_bytes(os.urandom(4 << 20))  # a stand-in base: 4 MB
             base = push_rootfs_image(host, "base/py", rootfs, tmp / "basecache")
             code = tmp / "src"
-            shutil.copytree(QUICKSTART / "src", code)
+            shutil.copytree(QUICKSTART / "src", code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))  # as the image: sources only
             inputs = ImageInputs(name="bench", python="3.11", requirements=reqs, code=code, entry="score.py",
                                  model=QUICKSTART / "model", base_image=base)
 
