@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.azure.arm import arm_get, arm_request
@@ -106,7 +106,6 @@ class DeploymentView:
     request_settings: RequestSettingsView | None
     resources: ResourcesView | None
     provisioning_state: str | None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> DeploymentView:
