@@ -9,6 +9,7 @@ so :func:`orchestrator.azure.ops.run_op` types them the same way.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.azure.session import AzureSession
@@ -20,8 +21,9 @@ ARM = "https://management.azure.com"
 
 
 def arm_request(session: AzureSession, credential: Any, method: str, resource_id: str, api_version: str,
-                body: Any = None) -> Any:
-    """``method`` on ``resource_id`` (``/subscriptions/...``); the JSON body of the answer (None when empty)."""
+                body: Any = None, params: Mapping[str, str] | None = None) -> Any:
+    """``method`` on ``resource_id`` (``/subscriptions/...``) with ``params`` beside the
+    api-version; the JSON body of the answer (None when empty)."""
     from azure.core import PipelineClient
     from azure.core.pipeline import policies
     from azure.core.rest import HttpRequest
@@ -31,7 +33,7 @@ def arm_request(session: AzureSession, credential: Any, method: str, resource_id
                          kw["retry_policy"], *kw["per_retry_policies"], policies.BearerTokenCredentialPolicy(credential, f"{ARM}/.default"),
                          policies.NetworkTraceLoggingPolicy()]
     client = PipelineClient(ARM, policies=pipeline_policies, **({"transport": kw["transport"]} if "transport" in kw else {}))
-    request = HttpRequest(method, f"{ARM}/{resource_id.strip('/')}", params={"api-version": api_version},
+    request = HttpRequest(method, f"{ARM}/{resource_id.strip('/')}", params={**(params or {}), "api-version": api_version},
                           headers={"Accept": "application/json"}, json=body)
     with client:
         response = client.send_request(request)

@@ -18,6 +18,7 @@ from typing import Any
 
 from orchestrator.azure.arm import arm_get, arm_request
 from orchestrator.azure.session import AzureSession
+from orchestrator.errors import TargetError
 
 API_VERSION = "2023-10-01"  # the stable Azure ML API azure-ai-ml also speaks
 
@@ -270,19 +271,24 @@ class WorkspaceReader:
         return dict(arm_get(self.session, self.credential, f"{self.root}{path}", API_VERSION) or {})
 
     def list(self, path: str) -> Iterator[dict[str, Any]]:
-        """Every item of a paged list (``value`` + ``nextLink``)."""
-        from urllib.parse import parse_qs, urlsplit
+        """Every item of a paged list (``value`` + ``nextLink``).  A next link is followed with
+        all of its query (skip token, page size, filters) but our api-version; a service that
+        hands back a link it already gave is an error, not an endless loop."""
+        from urllib.parse import parse_qsl, urlsplit
 
         page = self.get(path)
+        seen: set[str] = set()
         while True:
             yield from page.get("value") or []
             link = page.get("nextLink")
             if not link:
                 return
+            if link in seen:
+                raise TargetError(f"listing {path}: the service returned the same next page twice ({urlsplit(link).path})")
+            seen.add(link)
             parts = urlsplit(link)
-            skip = parse_qs(parts.query).get("$skipToken") or parse_qs(parts.query).get("$skiptoken")
-            page = dict(arm_get(self.session, self.credential, parts.path + (f"?$skipToken={skip[0]}" if skip else ""),
-                                API_VERSION) or {})
+            params = {k: v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "api-version"}
+            page = dict(arm_request(self.session, self.credential, "GET", parts.path, API_VERSION, params=params) or {})
 
     # -- the resources the Azure ML targets read ------------------------------------------------
     def workspace(self) -> WorkspaceView:

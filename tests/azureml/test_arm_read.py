@@ -153,3 +153,69 @@ targets:
             assert "0 to create, 0 to update, 0 to replace, 0 to delete" in out.stdout, out.stdout[-2000:]
     subprocess.run([*cli, "destroy", str(manifest), "--yes", "--simulate", "--state-dir", str(state)],
                    capture_output=True, text=True, env=env, timeout=600)
+
+
+class _Pages:
+    """An azure-core transport answering a paged list: page 2 only with page 1's skip token and
+    page size, page 3 links back to page 2 when ``loop``."""
+
+    def __init__(self, loop: bool = False) -> None:
+        self.loop = loop
+        self.queries: list[dict[str, list[str]]] = []
+
+    def send(self, request, **kw):
+        import json as _json
+        from urllib.parse import parse_qs, urlsplit
+
+        q = parse_qs(urlsplit(request.url).query)
+        self.queries.append(q)
+        base = "https://management.azure.com/sub/x/deployments"
+        if "$skipToken" not in q:
+            body = {"value": [{"name": "a"}], "nextLink": f"{base}?api-version=2020-01-01&$skipToken=t2&$top=1"}
+        elif q["$skipToken"] == ["t2"] and q.get("$top") == ["1"]:
+            body = {"value": [{"name": "b"}], "nextLink": f"{base}?$skipToken=t3&$top=1"}
+        else:
+            body = {"value": [{"name": "c"}]}
+            if self.loop:
+                body["nextLink"] = f"{base}?$skipToken=t3&$top=1"
+        from orchestrator.azure.simulator.messages import Response
+        from orchestrator.azure.simulator.transport import RestResponse
+
+        return RestResponse(request, Response(200, _json.dumps(body).encode(), {"Content-Type": "application/json"}))
+
+    def sleep(self, seconds):
+        pass
+
+    def open(self):
+        pass
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        pass
+
+
+class _Token:
+    def get_token(self, *scopes, **kw):
+        from azure.core.credentials import AccessToken
+
+        return AccessToken("t", 2**40)
+
+
+def test_paged_lists_follow_next_links_with_their_whole_query():
+    from orchestrator.azure.session import AzureSession
+    from orchestrator.errors import TargetError
+
+    pages = _Pages()
+    reader = WorkspaceReader(AzureSession(credential=_Token(), transport=pages), SUB, "rg", "ws")
+    assert [x["name"] for x in reader.list("/onlineEndpoints/e/deployments")] == ["a", "b", "c"]
+    # every page asked with our api-version only, and the link's own skip token and page size
+    assert [q["api-version"] for q in pages.queries] == [["2023-10-01"]] * 3
+    assert pages.queries[2]["$top"] == ["1"] and pages.queries[2]["$skipToken"] == ["t3"]
+    looping = WorkspaceReader(AzureSession(credential=_Token(), transport=_Pages(loop=True)), SUB, "rg", "ws")
+    with pytest.raises(TargetError, match="same next page twice"):
+        list(looping.list("/onlineEndpoints/e/deployments"))
