@@ -137,6 +137,12 @@ def test_the_quickstart_image_scores_the_sample_request_from_its_own_root_filesy
         assert _post(port, sample, "wrong")[0] == 401
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
-        proc.wait(20)
+            os.killpg(proc.pid, 15)  # a container stop: SIGTERM must end the server, not a SIGKILL
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            pytest.fail("SIGTERM did not stop the image's server in 20 s:\n"
+                        + (tmp_path / "server.log").read_text(errors="replace")[-3000:])
         log.close()

@@ -151,3 +151,31 @@ def test_how_a_silent_process_ended_is_told():
         time.sleep(0.01)
     assert processes.how_it_ended(quick.pid) == "exited with code 3"
     assert processes.how_it_ended(1) is None  # not our child
+
+
+def test_a_storm_of_signals_never_wedges_a_worker(server):
+    """A signal handler that takes a lock the interrupted main thread holds deadlocks it for good
+    (``Event.set()`` from a handler while the loop sits in ``Event.wait()``): the worker then
+    ignores every later SIGTERM and its supervisor waits for it for ever (a container stop that
+    only SIGKILL ends).  Thousands of SIGUSR1s (the go-public signal, a no-op once public) give
+    that window every chance; SIGTERM must still stop the server at once."""
+    import os
+    import random
+    import signal
+
+    s = server("def init(): pass\ndef run(raw):\n    return 1\n")
+    worker = json.loads(s.status_file.read_text())["workers"][0]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and processes.alive(worker):
+        for _ in range(random.choice((1, 5, 20, 50))):
+            os.kill(worker, signal.SIGUSR1)
+        time.sleep(0.0005)
+    assert processes.alive(worker), f"the worker died in the storm:\n{s.log.read_text()[-1500:]}"
+    assert s.request("POST", "/score", b"{}")[0] == 200
+    started = time.monotonic()
+    os.kill(s.pid, signal.SIGTERM)
+    while processes.alive(s.pid) and time.monotonic() - started < 8:
+        time.sleep(0.02)
+    assert not processes.alive(s.pid), (
+        f"SIGTERM did not stop the server in 8 s; worker {worker}: {processes.describe([worker])}\n"
+        f"{s.log.read_text()[-1500:]}")

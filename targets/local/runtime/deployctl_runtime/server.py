@@ -36,12 +36,14 @@ version is accepting: none is dropped.  The status file (JSON) says where it is.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hmac
 import http.client
 import io
 import json
 import os
 import re
+import select
 import signal
 import socket
 import sys
@@ -665,28 +667,31 @@ def worker(args: argparse.Namespace, private: socket.socket, public_sock: socket
     say(args, "HTTP front of the queue ready" if args.queue else
         f"worker ready (score.py loaded and init() done in {time.perf_counter() - started:.2f} s)")
     servers = [serve(private, app)]
-    go_public, stop, wake = threading.Event(), threading.Event(), threading.Event()
-
-    def on_signal(event: threading.Event) -> Any:
-        def handler(*_: object) -> None:
-            event.set()
-            wake.set()  # one event to wait on: a redeploy's handoff is not held up by a poll
-        return handler
-
-    signal.signal(signal.SIGUSR1, on_signal(go_public))
-    signal.signal(signal.SIGTERM, on_signal(stop))
+    # The handlers only note the signal.  A handler runs in the main thread between two bytecodes,
+    # wherever it is: one that takes a lock (Event.set()) while the loop below holds that lock
+    # (inside Event.wait()) deadlocks the worker for good, and it then ignores every SIGTERM.  The
+    # loop wakes up through the wakeup fd instead, to which the interpreter writes a byte at once,
+    # so a redeploy's handoff is not held up by a poll.
+    got: set[int] = set()
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGUSR1, lambda signum, _: got.add(signum))
+    signal.signal(signal.SIGTERM, lambda signum, _: got.add(signum))
     os.write(ready_w, b"r")
     if public_now:
-        go_public.set()
+        got.add(signal.SIGUSR1)
     published = False
-    while not stop.is_set():
-        if go_public.is_set() and not published:
+    while signal.SIGTERM not in got:
+        if signal.SIGUSR1 in got and not published:
             servers.append(serve(public_sock, app))
             published = True
             os.write(ready_w, b"p")
             say(args, f"serving on 127.0.0.1:{public_sock.getsockname()[1]}")
-        wake.wait(0.5)
-        wake.clear()
+        select.select([wake_r], [], [], 0.5)
+        with contextlib.suppress(BlockingIOError):
+            os.read(wake_r, 4096)
     # Stop accepting, finish what is in flight (answered with Connection: close), then exit; idle
     # keep-alive connections close with the process.
     app.draining = True
@@ -769,12 +774,18 @@ def main(argv: list[str] | None = None) -> int:
 
     def spawn(slot: int) -> int:
         """Slots 0..workers-1 serve HTTP; the rest (near-real-time) score the queue."""
+        # Signals wait while we fork: a SIGTERM landing in the child before it resets the handlers
+        # would run the supervisor's on_term there (and be lost: the worker would never stop),
+        # and one landing in the parent before the child is in ``children`` would miss it.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1})
         pid = os.fork()
         if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the worker installs its handler
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             die_with_parent(supervisor)  # a worker never serves unsupervised (nor holds the port)
             os.close(ready_r)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the worker installs its handler
             code = 1
             try:
                 if slot < args.workers:
@@ -788,6 +799,7 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stderr.flush()
                 os._exit(code)
         children[pid] = slot
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return pid
 
     def on_usr1(*_: object) -> None:
