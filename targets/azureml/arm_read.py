@@ -270,7 +270,7 @@ class WorkspaceReader:
     def get(self, path: str = "") -> dict[str, Any]:
         return dict(arm_get(self.session, self.credential, f"{self.root}{path}", API_VERSION) or {})
 
-    def list(self, path: str) -> Iterator[dict[str, Any]]:
+    def list_all(self, path: str) -> Iterator[dict[str, Any]]:
         """Every item of a paged list (``value`` + ``nextLink``).  A next link is followed with
         all of its query (skip token, page size, filters) but our api-version; a service that
         hands back a link it already gave is an error, not an endless loop."""
@@ -302,10 +302,10 @@ class WorkspaceReader:
         return EndpointView.from_json(self.get(f"/onlineEndpoints/{name}"))
 
     def online_endpoints(self) -> list[EndpointView]:
-        return [EndpointView.from_json(x) for x in self.list("/onlineEndpoints")]
+        return [EndpointView.from_json(x) for x in self.list_all("/onlineEndpoints")]
 
     def online_deployments(self, endpoint: str) -> list[DeploymentView]:
-        return [DeploymentView.from_json(x) for x in self.list(f"/onlineEndpoints/{endpoint}/deployments")]
+        return [DeploymentView.from_json(x) for x in self.list_all(f"/onlineEndpoints/{endpoint}/deployments")]
 
     def endpoint_secret(self, name: str) -> str | None:
         """What a scoring request authenticates with, by the endpoint's own auth mode, as
@@ -329,4 +329,4 @@ class WorkspaceReader:
         return BatchEndpointView.from_json(self.get(f"/batchEndpoints/{name}"))
 
     def batch_deployments(self, endpoint: str) -> list[BatchDeploymentView]:
-        return [BatchDeploymentView.from_json(x) for x in self.list(f"/batchEndpoints/{endpoint}/deployments")]
+        return [BatchDeploymentView.from_json(x) for x in self.list_all(f"/batchEndpoints/{endpoint}/deployments")]

@@ -14,7 +14,7 @@ permission, wrong region) is reported there, before any write.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from orchestrator import sizing
 from orchestrator.azure import budgets, quota
@@ -26,12 +26,14 @@ from orchestrator.lazy import cached_property
 from orchestrator.plan import Action, Change
 from orchestrator.target import Finding, Observed, Resource, Severity
 from targets.azureml import catalog
-from targets.azureml.arm_read import WorkspaceReader
 from targets.azureml.client import ml_client
 from targets.azureml.config import AzureMLConfig
 from targets.azureml.models import ModelSource
 from targets.azureml.spec import Desired
 from targets.azureml.store import AssetStore
+
+if TYPE_CHECKING:  # imported where used: an invoke or a write never reads through it
+    from targets.azureml.arm_read import WorkspaceReader
 
 USAGES_API_VERSION = "2024-04-01"  # Microsoft.MachineLearningServices Usages_List, stable
 
@@ -56,6 +58,8 @@ class AzureMLTarget(AzureTarget):
     @cached_property
     def reader(self) -> WorkspaceReader:
         """Reads as plain ARM JSON: plan, status and a no-op apply never import azure-ai-ml."""
+        from targets.azureml.arm_read import WorkspaceReader
+
         return WorkspaceReader(self.session, self.cfg.subscription, self.cfg.resource_group, self.cfg.workspace)
 
     @cached_property

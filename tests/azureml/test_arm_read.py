@@ -212,10 +212,10 @@ def test_paged_lists_follow_next_links_with_their_whole_query():
 
     pages = _Pages()
     reader = WorkspaceReader(AzureSession(credential=_Token(), transport=pages), SUB, "rg", "ws")
-    assert [x["name"] for x in reader.list("/onlineEndpoints/e/deployments")] == ["a", "b", "c"]
+    assert [x["name"] for x in reader.list_all("/onlineEndpoints/e/deployments")] == ["a", "b", "c"]
     # every page asked with our api-version only, and the link's own skip token and page size
     assert [q["api-version"] for q in pages.queries] == [["2023-10-01"]] * 3
     assert pages.queries[2]["$top"] == ["1"] and pages.queries[2]["$skipToken"] == ["t3"]
     looping = WorkspaceReader(AzureSession(credential=_Token(), transport=_Pages(loop=True)), SUB, "rg", "ws")
     with pytest.raises(TargetError, match="same next page twice"):
-        list(looping.list("/onlineEndpoints/e/deployments"))
+        list(looping.list_all("/onlineEndpoints/e/deployments"))
