@@ -27,6 +27,7 @@ kept in the target's state folder and rotated by deleting that file and applying
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -333,14 +334,14 @@ class AciTarget(AzureTarget):
         from azure.mgmt.containerinstance import models as m
 
         if self.cfg.identity:
-            identity = m.ContainerGroupIdentity(type="UserAssigned", user_assigned_identities={self.cfg.identity: {}})
+            identity = m.ContainerGroupIdentity(type="UserAssigned", user_assigned_identities={self.cfg.identity: m.UserAssignedIdentities()})
             return [m.ImageRegistryCredential(server=self.login, identity=self.cfg.identity)], identity
         from azure.mgmt.containerregistry import models as r
 
         name, sub, rg = self._registry(self.cfg.registry)
         scope_map = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries/{name}/scopeMaps/{TOKEN_SCOPE_MAP}"
         token = self.op("create the pull token", lambda: self.acr.tokens.begin_create(
-            rg, name, self.token_name, r.Token(scope_map_id=scope_map, status="enabled")).result())
+            rg, name, self.token_name, r.Token(properties=r.TokenProperties(scope_map_id=scope_map, status="enabled"))).result())
         creds = self.op("make a pull token password", lambda: self.acr.registries.begin_generate_credentials(
             rg, name, r.GenerateCredentialsParameters(token_id=token.id, name="password1")).result())
         password = creds.passwords[0].value
@@ -355,6 +356,9 @@ class AciTarget(AzureTarget):
             self.op("delete the pull token", lambda: self.acr.tokens.begin_delete(rg, name, self.token_name).result())
         except AzureNotFound:
             pass  # already gone
+
+    def _put_group(self, name: str, group: Any) -> Any:
+        return self.aci.container_groups.begin_create_or_update(self.cfg.resource_group, name, group).result()
 
     def _create_group(self, name: str, image: str, key: str, credentials: list[Any], identity: Any,
                       tags: dict[str, str], regions: list[str], version: str) -> str:
@@ -381,8 +385,7 @@ class AciTarget(AzureTarget):
                                        dns_name_label=f"{self.label}-{version}"[:63]))
             self.ctx.progress(f"creating container group {name} in {region} ({self.size.cpu} vCPU, {self.size.memory_gb:g} GB)")
             try:
-                self.op(f"create container group {name}", lambda g=group: self.aci.container_groups.begin_create_or_update(
-                    self.cfg.resource_group, name, g).result(), resource=self.group_id(name))
+                self.op(f"create container group {name}", functools.partial(self._put_group, name, group), resource=self.group_id(name))
                 return region
             except Exception as e:
                 code = error_code(e) or getattr(e, "code", None)
@@ -451,7 +454,7 @@ class AciTarget(AzureTarget):
         for c in g.containers or []:
             view = getattr(c, "instance_view", None)
             cur = getattr(view, "current_state", None) if view else None
-            if cur is not None and cur.state == "Terminated" and (view.restart_count or 0) >= 1:
+            if cur is not None and cur.state == "Terminated" and (getattr(view, "restart_count", 0) or 0) >= 1:
                 return f"container exited with code {cur.exit_code}: {cur.detail_status or ''}".strip(": ")
         return None
 

@@ -18,6 +18,7 @@ the production app settings as ``DEPLOYCTL_PACKAGE``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -257,14 +258,17 @@ class FunctionsTarget(WebTarget):
 
         for container in (DEPLOY_CONTAINER, RESULTS_CONTAINER):
             try:
-                self.op(f"create container {container}", lambda c=container: blobs.create_container(c))
+                self.op(f"create container {container}", functools.partial(blobs.create_container, container))
             except Exception as e:
                 if not isinstance(e.__cause__, ResourceExistsError) and not isinstance(e, ResourceExistsError):
                     raise
         if self.mode == "queue":  # durable apps keep their state in the task hub the host makes
+            def ensure_queue(q: str) -> None:
+                if not _queue_exists(queues, q):
+                    queues.get_queue_client(q).create_queue()
+
             for q in (REQUEST_QUEUE, f"{REQUEST_QUEUE}-poison"):
-                self.op(f"create queue {q}", lambda q=q: queues.get_queue_client(q).create_queue()
-                        if not _queue_exists(queues, q) else None)
+                self.op(f"create queue {q}", functools.partial(ensure_queue, q))
 
     def _key(self) -> str:
         rg = self.cfg.resource_group
@@ -626,7 +630,7 @@ class FunctionsTarget(WebTarget):
         if status not in (200, 202):
             raise self.fail(f"the request's status answered HTTP {status}: {str(doc)[:300]}")
         runtime = (doc or {}).get("runtimeStatus")
-        state = {"Completed": "done", "Failed": "dead", "Terminated": "dead", "Running": "running"}.get(runtime, "queued")
+        state = {"Completed": "done", "Failed": "dead", "Terminated": "dead", "Running": "running"}.get(str(runtime), "queued")
         return InvokeResult(ok=state != "dead", status_code=status, request_id=rid, state=state,
                             body=(doc or {}).get("output") if state == "done" else None,
                             details={"error": (doc or {}).get("output")} if state == "dead" else {}), retry_after

@@ -238,7 +238,7 @@ class FunctionHost:
                 return HttpAnswer(401, {}, b"")
             req = self.func.HttpRequest(method.upper(), f"{public}/{route}", headers=headers,
                                         params=params, route_params={}, body=body)
-            inputs = {t["name"]: req}
+            inputs: dict[str, Any] = {t["name"]: req}
             for b in fn.get_bindings():  # the starter's durable client: the extension's binding context
                 d = b.get_dict_repr()
                 if d["type"] == "durableClient" and self.durable is not None:
@@ -271,13 +271,13 @@ class FunctionHost:
                 doc = {k: v.replace("INSTANCEID", doc["id"]) for k, v in links["managementUrls"].items()}
             return _json_answer(status, doc)
         if method == "GET" and parts[0] == "instances" and len(parts) == 2:
-            doc = self.durable.status(parts[1])
-            if doc is None:
+            instance = self.durable.status(parts[1])
+            if instance is None:
                 return _json_answer(404, {})
-            if doc["runtimeStatus"] in TERMINAL:
-                return _json_answer(200, doc)
+            if instance["runtimeStatus"] in TERMINAL:
+                return _json_answer(200, instance)
             url = f"{public}/{route}" + (f"?{urlencode(params)}" if params else "")
-            return _json_answer(202, doc, {"Location": url, "Retry-After": "10"})
+            return _json_answer(202, instance, {"Location": url, "Retry-After": "10"})
         return HttpAnswer(404, {}, b"")
 
     # -- queues ------------------------------------------------------------------------------------

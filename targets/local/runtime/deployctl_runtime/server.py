@@ -225,7 +225,7 @@ class _Server(ThreadingMixIn, HTTPServer):
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
-            super().process_request_thread(request, client_address)  # type: ignore[misc]
+            super().process_request_thread(request, client_address)
         finally:
             with self.connections_lock:
                 self.connections -= 1
@@ -372,7 +372,7 @@ class Handler(BaseHTTPRequestHandler):
                 raise Reject(431, f"more than {MAX_HEADERS} headers or {MAX_HEAD_BYTES} bytes of them")
             headers[name.decode("ascii")] = value.decode("iso-8859-1").lstrip(" \t").rstrip("\r\n")
         self.raw_requestline = line
-        rfile, self.rfile = self.rfile, io.BytesIO(b"\r\n")  # type: ignore[assignment]
+        rfile, self.rfile = self.rfile, io.BytesIO(b"\r\n")
         try:
             ok = self.parse_request()
         finally:
