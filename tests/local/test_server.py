@@ -179,3 +179,33 @@ def test_a_storm_of_signals_never_wedges_a_worker(server):
     assert not processes.alive(s.pid), (
         f"SIGTERM did not stop the server in 8 s; worker {worker}: {processes.describe([worker])}\n"
         f"{s.log.read_text()[-1500:]}")
+
+
+def test_ctrl_c_at_the_process_group_drains_like_sigterm(server):
+    """A terminal's Ctrl-C reaches every process of the group at once (a container run in the
+    foreground): the workers leave it to their supervisor, which stops them in order, so the
+    request in flight is still answered."""
+    import os
+    import signal
+    import threading
+
+    s = server(SCRIPT.replace("time.sleep(0.05)",
+                              "open(os.environ['AZUREML_MODEL_DIR'] + '/in-run', 'w').close(); time.sleep(0.5)"))
+    got: list[tuple[int, str | None]] = []
+
+    def call() -> None:
+        status, _, r = s.request("POST", "/score", b"{}")
+        got.append((status, r.getheader("Connection")))
+
+    t = threading.Thread(target=call)
+    t.start()
+    deadline = time.monotonic() + 30
+    while not (s.status_file.parent / "in-run").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(os.getpgid(s.pid), signal.SIGINT)
+    t.join(10)
+    assert got == [(200, "close")]
+    deadline = time.monotonic() + 10
+    while processes.alive(s.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not processes.alive(s.pid)

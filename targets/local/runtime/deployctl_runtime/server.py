@@ -781,7 +781,7 @@ def main(argv: list[str] | None = None) -> int:
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the supervisor turns it into SIGTERM
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the worker installs its handler
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             die_with_parent(supervisor)  # a worker never serves unsupervised (nor holds the port)
