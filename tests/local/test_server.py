@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import sys
+import threading
 import time
 from urllib.parse import quote
 
@@ -107,11 +108,13 @@ def test_inference_schema_swagger_and_parsed_input(server):
     assert status == 400 and b"dictionary" in body
 
 
-def test_sigterm_finishes_in_flight_requests(server):
-    import threading
+SLOW_RUN_SCRIPT = SCRIPT.replace("time.sleep(0.05)",
+                                 "open(os.environ['AZUREML_MODEL_DIR'] + '/in-run', 'w').close(); time.sleep(0.5)")
 
-    s = server(SCRIPT.replace("time.sleep(0.05)",
-                              "open(os.environ['AZUREML_MODEL_DIR'] + '/in-run', 'w').close(); time.sleep(0.5)"))
+
+def _request_in_run(s) -> tuple[threading.Thread, list[tuple[int, str | None]]]:
+    """Start a request against a SLOW_RUN_SCRIPT server and return once it is inside run():
+    (its thread, where its (status, Connection header) will be)."""
     got: list[tuple[int, str | None]] = []
 
     def call() -> None:
@@ -123,6 +126,12 @@ def test_sigterm_finishes_in_flight_requests(server):
     deadline = time.monotonic() + 30  # bounded: wait until the request is in run()
     while not (s.status_file.parent / "in-run").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
+    return t, got
+
+
+def test_sigterm_finishes_in_flight_requests(server):
+    s = server(SLOW_RUN_SCRIPT)
+    t, got = _request_in_run(s)
     s.stop()
     t.join(10)
     assert got == [(200, "close")]  # answered, and told to reconnect (to the next version)
@@ -188,21 +197,9 @@ def test_ctrl_c_at_the_process_group_drains_like_sigterm(server):
     request in flight is still answered."""
     import os
     import signal
-    import threading
 
-    s = server(SCRIPT.replace("time.sleep(0.05)",
-                              "open(os.environ['AZUREML_MODEL_DIR'] + '/in-run', 'w').close(); time.sleep(0.5)"))
-    got: list[tuple[int, str | None]] = []
-
-    def call() -> None:
-        status, _, r = s.request("POST", "/score", b"{}")
-        got.append((status, r.getheader("Connection")))
-
-    t = threading.Thread(target=call)
-    t.start()
-    deadline = time.monotonic() + 30
-    while not (s.status_file.parent / "in-run").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    s = server(SLOW_RUN_SCRIPT)
+    t, got = _request_in_run(s)
     os.killpg(os.getpgid(s.pid), signal.SIGINT)
     t.join(10)
     assert got == [(200, "close")]
