@@ -141,8 +141,10 @@ def test_the_quickstart_image_scores_the_sample_request_from_its_own_root_filesy
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
+            with contextlib.suppress(ProcessLookupError):  # it may end between the wait and this
+                os.killpg(proc.pid, 9)
             proc.wait()
+            log.close()
             pytest.fail("SIGTERM did not stop the image's server in 20 s:\n"
                         + (tmp_path / "server.log").read_text(errors="replace")[-3000:])
         log.close()
