@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import tarfile
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator import packaging
 from orchestrator.packaging import (
@@ -158,3 +161,48 @@ def test_segments_group_entries_by_name_so_a_change_moves_no_other_boundary(venv
     out = tmp_path / "out"
     assert extract_archive(a.path, out) == a.files
     assert tree_digest(out) == tree_digest(venv_like)
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), min_size=1, max_size=120),
+       size=st.one_of(st.integers(0, 10**6), st.just(8 ** 11 - 1), st.just(8 ** 11)), executable=st.booleans())
+def test_tar_headers_are_the_bytes_tarfile_writes(name, size, executable):
+    """The direct header builder (a third of a venv's packing time saved) writes what tarfile's
+    GNU format writes for the same normalised entry: short and long names, non-ASCII, the
+    largest octal size and the first base-256 one."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o755 if executable else 0o644
+    assert packaging._tar_header(name, size, executable) == info.tobuf(tarfile.GNU_FORMAT)
+
+
+def test_archives_read_back_through_gnu_tar(tmp_path):
+    """Names at and over the 100-byte field, non-ASCII and undecodable bytes, empty files and
+    exact 512-byte multiples: GNU tar lists what was archived, with the modes normalised."""
+    import shutil
+    import subprocess
+
+    if shutil.which("tar") is None or shutil.which("zstd") is None and not _tar_has_zstd():
+        pytest.skip("GNU tar with zstd support is not installed")
+    root = tmp_path / "t"
+    root.mkdir()
+    names = ["a" * 100, "b" * 101, "ünïcødé.txt", "empty", "block"]
+    for n in names:
+        (root / n).write_bytes(b"" if n == "empty" else b"x" * 512 if n == "block" else n.encode())
+    weird = os.fsencode(str(root)) + b"/bad-\xff-name"
+    with open(weird, "wb") as f:
+        f.write(b"bytes")
+    (root / "ünïcødé.txt").chmod(0o700)
+    info = archive_tree(root, tmp_path / "t.tar.zst")
+    listing = subprocess.run(["tar", "--zstd", "-tvf", str(info.path)], capture_output=True, check=True).stdout
+    out = tmp_path / "x"
+    out.mkdir()
+    subprocess.run(["tar", "--zstd", "-xf", str(info.path), "-C", str(out)], check=True)
+    assert tree_digest(out) == tree_digest(root)
+    assert b"-rwxr-xr-x" in listing and listing.count(b"-rw-r--r--") == len(names)
+    assert os.path.exists(os.fsencode(str(out)) + b"/bad-\xff-name")
+
+
+def _tar_has_zstd() -> bool:
+    import subprocess
+
+    return subprocess.run(["tar", "--zstd", "--help"], capture_output=True).returncode == 0
