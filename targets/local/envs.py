@@ -19,14 +19,17 @@ Entries are hash-based pycs (PEP 552) of the CHECKED kind: valid wherever the sa
 whatever its mtime, and Python compares the source's hash on every import, so a wrong key (a
 RECORD that lies, a source edited in place) costs a compile from source, never a stale module.
 Measured against timestamp pycs, interleaved, ``import sklearn.ensemble`` warm (1,267 modules):
-1,478 vs 1,480 ms wall and 1,539 vs 1,511 ms CPU (medians of 21; 1,643 vs 1,646 ms in another 15):
-no difference out of the noise, so the safety is kept (UNCHECKED_HASH would skip reading the
-sources: 1,546 ms, no faster either).  Entries are written to a temp file and renamed
-(two deployctl processes writing the same entry write the same content), carry a CRC-32
-trailer and are checked whole before being linked: a damaged one is removed, never linked.
+1,478 vs 1,480 ms wall and 1,539 vs 1,511 ms CPU (medians of 21), 0.93x and 0.99x wall, 1.00x and
+1.02x CPU in two runs of ``bench/coldstart.py``: no difference out of the noise, so the check is
+kept (UNCHECKED_HASH, which skips reading the sources, was no faster either: 1,546 ms).
+Entries are written to a temp file and renamed (two deployctl processes racing on one entry
+both write a valid pyc of the same source: the last rename wins), carry a CRC-32 trailer and
+are checked whole before being linked: a damaged one is removed, never linked.
 
 Trust: the store is code that every environment runs.  It has the trust of the environments
 under the same cache root, which are code too: whoever can write the one can write the other.
+Python's check of each pyc against its source's hash (CHECKED_HASH) catches mistakes, not an
+attacker, who can write a pyc with the matching hash.
 Size: the store grows by every distinct source file compiled (the quickstart's environment:
 2,230 entries, 66 MB) and nothing prunes it (deployctl has no cache-cleaning command; nor does
 anything prune ``envs/``).  Deleting ``bytecode/`` at any time is safe: environments keep their
@@ -431,8 +434,10 @@ def link_bytecode(env_dir: Path, root: Path) -> int:
     source only when a pyc's header is wrong; a truncated or damaged body fails the import
     itself (``EOFError: marshal data too short``).  A bad entry is not linked and is removed from
     the store, so the background compile writes it anew.  Measured on the quickstart's
-    environment (2,376 .py files, 67 MB of pycs): 50-90 ms, 40-50 ms of it the check, against
-    the 3-4x of importing ~1,200 modules from source that it saves."""
+    environment (2,376 .py files, 64 MB of pycs; ``bench/coldstart.py``): 90-200 ms (medians of
+    7: 121 and 198 ms at load averages 2.4 and 3.5 on 2 cores), of which reading and checking
+    the entries is ~45 ms; what it saves is compiling ~1,200 imported modules from source,
+    2.7-3.7x slower than loading them (4.3-5.9 s against 1.6 s there)."""
     site = _site_packages(env_dir)
     tag = _cache_tag(site) if site is not None else None
     if site is None or tag is None:
