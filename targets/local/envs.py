@@ -446,7 +446,7 @@ def link_bytecode(env_dir: Path, root: Path) -> int:
     if not store.is_dir():
         return 0
     placed = 0
-    made: set[str] = set()
+    made: dict[str, bool] = {}  # __pycache__ folders: usable or not
     for rel, key in _record_keys(site):
         entry = os.path.join(store, key + ".pyc")
         try:
@@ -469,15 +469,25 @@ def link_bytecode(env_dir: Path, root: Path) -> int:
         folder, name = os.path.split(os.path.join(site, rel))
         cache = os.path.join(folder, "__pycache__")
         if cache not in made:
-            os.makedirs(cache, exist_ok=True)
-            made.add(cache)
+            try:
+                os.mkdir(cache)  # not makedirs: a folder a RECORD names but that is gone stays gone
+                made[cache] = True
+            except FileExistsError:
+                made[cache] = True
+            except OSError:
+                made[cache] = False
+        if not made[cache]:
+            continue
         pyc = os.path.join(cache, f"{name[:-3]}.{tag}.pyc")
         try:
             os.link(entry, pyc)
         except FileExistsError:
             continue
         except OSError:  # another device, too many links to one inode, the entry replaced meanwhile
-            write_atomic(Path(pyc), data)
+            try:
+                write_atomic(Path(pyc), data)
+            except OSError:  # (the background compile will try again; never a reason to fail a build)
+                continue
         placed += 1
     return placed
 
