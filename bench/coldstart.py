@@ -11,6 +11,11 @@ Prints, each with its share or ratio and its bar:
 - the environment's uv steps alone (venv, install, freeze; warm uv cache), and what importing
   score.py's packages costs in the new environment with and without bytecode (the first
   version compiles what it imports);
+- the bytecode store (``targets.local.envs``), side by side in each round: a cold apply of the
+  quickstart with a fresh deployctl cache vs a cold apply of a new environment (the quickstart's
+  requirements + one small pin, another project) once the store is warm from the first; then
+  what linking the store's pycs into a new environment costs, and a warm ``import
+  sklearn.ensemble`` with CHECKED_HASH vs timestamp pycs (interleaved);
 - start-up: ``deployctl --help`` and a no-op apply vs ``python -c pass``, medians of interleaved
   runs, plus module counts and summed self import times from ``-X importtime`` (less sensitive to
   the load than wall times).  The project's own bytecode is compiled into a private
@@ -36,6 +41,7 @@ QUICKSTART = REPO / "examples" / "quickstart"
 _SCRIPT = Path(sys.executable).with_name("deployctl")
 DEPLOYCTL = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "orchestrator.cli"]
 COLD_BAR_S, HELP_BAR_S, NOOP_BAR_S = 3.0, 0.12, 0.3
+EXTRA_PIN = "six==1.17.0"  # the user's change: one small package added to requirements.txt
 
 
 def load_note() -> str:
@@ -155,6 +161,104 @@ def import_costs(python: Path, model: Path, tmp: Path) -> tuple[float, float, in
     return statistics.median(t for t, _ in source), statistics.median(compiled), source[0][1]
 
 
+def copy_project(dst: Path, extra: str | None = None) -> Path:
+    """A copy of the quickstart (its manifest's path), with ``extra`` added to its requirements."""
+    shutil.copytree(QUICKSTART, dst, ignore=shutil.ignore_patterns(".deployctl"))
+    if extra:
+        with open(dst / "requirements.txt", "a") as f:
+            f.write(f"{extra}\n")
+    return dst / "deployctl.yaml"
+
+
+def env_dir_of(manifest: Path) -> Path:
+    record = json.loads((manifest.parent / ".deployctl" / "iris-quickstart" / "dev" / "environment.json").read_text())
+    return Path(record["python"]).parents[1]
+
+
+def wait_for_store(env_dir: Path, timeout: float = 600) -> dict[str, float]:
+    """Wait for an environment's background compile (started by another process: the CLI) to
+    be over, and return its summary."""
+    done = env_dir / ".deployctl-bytecode"
+    deadline = time.monotonic() + timeout
+    while not done.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the background compile of {env_dir} did not finish in {timeout:.0f}s")
+        time.sleep(0.2)
+    return json.loads(done.read_text())
+
+
+def store_rounds(tmp: Path, base_env: dict[str, str], rounds: int) -> list[tuple[float, float, list[tuple[str, float]]]]:
+    """Each round, in a fresh deployctl cache: a cold apply of the quickstart, its background
+    compile awaited (the store is warm), the server destroyed, then a cold apply of another
+    project whose requirements add one pin: a new environment, most of its files in the store."""
+    out = []
+    for i in range(rounds):
+        env = dict(base_env, DEPLOYCTL_CACHE_DIR=str(tmp / f"store-cache-{i}"))
+        first = copy_project(tmp / f"store-{i}-first")
+        second = copy_project(tmp / f"store-{i}-new", EXTRA_PIN)
+        try:
+            _, fresh, _ = cold_apply(first, env)
+            summary = wait_for_store(env_dir_of(first))
+            print(f"  round {i + 1}: the first environment's background compile: {summary}")
+            subprocess.run([*DEPLOYCTL, "destroy", str(first), "--yes"], env=env, capture_output=True, check=True)
+            phases, warm, _ = cold_apply(second, env)
+            wait_for_store(env_dir_of(second))  # (not measured: the next round starts on a quiet machine)
+        finally:
+            for m in (first, second):
+                subprocess.run([*DEPLOYCTL, "destroy", str(m), "--yes"], env=env, capture_output=True)
+        out.append((fresh, warm, phases))
+        print(f"  round {i + 1}: fresh cache {fresh:.2f}s vs new environment, store warm {warm:.2f}s "
+              f"({fresh / warm:.1f}x; bar {COLD_BAR_S} s: {'met' if warm <= COLD_BAR_S else 'not met'}); {load_note()}")
+    return out
+
+
+def link_cost(venv: Path, cache: Path, runs: int = 7) -> tuple[float, float, int]:
+    """Seconds to link the store's pycs into an environment without bytecode (the uv steps'
+    venv: the quickstart's packages), median and min of ``runs``, and how many were placed."""
+    sys.path.insert(0, str(REPO))
+    from targets.local.envs import link_bytecode
+
+    times, placed = [], 0
+    for _ in range(runs):
+        for d in list(venv.rglob("__pycache__")):
+            shutil.rmtree(d)
+        t = time.perf_counter()
+        placed = link_bytecode(venv, cache)
+        times.append(time.perf_counter() - t)
+    for d in list(venv.rglob("__pycache__")):
+        shutil.rmtree(d)
+    return statistics.median(times), min(times), placed
+
+
+def hash_vs_timestamp(python: Path, tmp: Path, runs: int) -> dict[str, tuple[float, float]]:
+    """Warm ``import sklearn.ensemble`` with CHECKED_HASH pycs (the store's) vs timestamp pycs
+    (compileall's default), each compiled into its own pycache prefix: (median wall, median
+    CPU) seconds of ``runs`` interleaved runs, nothing written."""
+    import resource
+
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE")}
+    site = next((python.parents[1] / "lib").glob("python3*/site-packages"))
+    prefixes = {"checked-hash": tmp / "pyc-checked-hash", "timestamp": tmp / "pyc-timestamp"}
+    for mode, prefix in prefixes.items():
+        subprocess.run([str(python), "-m", "compileall", "-q", "-j0", "--invalidation-mode", mode, str(site)],
+                       env=dict(base, PYTHONPYCACHEPREFIX=str(prefix)), check=False, capture_output=True)
+    wall: dict[str, list[float]] = {k: [] for k in prefixes}
+    cpu: dict[str, list[float]] = {k: [] for k in prefixes}
+    order = list(prefixes)
+    for i in range(runs + 1):
+        for mode in order if i % 2 else order[::-1]:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t = time.perf_counter()
+            subprocess.run([str(python), "-c", "import sklearn.ensemble"], check=True, capture_output=True,
+                           env=dict(base, PYTHONPYCACHEPREFIX=str(prefixes[mode]), PYTHONDONTWRITEBYTECODE="1"))
+            elapsed = time.perf_counter() - t
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if i:  # the first round warms the page cache
+                wall[mode].append(elapsed)
+                cpu[mode].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return {m: (statistics.median(wall[m]), statistics.median(cpu[m])) for m in prefixes}
+
+
 def importtime(cmd: list[str], env: dict[str, str]) -> tuple[int, float]:
     """Modules imported and their summed self time (ms) under ``-X importtime``."""
     exe = [sys.executable, "-X", "importtime"] + (cmd[1:] if cmd[0] == sys.executable else [cmd[0]] + cmd[1:])
@@ -194,6 +298,7 @@ def startup(manifest: Path, env: dict[str, str], tmp: Path, runs: int) -> list[t
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=9, help="interleaved runs of each start-up command")
+    ap.add_argument("--store-rounds", type=int, default=2, help="rounds of the bytecode store's pair of cold applies")
     args = ap.parse_args()
     print(f"at start: {load_note()}")
     with tempfile.TemporaryDirectory(prefix="deployctl-cold-") as tmp_:
@@ -208,8 +313,10 @@ def main() -> None:
             subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path;"
                             "from orchestrator.requirements import parse_requirements;"
                             "from targets.local.envs import ensure_environment, wait_for_bytecode;"
-                            "ensure_environment(parse_requirements(Path(sys.argv[2]), None)[0], '3.11'); wait_for_bytecode()",
-                            str(REPO), str(QUICKSTART / "requirements.txt")], env=warm_env, check=True)
+                            "reqs = parse_requirements(Path(sys.argv[2]), None)[0];"
+                            "ensure_environment(reqs, '3.11'); ensure_environment(reqs + [sys.argv[3]], '3.11');"
+                            "wait_for_bytecode()",
+                            str(REPO), str(QUICKSTART / "requirements.txt"), EXTRA_PIN], env=warm_env, check=True)
             phases, total, said = cold_apply(manifest, env)
             print(f"\ncold apply of the quickstart (warm uv cache, fresh deployctl cache): {total:.2f}s "
                   f"(bar {COLD_BAR_S} s: {'met' if total <= COLD_BAR_S else 'not met'}); {load_note()}")
@@ -225,6 +332,21 @@ def main() -> None:
             source, compiled, modules = import_costs(Path(record["python"]), proj / "model" / "model.pkl", tmp)
             print(f"  import score.py's packages + load the model ({modules} modules): from source {source:.2f}s, "
                   f"with bytecode {compiled:.2f}s ({source / compiled:.1f}x)")
+
+            print(f"\ncold apply, side by side: fresh deployctl cache vs a new environment (+ {EXTRA_PIN}, another "
+                  f"project) once the bytecode store is warm; {load_note()}")
+            wait_for_store(env_dir_of(manifest))  # the first apply's compile: not beside the rounds
+            rounds = store_rounds(tmp, env, args.store_rounds)
+            print(f"  where the new environment's cold apply goes (round {len(rounds)}):")
+            for name, secs in rounds[-1][2]:
+                print(f"    {name:<42} {secs:6.2f}s  {100 * secs / rounds[-1][1]:5.1f}%")
+            median, best, placed = link_cost(tmp / "uv-steps", tmp / "store-cache-0")
+            print(f"  linking the store's pycs into the quickstart's environment: {placed} files, "
+                  f"median {1000 * median:.0f} ms (min {1000 * best:.0f} ms) of 7")
+            costs = hash_vs_timestamp(tmp / "uv-steps" / "bin" / "python", tmp, 9)
+            (hw, hc), (tw, tc) = costs["checked-hash"], costs["timestamp"]
+            print(f"  warm `import sklearn.ensemble`, medians of 9 interleaved: CHECKED_HASH pycs {hw:.3f}s wall / "
+                  f"{hc:.3f}s CPU vs timestamp pycs {tw:.3f}s / {tc:.3f}s ({hw / tw:.2f}x wall, {hc / tc:.2f}x CPU)")
 
             print(f"\nstart-up, medians of {args.runs} interleaved runs: {load_note()}")
             rows = startup(manifest, env, tmp, args.runs)
