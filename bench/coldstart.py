@@ -216,7 +216,7 @@ def link_cost(venv: Path, cache: Path, runs: int = 7) -> tuple[float, float, int
     """Seconds to link the store's pycs into an environment without bytecode (the uv steps'
     venv: the quickstart's packages), median and min of ``runs``, and how many were placed."""
     sys.path.insert(0, str(REPO))
-    from targets.local.envs import link_bytecode
+    from targets.local.bytecode import link_bytecode
 
     times, placed = [], 0
     for _ in range(runs):
@@ -312,7 +312,7 @@ def main() -> None:
             warm_env = dict(env, DEPLOYCTL_CACHE_DIR=str(tmp / "warm"))
             subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path;"
                             "from orchestrator.requirements import parse_requirements;"
-                            "from targets.local.envs import ensure_environment, wait_for_bytecode;"
+                            "from targets.local.envs import ensure_environment; from targets.local.bytecode import wait_for_bytecode;"
                             "reqs = parse_requirements(Path(sys.argv[2]), None)[0];"
                             "ensure_environment(reqs, '3.11'); ensure_environment(reqs + [sys.argv[3]], '3.11');"
                             "wait_for_bytecode()",

@@ -53,7 +53,8 @@ def main() -> None:
     ap.add_argument("--requirements", type=Path, default=QUICKSTART / "requirements.txt")
     args = ap.parse_args()
     reqs = tuple(line.strip() for line in args.requirements.read_text().splitlines() if line.strip() and not line.startswith("#"))
-    from targets.local.envs import uv_bin, wait_for_bytecode
+    from targets.local.bytecode import wait_for_bytecode
+    from targets.local.envs import uv_bin
 
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)

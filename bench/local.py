@@ -144,7 +144,8 @@ def main() -> None:
         # -- environment build: uv vs pip, both with warm package caches ------------------------
         sys.path.insert(0, str(REPO))
         from orchestrator.requirements import parse_requirements
-        from targets.local.envs import ensure_environment, wait_for_bytecode
+        from targets.local.bytecode import wait_for_bytecode
+        from targets.local.envs import ensure_environment
 
         # Each build is timed on a quiet machine: the background bytecode compile of the build
         # before it (uv's) is waited for, so neither side is slowed by the other's leftovers.

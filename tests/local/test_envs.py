@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 
 from orchestrator.errors import UserError
@@ -28,7 +33,8 @@ def test_environment_built_once_locked_shared_and_resynced(tmp_path):
     import shutil
     import subprocess
 
-    from targets.local.envs import ensure_environment, wait_for_bytecode
+    from targets.local.bytecode import wait_for_bytecode
+    from targets.local.envs import ensure_environment
 
     reqs = ["joblib==1.6.0"]
     first = ensure_environment(reqs, "3.11", cache=tmp_path)
@@ -57,7 +63,8 @@ def test_environment_built_once_locked_shared_and_resynced(tmp_path):
 def test_a_lock_resolved_without_an_environment_is_the_one_the_local_target_installs(tmp_path):
     """``resolve_lock`` (an image build needs only the pins) builds no environment, and the local
     target later installs exactly those pins from it: the same lock as installing would record."""
-    from targets.local.envs import ensure_environment, resolve_lock, wait_for_bytecode
+    from targets.local.bytecode import wait_for_bytecode
+    from targets.local.envs import ensure_environment, resolve_lock
 
     reqs = ["joblib>=1.6,<1.6.1", "six"]
     lock = resolve_lock(reqs, "3.11", cache=tmp_path)
@@ -160,7 +167,8 @@ def test_the_background_compile_fills_the_store(tmp_path):
     import importlib.util
     import os
 
-    from targets.local.envs import ensure_environment, wait_for_bytecode
+    from targets.local.bytecode import wait_for_bytecode
+    from targets.local.envs import ensure_environment
 
     env = ensure_environment(["joblib==1.6.0"], "3.11", cache=tmp_path)
     wait_for_bytecode(120)
@@ -183,7 +191,8 @@ def test_a_new_environment_gets_the_stores_bytecode_before_its_first_start(tmp_p
     joblib from them, not from source."""
     import os
 
-    from targets.local.envs import ensure_environment, wait_for_bytecode
+    from targets.local.bytecode import wait_for_bytecode
+    from targets.local.envs import ensure_environment
 
     a = ensure_environment(["joblib==1.6.0"], "3.11", cache=tmp_path)
     wait_for_bytecode(120)
@@ -209,7 +218,8 @@ def test_a_source_with_other_content_never_gets_another_files_bytecode(tmp_path)
     import os
     import subprocess
 
-    from targets.local.envs import ensure_environment, wait_for_bytecode
+    from targets.local.bytecode import wait_for_bytecode
+    from targets.local.envs import ensure_environment
 
     def value(env) -> str:
         return subprocess.run([str(env.python), "-c", "import tinypkg; print(tinypkg.VALUE)"], capture_output=True,
@@ -248,7 +258,8 @@ def test_a_damaged_store_entry_is_neither_fatal_nor_passed_on(tmp_path):
     import os
     import subprocess
 
-    from targets.local.envs import ensure_environment, wait_for_bytecode
+    from targets.local.bytecode import wait_for_bytecode
+    from targets.local.envs import ensure_environment
 
     a = ensure_environment(["joblib==1.6.0"], "3.11", cache=tmp_path)
     wait_for_bytecode(120)
@@ -285,3 +296,37 @@ def test_a_damaged_store_entry_is_neither_fatal_nor_passed_on(tmp_path):
         mine = _site(b) / source.relative_to(_site(a))
         assert _valid(_entry(tmp_path, b, mine).read_bytes())
         assert os.path.samefile(_pyc(b, mine), _entry(tmp_path, b, mine))
+
+
+def test_the_worker_removes_only_stale_temp_files_of_dead_writers(tmp_path):
+    """A writer killed between create and rename leaves a .tmp- file that nobody will rename;
+    the next background compile removes it once it is an hour old, never a fresh one (a writer
+    at work right now)."""
+    from targets.local import bytecode_worker
+
+    store = tmp_path / "cpython-311"
+    store.mkdir()
+    old, fresh, entry = store / ".tmp-1-dead", store / ".tmp-2-busy", store / ("0" * 64 + ".pyc")
+    for f in (old, fresh, entry):
+        f.write_bytes(b"x")
+    past = time.time() - bytecode_worker.STALE_TMP_S - 60
+    os.utime(old, (past, past))
+    os.utime(entry, (past, past))
+    assert bytecode_worker.remove_stale_temps(str(store), time.time()) == 1
+    assert not old.exists() and fresh.exists() and entry.exists()
+
+
+def test_a_store_entry_is_a_pyc_importlib_loads_and_its_trailer_checks(tmp_path):
+    from targets.local import bytecode_worker
+    from targets.local.bytecode import _valid_entry
+
+    source = b"VALUE = 6 * 7\n"
+    data = bytecode_worker.entry_bytes(source, "m.py")
+    assert bytecode_worker.valid(data) and _valid_entry(data)
+    assert not bytecode_worker.valid(data[:-1]) and not _valid_entry(data[:20] + bytes([data[20] ^ 0xFF]) + data[21:])
+    (tmp_path / "m.py").write_bytes(source)
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / f"m.{sys.implementation.cache_tag}.pyc").write_bytes(data)
+    out = subprocess.run([sys.executable, "-v", "-c", "import m; print(m.VALUE)"], cwd=tmp_path, capture_output=True,
+                         text=True, check=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert out.stdout.strip() == "42" and "code object from" in out.stderr and "m.cpython" in out.stderr
