@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import json
 import os
 import sys
@@ -22,22 +21,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Any, NoReturn
 
-import typer
+import click
 
 from orchestrator.errors import DeployctlError, ManifestError, UserError
 from orchestrator.secrets import redact
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_PENDING, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-
-app = typer.Typer(
-    name="deployctl",
-    help="Ship ML models to Azure (and your own machine) from one declarative manifest.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 
 
 class _LazyConsole:
@@ -104,25 +95,60 @@ class CIMode(str, Enum):
     none = "none"
 
 
-# -- shared options -----------------------------------------------------------------------------
-ManifestArg = Annotated[Path, typer.Argument(help="The manifest (YAML).", show_default=False)]
-TargetOpt = Annotated[list[str] | None, typer.Option("--target", "-t", help="Only this target (repeatable).")]
-VarOpt = Annotated[list[str] | None, typer.Option("--var", help="NAME=VALUE for ${NAME} in the manifest (repeatable).")]
-OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json.")]
-StateOpt = Annotated[Path | None, typer.Option("--state-dir", help="Where local state lives (default: .deployctl beside the manifest).")]
-CIOpt = Annotated[CIMode | None, typer.Option("--ci", help="Speak a CI system's language (default: detected, e.g. TF_BUILD).")]
-SimOpt = Annotated[bool, typer.Option("--simulate", help="Run Azure targets against the in-process Azure simulator.", envvar="DEPLOYCTL_SIMULATE")]
-SimStateOpt = Annotated[Path | None, typer.Option("--simulate-state", help="File holding the simulated cloud (default: <state-dir>/simulated-azure.json).")]
-SimFaultsOpt = Annotated[str | None, typer.Option("--simulate-faults", help="Inject faults into the simulated cloud, e.g. 'rate=0.2,seed=1'.", envvar="DEPLOYCTL_SIMULATE_FAULTS")]
-SimLatencyOpt = Annotated[str | None, typer.Option("--simulate-latency", help="Simulated latency, e.g. 'call=0.1-0.3,lro=2,realtime=1' (seconds per request, per long-running operation; realtime: really wait).", envvar="DEPLOYCTL_SIMULATE_LATENCY")]
-ParallelOpt = Annotated[int | None, typer.Option(
-    "--parallel", min=1, max=128, show_default=False,
+# -- the command line (plain click: no typer, so no per-parameter pydantic coercion at start-up) ----
+class _Group(click.Group):
+    """A group that lists its commands in the order they were added (click sorts them)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+app = _Group(
+    name="deployctl",
+    help="Ship ML models to Azure (and your own machine) from one declarative manifest.",
+    no_args_is_help=True,
+)
+
+_PATH = click.Path(path_type=Path)
+_Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def _enum_option(*decls: str, enum: type[Enum], **kwargs: Any) -> _Decorator:
+    """An option taking one of an enum's values (spelled as the values are), passed on as the member."""
+    return click.option(*decls, type=click.Choice([m.value for m in enum]),
+                        callback=lambda _ctx, _param, value: None if value is None else enum(value), **kwargs)
+
+
+def manifest_arg(help: str = "The manifest (YAML).") -> _Decorator:
+    return click.argument("manifest", type=_PATH, help=help)
+
+
+target_opt = click.option("--target", "-t", "target", multiple=True, help="Only this target (repeatable).")
+var_opt = click.option("--var", "var", multiple=True, help="NAME=VALUE for ${NAME} in the manifest (repeatable).")
+output_opt = _enum_option("--output", "-o", "output", enum=OutputFormat, default=OutputFormat.table.value,
+                          show_default=True, help="table or json.")
+state_opt = click.option("--state-dir", "state_dir", type=_PATH,
+                         help="Where local state lives (default: .deployctl beside the manifest).")
+ci_opt = _enum_option("--ci", "ci", enum=CIMode, help="Speak a CI system's language (default: detected, e.g. TF_BUILD).")
+sim_opt = click.option("--simulate", "simulate", is_flag=True, envvar="DEPLOYCTL_SIMULATE", show_envvar=True,
+                       help="Run Azure targets against the in-process Azure simulator.")
+sim_state_opt = click.option("--simulate-state", "simulate_state", type=_PATH,
+                             help="File holding the simulated cloud (default: <state-dir>/simulated-azure.json).")
+sim_faults_opt = click.option("--simulate-faults", "simulate_faults", envvar="DEPLOYCTL_SIMULATE_FAULTS", show_envvar=True,
+                              help="Inject faults into the simulated cloud, e.g. 'rate=0.2,seed=1'.")
+sim_latency_opt = click.option(
+    "--simulate-latency", "simulate_latency", envvar="DEPLOYCTL_SIMULATE_LATENCY", show_envvar=True,
+    help="Simulated latency, e.g. 'call=0.1-0.3,lro=2,realtime=1' (seconds per request, per long-running "
+         "operation; realtime: really wait).")
+parallel_opt = click.option(
+    "--parallel", "parallel", type=click.IntRange(1, 128),
     help="Targets worked on at once (default: each kind as many as it sustains: this machine's cores for "
-         "local, what ARM's request limits allow for Azure kinds, 128 in all).")]
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Go ahead without asking.")]
-SkipQuotaOpt = Annotated[bool, typer.Option("--skip-quota-check", help="Do not block on a quota shortfall.")]
-OneTargetOpt = Annotated[str | None, typer.Option("--target", "-t", help="The target (needed when there are several).")]
-DeploymentOpt = Annotated[str | None, typer.Option("--deployment", help="Address one deployment directly.")]
+         "local, what ARM's request limits allow for Azure kinds, 128 in all).")
+yes_opt = click.option("--yes", "-y", "yes", is_flag=True, help="Go ahead without asking.")
+skip_quota_opt = click.option("--skip-quota-check", "skip_quota_check", is_flag=True,
+                              help="Do not block on a quota shortfall.")
+one_target_opt = click.option("--target", "-t", "target", help="The target (needed when there are several).")
+deployment_opt = click.option("--deployment", "deployment", help="Address one deployment directly.")
 
 
 @dataclass
@@ -138,32 +164,29 @@ class Where:
     ci: CIMode | None = None
 
 
-_WHERE_OPTIONS = {"var": VarOpt, "state_dir": StateOpt, "simulate": SimOpt, "simulate_state": SimStateOpt,
-                  "simulate_faults": SimFaultsOpt, "simulate_latency": SimLatencyOpt, "ci": CIOpt}
+# In the order help lists them (after the command's own options).
+_WHERE_OPTIONS: dict[str, _Decorator] = {
+    "var": var_opt, "state_dir": state_opt, "simulate": sim_opt, "simulate_state": sim_state_opt,
+    "simulate_faults": sim_faults_opt, "simulate_latency": sim_latency_opt, "ci": ci_opt}
 
 
 def with_where(fn: Callable[..., None]) -> Callable[..., None]:
-    """Give a command the shared deployment options, collected into one ``where: Where`` argument
-    (typer reads the signature, so the options are added to it rather than repeated per command)."""
-    sig = inspect.signature(fn, eval_str=True)
-    own = [p for p in sig.parameters.values() if p.name != "where"]
-    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
-                               default=False if name == "simulate" else None)
-             for name, annotation in _WHERE_OPTIONS.items()]
+    """Give a command the shared deployment options, collected into one ``where: Where`` argument.
+    Put it just above the function (below the command's own options), so help lists them last."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        where = Where(**{name: kwargs.pop(name) for name in _WHERE_OPTIONS})
-        fn(*args, where=where, **kwargs)
+    def wrapper(**kwargs: Any) -> None:
+        shared = {name: kwargs.pop(name) for name in _WHERE_OPTIONS}
+        shared["var"] = list(shared["var"]) or None  # click gives a tuple, () when unset
+        fn(where=Where(**shared), **kwargs)
 
-    wrapper.__signature__ = sig.replace(parameters=[  # type: ignore[attr-defined]
-        *[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is not inspect.Parameter.empty else p for p in own],
-        *extra])
-    wrapper.__annotations__ = {**{p.name: p.annotation for p in own}, **_WHERE_OPTIONS, "return": None}
-    return wrapper
+    decorated: Callable[..., None] = wrapper
+    for option in reversed(_WHERE_OPTIONS.values()):  # click lists the last-applied decorator first
+        decorated = option(decorated)
+    return decorated
 
 
-def _parse_vars(items: list[str] | None) -> dict[str, str]:
+def _parse_vars(items: list[str] | tuple[str, ...] | None) -> dict[str, str]:
     out_: dict[str, str] = {}
     for item in items or []:
         name, sep, value = item.partition("=")
@@ -255,7 +278,7 @@ class _Run:
 
 
 def _fail(code: int) -> NoReturn:
-    raise typer.Exit(code)
+    raise click.exceptions.Exit(code)
 
 
 def _guard(run: _Run | None, body: Callable[[], int]) -> NoReturn:
@@ -307,7 +330,11 @@ def _print_lines(lines: list[str]) -> None:
 
 # -- commands -----------------------------------------------------------------------------------
 @app.command()
-def validate(manifest: ManifestArg, var: VarOpt = None, output: OutputOpt = OutputFormat.table, ci: CIOpt = None) -> None:
+@manifest_arg()
+@var_opt
+@output_opt
+@ci_opt
+def validate(manifest: Path, var: tuple[str, ...], output: OutputFormat, ci: CIMode | None) -> None:
     """Check a manifest: schema, paths, variables, installed target kinds. Changes nothing."""
     run = _Run(ci, output)
 
@@ -331,24 +358,24 @@ def validate(manifest: ManifestArg, var: VarOpt = None, output: OutputOpt = Outp
 
 
 @app.command()
+@manifest_arg()
+@target_opt
+@output_opt
+@click.option("--out", "out_file", type=_PATH, help="Also save the plan as JSON here.")
+@click.option("--detailed-exitcode", "detailed_exitcode", is_flag=True, help="Exit 3 when changes are pending.")
+@click.option("--destroy", "destroy_", is_flag=True, help="Plan the removal of everything deployctl owns.")
+@parallel_opt
+@skip_quota_opt
 @with_where
-def plan(
-    manifest: ManifestArg,
-    target: TargetOpt = None,
-    output: OutputOpt = OutputFormat.table,
-    out_file: Annotated[Path | None, typer.Option("--out", help="Also save the plan as JSON here.")] = None,
-    detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode", help="Exit 3 when changes are pending.")] = False,
-    destroy_: Annotated[bool, typer.Option("--destroy", help="Plan the removal of everything deployctl owns.")] = False,
-    parallel: ParallelOpt = None,
-    skip_quota_check: SkipQuotaOpt = False,
-    where: Where = Where(),
-) -> None:
+def plan(manifest: Path, target: tuple[str, ...], output: OutputFormat, out_file: Path | None,
+         detailed_exitcode: bool, destroy_: bool, parallel: int | None, skip_quota_check: bool, where: Where) -> None:
     """Show what apply would change. Reads, never writes."""
     run = _Run(where.ci, output)
+    targets = list(target) or None
 
     def body() -> int:
         with run.deployment(manifest, where, skip_quota_check=skip_quota_check, read_only=True) as d:
-            p = d.plan_destroy(target, parallel=parallel) if destroy_ else d.plan(target, parallel=parallel)
+            p = d.plan_destroy(targets, parallel=parallel) if destroy_ else d.plan(targets, parallel=parallel)
         if out_file:
             from orchestrator.state import write_atomic
 
@@ -419,29 +446,29 @@ def _apply_with_interrupt(d: Any, p: Any, parallel: int | None, fail_fast: bool)
 
 
 @app.command()
+@manifest_arg("A manifest (YAML), or a plan saved with `plan -o json`.")
+@target_opt
+@yes_opt
+@parallel_opt
+@click.option("--fail-fast", "fail_fast", is_flag=True, help="Stop every target when one fails.")
+@skip_quota_opt
+@output_opt
 @with_where
-def apply(
-    manifest: Annotated[Path, typer.Argument(help="A manifest (YAML), or a plan saved with `plan -o json`.", show_default=False)],
-    target: TargetOpt = None,
-    yes: YesOpt = False,
-    parallel: ParallelOpt = None,
-    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop every target when one fails.")] = False,
-    skip_quota_check: SkipQuotaOpt = False,
-    output: OutputOpt = OutputFormat.table,
-    where: Where = Where(),
-) -> None:
+def apply(manifest: Path, target: tuple[str, ...], yes: bool, parallel: int | None, fail_fast: bool,
+          skip_quota_check: bool, output: OutputFormat, where: Where) -> None:
     """Make the deployments match the manifest (or carry out a saved plan)."""
     run = _Run(where.ci, output)
+    targets = list(target) or None
 
     def body() -> int:
         from orchestrator import api
 
         saved = api.read_plan(manifest) if _is_plan_file(manifest) else None
-        if saved is not None and target:
+        if saved is not None and targets:
             raise UserError("--target cannot narrow a saved plan; make the plan with --target instead")
         with run.deployment(manifest, where, skip_quota_check=skip_quota_check,
                             plan=saved) as d:
-            p = saved or d.plan(target, parallel=parallel)
+            p = saved or d.plan(targets, parallel=parallel)
             if saved is None:
                 if output is OutputFormat.table:
                     _render_plan(p)
@@ -470,7 +497,7 @@ def _confirmed(yes: bool, verb: str, hint: str) -> bool:
         return True
     if not sys.stdin.isatty():
         raise UserError(f"refusing to {verb} without confirmation: not on a terminal", hint=hint)
-    if typer.confirm(f"{verb.capitalize()} these changes?", default=False):
+    if click.confirm(f"{verb.capitalize()} these changes?", default=False):
         return True
     err.print(f"Nothing {'destroyed' if verb == 'destroy' else 'applied'}.")
     return False
@@ -485,21 +512,21 @@ def _report_apply(run: _Run, result: Any, output: OutputFormat) -> None:
 
 
 @app.command()
+@manifest_arg()
+@target_opt
+@yes_opt
+@parallel_opt
+@output_opt
 @with_where
-def destroy(
-    manifest: ManifestArg,
-    target: TargetOpt = None,
-    yes: YesOpt = False,
-    parallel: ParallelOpt = None,
-    output: OutputOpt = OutputFormat.table,
-    where: Where = Where(),
-) -> None:
+def destroy(manifest: Path, target: tuple[str, ...], yes: bool, parallel: int | None, output: OutputFormat,
+            where: Where) -> None:
     """Remove everything deployctl created for the manifest (and nothing it does not own)."""
     run = _Run(where.ci, output)
+    targets = list(target) or None
 
     def body() -> int:
         with run.deployment(manifest, where) as d:
-            p = d.plan_destroy(target, parallel=parallel)
+            p = d.plan_destroy(targets, parallel=parallel)
             if output is OutputFormat.table:
                 _render_plan(p)
             if p.has_changes and not _confirmed(yes, "destroy", "review the plan, then pass --yes"):
@@ -512,20 +539,19 @@ def destroy(
 
 
 @app.command()
+@manifest_arg()
+@target_opt
+@click.option("--show-keys", "show_keys", is_flag=True, help="Also print endpoint keys.")
+@output_opt
 @with_where
-def status(
-    manifest: ManifestArg,
-    target: TargetOpt = None,
-    show_keys: Annotated[bool, typer.Option("--show-keys", help="Also print endpoint keys.")] = False,
-    output: OutputOpt = OutputFormat.table,
-    where: Where = Where(),
-) -> None:
+def status(manifest: Path, target: tuple[str, ...], show_keys: bool, output: OutputFormat, where: Where) -> None:
     """What is deployed, whether it drifted, and where to reach it."""
     run = _Run(where.ci, output)
+    targets = list(target) or None
 
     def body() -> int:
         with run.deployment(manifest, where, read_only=True) as d:
-            statuses = d.status(target)
+            statuses = d.status(targets)
         if output is OutputFormat.json:
             docs = []
             for s in statuses:
@@ -546,22 +572,23 @@ def status(
 
 
 @app.command()
+@manifest_arg()
+@one_target_opt
+@click.option("--data", "-d", "data", help="The request body (JSON or text).")
+@click.option("--file", "-f", "file", type=_PATH, help="Read the request body from a file.")
+@click.option("--async", "run_async", is_flag=True,
+              help="Near-real-time: queue it and print the request id (alone on stdout).")
+@click.option("--request-id", "request_id", help="Fetch the result of an --async request.")
+@click.option("--idempotency-key", "idempotency_key", help="Submissions with one key run once.")
+@click.option("--input", "-i", "input_", type=_PATH, multiple=True, help="Batch: input file or folder (repeatable).")
+@click.option("--output-path", "--out", "output_path", type=_PATH, help="Batch: where predictions go.")
+@deployment_opt
+@click.option("--timeout", "timeout", type=float, default=60.0, show_default=True, help="Seconds to wait.")
+@output_opt
 @with_where
-def invoke(
-    manifest: ManifestArg,
-    target: OneTargetOpt = None,
-    data: Annotated[str | None, typer.Option("--data", "-d", help="The request body (JSON or text).")] = None,
-    file: Annotated[Path | None, typer.Option("--file", "-f", help="Read the request body from a file.")] = None,
-    run_async: Annotated[bool, typer.Option("--async", help="Near-real-time: queue it and print the request id (alone on stdout).")] = False,
-    request_id: Annotated[str | None, typer.Option("--request-id", help="Fetch the result of an --async request.")] = None,
-    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key", help="Submissions with one key run once.")] = None,
-    input_: Annotated[list[Path] | None, typer.Option("--input", "-i", help="Batch: input file or folder (repeatable).")] = None,
-    output_path: Annotated[Path | None, typer.Option("--output-path", "--out", help="Batch: where predictions go.")] = None,
-    deployment: DeploymentOpt = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 60.0,
-    output: OutputOpt = OutputFormat.table,
-    where: Where = Where(),
-) -> None:
+def invoke(manifest: Path, target: str | None, data: str | None, file: Path | None, run_async: bool,
+           request_id: str | None, idempotency_key: str | None, input_: tuple[Path, ...], output_path: Path | None,
+           deployment: str | None, timeout: float, output: OutputFormat, where: Where) -> None:
     """Send a request to the deployed model and print its answer."""
     run = _Run(where.ci, output)
 
@@ -602,14 +629,13 @@ def invoke(
 
 
 @app.command()
+@manifest_arg()
+@one_target_opt
+@click.option("--tail", "-n", "tail", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Lines from the end.")
+@deployment_opt
 @with_where
-def logs(
-    manifest: ManifestArg,
-    target: OneTargetOpt = None,
-    tail: Annotated[int, typer.Option("--tail", "-n", min=1, help="Lines from the end.")] = 100,
-    deployment: DeploymentOpt = None,
-    where: Where = Where(),
-) -> None:
+def logs(manifest: Path, target: str | None, tail: int, deployment: str | None, where: Where) -> None:
     """Show the deployed model's logs."""
     run = _Run(where.ci)
 
@@ -622,7 +648,8 @@ def logs(
 
 
 @app.command()
-def targets(output: OutputOpt = OutputFormat.table) -> None:
+@output_opt
+def targets(output: OutputFormat) -> None:
     """The installed target kinds and the scoring types each supports."""
 
     def body() -> int:
@@ -645,9 +672,8 @@ def targets(output: OutputOpt = OutputFormat.table) -> None:
 
 
 @app.command()
-def schema(
-    out_file: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout.")] = None,
-) -> None:
+@click.option("--out", "out_file", type=_PATH, help="Write to this file instead of stdout.")
+def schema(out_file: Path | None) -> None:
     """Print the manifest's JSON Schema (with every installed target's settings)."""
 
     def body() -> int:
@@ -665,20 +691,22 @@ def schema(
     _guard(None, body)
 
 # -- images -------------------------------------------------------------------------------------
-image_app = typer.Typer(help="Container images without Docker: build, push by content digest.", no_args_is_help=True)
-app.add_typer(image_app, name="image")
+image_app = _Group(name="image", help="Container images without Docker: build, push by content digest.",
+                   no_args_is_help=True)
+app.add_command(image_app)
 
 
 @image_app.command("build")
-def image_build(
-    manifest: ManifestArg,
-    target: OneTargetOpt = None,
-    registry: Annotated[str | None, typer.Option("--registry", help="HOST[:PORT]/REPO to push to (instead of a target's registry).")] = None,
-    platform: Annotated[str, typer.Option("--platform", help="uv's --python-platform for the environment.")] = "x86_64-manylinux_2_28",
-    var: VarOpt = None,
-    output: OutputOpt = OutputFormat.table,
-    ci: CIOpt = None,
-) -> None:
+@manifest_arg()
+@one_target_opt
+@click.option("--registry", "registry", help="HOST[:PORT]/REPO to push to (instead of a target's registry).")
+@click.option("--platform", "platform", default="x86_64-manylinux_2_28", show_default=True,
+              help="uv's --python-platform for the environment.")
+@var_opt
+@output_opt
+@ci_opt
+def image_build(manifest: Path, target: str | None, registry: str | None, platform: str, var: tuple[str, ...],
+                output: OutputFormat, ci: CIMode | None) -> None:
     """Build the scoring image (base + environment + runtime + model + code) and push what the
     registry lacks. Credentials: DEPLOYCTL_REGISTRY_USERNAME / DEPLOYCTL_REGISTRY_PASSWORD, else
     your Azure identity for *.azurecr.io."""
@@ -710,9 +738,7 @@ def main() -> None:
     handler.addFilter(RedactingFilter())
     logging.basicConfig(level=os.environ.get("DEPLOYCTL_LOG_LEVEL", "WARNING").upper(), handlers=[handler],
                         format="%(levelname)s %(name)s: %(message)s")
-    # Help and usage errors: rich panels on a terminal; off one (pipes, CI logs, `| less`),
-    # click's plain text, which spares importing rich (half of `--help`'s start-up).
-    app.rich_markup_mode = "rich" if _LazyConsole.on_terminal(sys.stdout) else None
+    # Help and usage errors are click's plain text, on a terminal too: no rich, no pydantic.
     app()
 
 

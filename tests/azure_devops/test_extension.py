@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-import typer.main
 
 from orchestrator.cli import app
 
@@ -51,12 +50,11 @@ def test_shim_reads_only_declared_inputs():
 
 
 def test_task_commands_exist_in_the_cli():
-    cli = typer.main.get_command(app)
     for command in task_json()["inputs"][0]["options"]:
-        params = {o for p in cli.commands[command].params for o in p.opts}  # type: ignore[attr-defined]
+        params = {o for p in app.commands[command].params for o in p.opts}
         assert "--ci" in params, command
-    assert {"--out", "--detailed-exitcode", "--target", "--var"} <= {o for p in cli.commands["plan"].params for o in p.opts}  # type: ignore[attr-defined]
-    assert {"--yes"} <= {o for p in cli.commands["apply"].params for o in p.opts}  # type: ignore[attr-defined]
+    assert {"--out", "--detailed-exitcode", "--target", "--var"} <= {o for p in app.commands["plan"].params for o in p.opts}
+    assert {"--yes"} <= {o for p in app.commands["apply"].params for o in p.opts}
 
 
 def test_extension_manifest_ships_the_task():

@@ -1,4 +1,4 @@
-"""deployctl under Azure Pipelines: the real CLI (typer app) with ``--ci azure-devops`` / TF_BUILD,
+"""deployctl under Azure Pipelines: the real CLI (click group) with ``--ci azure-devops`` / TF_BUILD,
 its stderr parsed back with orchestrator.ci.vso, the memory target standing in for a cloud."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from orchestrator.ci import CIIntegration, detect
 from orchestrator.ci.azure_devops import AzureDevOpsIntegration, variable_name

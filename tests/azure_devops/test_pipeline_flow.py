@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from orchestrator.ci.vso import parse_stream
 from orchestrator.cli import app

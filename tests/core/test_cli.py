@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from orchestrator.cli import app
 from tests.conftest import subprocess_env
@@ -193,35 +193,88 @@ def test_a_plain_run_loads_only_what_it_uses(project):
         assert "LOADED 0 []" in r.stdout, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("args", [["--help"], ["apply", "--help"], ["image", "--help"]])
-def test_help_in_a_pipe_is_plain_and_loads_no_rich(args):
-    """Issue 15: `deployctl --help` off a terminal prints click's plain help, without importing
-    rich (half of its start-up) nor the engine and the manifest models.  (A command's own --help
-    still loads pydantic: typer coerces the group's unset --help flag through a TypeAdapter.)"""
+HELP_HEAVY = ("rich", "pydantic", "yaml", "orchestrator.api", "orchestrator.engine", "orchestrator.manifest",
+              "tenacity", "azure", "zstandard")
+
+
+def _help_run(args: list[str], **env: str) -> subprocess.CompletedProcess:
     code = (
         "import sys\n"
         f"sys.argv = ['deployctl', *{args!r}]\n"
         "from orchestrator.cli import main\n"
         "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
-        "heavy = ('rich', 'yaml', 'orchestrator.api', 'orchestrator.engine', 'orchestrator.manifest',"
-        " 'tenacity', 'azure', 'zstandard', *(['pydantic'] if len(sys.argv) == 2 else []))\n"
-        "print('LOADED', code, sorted(h for h in heavy if h in sys.modules))\n"
+        f"print('LOADED', code, sorted(h for h in {HELP_HEAVY!r} if h in sys.modules))\n"
     )
-    env = {k: v for k, v in subprocess_env().items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    base = {k: v for k, v in subprocess_env().items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
+    return subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["apply", "--help"], ["image", "--help"], ["image", "build", "--help"]])
+def test_help_in_a_pipe_is_plain_and_loads_no_rich(args):
+    """Issue 15: `deployctl --help` prints click's plain help, without importing rich (half of its
+    start-up), pydantic, nor the engine and the manifest models: a command's own --help too."""
+    r = _help_run(args)
     assert "LOADED 0 []" in r.stdout, r.stdout + r.stderr
     assert r.stdout.startswith("Usage: deployctl ") and "╭" not in r.stdout, r.stdout  # no rich panels
     assert "--help" in r.stdout and "Show this message and exit." in r.stdout
 
 
-def test_help_on_a_terminal_keeps_rich_panels():
-    """On a terminal (here: forced the way rich reads it) --help keeps typer's rich panels."""
-    env = dict(subprocess_env(), TTY_COMPATIBLE="1", COLUMNS="100")
-    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--help"], env=env, capture_output=True,
-                       text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    text = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout)  # rich's colours
-    assert "╭─ Commands" in text and "│ apply" in text, text
+def test_help_on_a_terminal_is_plain_too():
+    """On a terminal (here: forced the way rich reads it) --help is click's plain help as well:
+    no rich panels, and still no rich or pydantic import."""
+    r = _help_run(["--help"], TTY_COMPATIBLE="1", COLUMNS="100")
+    assert "LOADED 0 []" in r.stdout, r.stdout + r.stderr
+    assert "╭" not in r.stdout and "\nCommands:\n" in r.stdout and "\n  apply " in r.stdout, r.stdout
+    commands = [line.split()[0] for line in r.stdout.split("Commands:\n")[1].splitlines() if line.startswith("  ")]
+    assert commands == ["validate", "plan", "apply", "destroy", "status", "invoke", "logs", "targets", "schema",
+                        "image"]  # in the order they are declared, as typer listed them
+
+
+def test_command_help_documents_arguments_options_and_envvars():
+    r = _help_run(["apply", "--help"])
+    text = " ".join(r.stdout.split())  # click wraps help at 80 columns
+    assert text.startswith("Usage: deployctl apply [OPTIONS] MANIFEST"), text
+    assert "MANIFEST A manifest (YAML), or a plan saved with `plan -o json`." in text
+    for line in ("-t, --target TEXT", "-y, --yes", "--parallel INTEGER RANGE", "[1<=x<=128]", "--fail-fast",
+                 "-o, --output [table|json]", "[default: table]", "[env var: DEPLOYCTL_SIMULATE]",
+                 "[env var: DEPLOYCTL_SIMULATE_FAULTS]", "[env var: DEPLOYCTL_SIMULATE_LATENCY]",
+                 "--ci [azure-devops|none]", "--state-dir PATH", "--simulate-state PATH"):
+        assert line in text, (line, text)
+    # the shared options come after the command's own, as they did under typer
+    assert text.index("--fail-fast") < text.index("--var") < text.index("--state-dir") < text.index("--ci ")
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "Usage: deployctl [OPTIONS] COMMAND"),  # no_args_is_help: help on stderr, exit 2
+    (["image"], "Usage: deployctl image [OPTIONS] COMMAND"),
+    (["apply"], "Missing argument 'MANIFEST'"),
+    (["apply", "m.yaml", "--bogus"], "No such option '--bogus'"),
+    (["apply", "m.yaml", "--parallel", "0"], "0 is not in the range 1<=x<=128"),
+    (["apply", "m.yaml", "--parallel", "129"], "129 is not in the range 1<=x<=128"),
+    (["plan", "m.yaml", "-o", "yaml"], "'yaml' is not one of 'table', 'json'"),
+    (["plan", "m.yaml", "--ci", "azure_devops"], "'azure_devops' is not one of 'azure-devops', 'none'"),
+    (["logs", "m.yaml", "--tail", "0"], "0 is not in the range x>=1"),
+    (["nope"], "No such command 'nope'"),
+])
+def test_bad_arguments_are_usage_errors_exit_2_without_traceback(args, message):
+    r = _help_run(args)
+    assert "LOADED 2 " in r.stdout, r.stdout + r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_envvars_set_the_simulate_options(monkeypatch):
+    """DEPLOYCTL_SIMULATE* reach the shared options (bool parsing as click's: 1/true/yes/on)."""
+    monkeypatch.setenv("DEPLOYCTL_SIMULATE", "1")
+    monkeypatch.setenv("DEPLOYCTL_SIMULATE_FAULTS", "rate=0.2,seed=1")
+    monkeypatch.setenv("DEPLOYCTL_SIMULATE_LATENCY", "call=0.1")
+    params = app.commands["plan"].make_context("plan", ["m.yaml", "-t", "a", "-t", "b", "--ci", "none"]).params
+    assert params["simulate"] is True and params["simulate_faults"] == "rate=0.2,seed=1"
+    assert params["simulate_latency"] == "call=0.1" and params["target"] == ("a", "b")
+    from orchestrator.cli import CIMode, OutputFormat
+
+    assert params["ci"] is CIMode.none and params["output"] is OutputFormat.table
+    monkeypatch.setenv("DEPLOYCTL_SIMULATE", "0")
+    assert app.commands["plan"].make_context("plan", ["m.yaml"]).params["simulate"] is False
 
 
 MISSING_SDK = """\
