@@ -11,7 +11,7 @@ Prints, each with its share or ratio and its bar:
 - the environment's uv steps alone (venv, install, freeze; warm uv cache), and what importing
   score.py's packages costs in the new environment with and without bytecode (the first
   version compiles what it imports);
-- the bytecode store (``targets.local.envs``), side by side in each round: a cold apply of the
+- the bytecode store (``targets.local.bytecode``), side by side in each round: a cold apply of the
   quickstart with a fresh deployctl cache vs a cold apply of a new environment (the quickstart's
   requirements + one small pin, another project) once the store is warm from the first; then
   what linking the store's pycs into a new environment costs, and a warm ``import
