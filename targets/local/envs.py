@@ -35,7 +35,6 @@ from pathlib import Path
 from orchestrator.errors import TargetError
 from orchestrator.requirements import conda_to_requirements
 from orchestrator.state import write_atomic
-from targets.local.bytecode import compile_in_background, link_bytecode
 
 COMPLETE = ".deployctl-complete"
 
@@ -194,6 +193,8 @@ def _finish(tmp: Path, env_dir: Path, lock_hash: str, root: Path) -> None:
     """Move a built venv to its final name (venvs record absolute paths: fix them), give it the
     bytecode the store already has, mark it complete, and start compiling the rest (and filling
     the store) in the background."""
+    from targets.local.bytecode import compile_in_background, link_bytecode  # imported only when one is built
+
     shutil.rmtree(env_dir, ignore_errors=True)
     os.replace(tmp, env_dir)
     _fix_venv_paths(tmp, env_dir)
