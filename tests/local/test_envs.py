@@ -335,3 +335,20 @@ def test_a_store_entry_is_a_pyc_importlib_loads_and_its_trailer_checks(tmp_path)
     out = subprocess.run([sys.executable, "-v", "-c", "import m; print(m.VALUE)"], cwd=tmp_path, capture_output=True,
                          text=True, check=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert out.stdout.strip() == "42" and "code object from" in out.stderr and "m.cpython" in out.stderr
+
+
+def test_the_background_compile_does_test_modules_last_and_keeps_walk_order_otherwise():
+    """The first start imports from source while the background compile runs beside it: what a
+    serving process never imports (a package's tests) must not delay what it will."""
+    from targets.local.bytecode_worker import compile_order
+
+    site = "/env/lib/python3.11/site-packages"
+    walk = [f"{site}/{rel}" for rel in (
+        "numpy/__init__.py", "numpy/tests/test_core.py", "numpy/core/multiarray.py", "numpy/testing/utils.py",
+        "scipy/conftest.py", "scipy/sparse/__init__.py", "scipy/sparse/test_helper.py", "sklearn/base.py",
+        "attest/contest.py", "tests_helper/mod.py")]
+    order = [f[len(site) + 1:] for f in compile_order(walk, site)]
+    assert order == ["numpy/__init__.py", "numpy/core/multiarray.py", "scipy/sparse/__init__.py", "sklearn/base.py",
+                     "attest/contest.py", "tests_helper/mod.py",
+                     "numpy/tests/test_core.py", "numpy/testing/utils.py", "scipy/conftest.py", "scipy/sparse/test_helper.py"]
+    assert compile_order([], site) == []
