@@ -48,13 +48,12 @@ import hashlib
 import io
 import os
 import re
-import struct
 import subprocess
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 from orchestrator.state import write_atomic
+from targets.local.bytecode_worker import valid
 
 BYTECODE = "bytecode"  # the shared store, under the cache root
 BYTECODE_DONE = ".deployctl-bytecode"  # in an environment: its background compile is over (a JSON summary)
@@ -71,11 +70,10 @@ def compile_in_background(env_dir: Path, root: Path | None = None) -> None:
     if site is None:
         return
     root = root or env_dir.parent.parent
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     _compiling[:] = [p for p in _compiling if p.poll() is None]
     _compiling.append(subprocess.Popen(
         [str(env_dir / "bin" / "python"), "-I", str(WORKER), str(site), str(root / BYTECODE), str(env_dir / BYTECODE_DONE)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env))
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))  # -I: no PYTHON* variable applies
 
 
 def wait_for_bytecode(timeout: float | None = None) -> None:
@@ -134,12 +132,6 @@ def _record_keys(site: Path) -> Iterator[tuple[str, str]]:
                 continue
 
 
-def _valid_entry(data: bytes) -> bool:
-    """A store entry is whole: a pyc header, and the trailer's CRC-32 matches what precedes it."""
-    return (len(data) > 24 and data[-8:-4] == b"dctl"
-            and zlib.crc32(memoryview(data)[:-8]) == struct.unpack("<I", data[-4:])[0])
-
-
 def link_bytecode(env_dir: Path, root: Path) -> int:
     """Give a new environment the bytecode the store under ``root`` already has, before its first
     start: each .py a RECORD lists whose content has an entry gets it hardlinked (copied where
@@ -175,7 +167,7 @@ def link_bytecode(env_dir: Path, root: Path) -> int:
             continue
         finally:
             os.close(fd)
-        if not _valid_entry(data):
+        if not valid(data, magic=None):
             with contextlib.suppress(OSError):
                 now = os.stat(entry)
                 if (now.st_dev, now.st_ino) == (ident.st_dev, ident.st_ino):  # not one written meanwhile

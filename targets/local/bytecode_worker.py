@@ -33,8 +33,11 @@ TRAILER = b"dctl"
 STALE_TMP_S = 3600
 
 
-def valid(data: bytes) -> bool:
-    return (len(data) > 24 and data[:4] == MAGIC and data[-8:-4] == TRAILER
+def valid(data: bytes, magic: bytes | None = MAGIC) -> bool:
+    """A store entry is whole: a pyc header (of ``magic``'s Python; None: any) and the trailer's
+    CRC-32 matching what precedes it.  deployctl itself checks entries with ``magic=None``: its
+    own interpreter need not be the environment's."""
+    return (len(data) > 24 and (magic is None or data[:4] == magic) and data[-8:-4] == TRAILER
             and zlib.crc32(memoryview(data)[:-8]) == struct.unpack("<I", data[-4:])[0])
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 import time
+import zlib
 
 import pytest
 
@@ -323,12 +325,14 @@ def test_the_worker_removes_only_stale_temp_files_of_dead_writers(tmp_path):
 
 def test_a_store_entry_is_a_pyc_importlib_loads_and_its_trailer_checks(tmp_path):
     from targets.local import bytecode_worker
-    from targets.local.bytecode import _valid_entry
 
     source = b"VALUE = 6 * 7\n"
     data = bytecode_worker.entry_bytes(source, "m.py")
-    assert bytecode_worker.valid(data) and _valid_entry(data)
-    assert not bytecode_worker.valid(data[:-1]) and not _valid_entry(data[:20] + bytes([data[20] ^ 0xFF]) + data[21:])
+    assert bytecode_worker.valid(data) and bytecode_worker.valid(data, magic=None)
+    assert not bytecode_worker.valid(data[:-1]) and not bytecode_worker.valid(data[:20] + bytes([data[20] ^ 0xFF]) + data[21:], magic=None)
+    other = b"\0\0\0\0" + data[4:-8]  # another Python's entry: deployctl's check accepts it, the worker's not
+    other += struct.pack("<4sI", b"dctl", zlib.crc32(other))
+    assert not bytecode_worker.valid(other) and bytecode_worker.valid(other, magic=None)
     (tmp_path / "m.py").write_bytes(source)
     (tmp_path / "__pycache__").mkdir()
     (tmp_path / "__pycache__" / f"m.{sys.implementation.cache_tag}.pyc").write_bytes(data)
