@@ -729,7 +729,8 @@ def image_build(manifest: Path, target: str | None, registry: str | None, platfo
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Run the command line in this interpreter; it ends by raising SystemExit (click's
+    standalone mode).  The ``deployctl`` command is :func:`console`."""
     import logging
 
     from orchestrator.secrets import RedactingFilter
@@ -742,5 +743,43 @@ def main() -> None:
     app()
 
 
+def console() -> NoReturn:
+    """The ``deployctl`` command: :func:`main`, then an exit without the interpreter's teardown."""
+    try:
+        main()
+        code: object = 0
+    except SystemExit as e:
+        code = e.code
+    if code is None:
+        code = 0
+    if not isinstance(code, int):  # a message for SystemExit to print: the ordinary way
+        raise SystemExit(code)
+    exit_without_teardown(code)
+
+
+def exit_without_teardown(code: int) -> NoReturn:
+    """End the process with ``code`` once the finished command's work is flushed, skipping only
+    the interpreter's teardown: clearing every module's globals and collecting the objects left,
+    which for a no-op apply's ~300 modules (pydantic's schemas among them) is ~50 ms of ~300.
+
+    Exit handlers still run (logging's flush, ``weakref.finalize`` clean-ups of temporary
+    folders and simulated hosts), and stdout and stderr are flushed, as a normal exit does. A
+    thread the interpreter would wait for (not a daemon) makes this a normal exit, so nothing is
+    cut short. Files deployctl writes are closed by ``with`` blocks or are raw descriptors, so no
+    buffered write is waiting for teardown to flush it."""
+    import atexit
+
+    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`deployctl ... | head`): as Python does, 120
+            code = code or 120
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    console()

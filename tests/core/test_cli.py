@@ -355,3 +355,72 @@ def test_apply_report_shows_each_targets_smoke_test(project, memory_clouds):
     assert [t["smoke_test"] for t in doc["targets"]] == [None, None]  # a no-op deploys nothing, tests nothing
     r = cli("destroy", str(m), "--yes")
     assert "smoke test" not in r.stdout
+
+
+def _buffered_env() -> dict[str, str]:
+    """The environment of a subprocess whose stdout is block-buffered in a pipe, as a user's is."""
+    return {k: v for k, v in subprocess_env().items() if k != "PYTHONUNBUFFERED"}
+
+
+_CONSOLE = "import sys\nsys.argv = ['deployctl', *sys.argv[1:]]\nfrom orchestrator.cli import console\nconsole()\n"
+
+
+def test_the_command_is_the_console_entry_point():
+    """`deployctl` skips the interpreter's teardown (~50 ms of a no-op apply): the installed
+    script must call console(), not main()."""
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "deployctl"]
+    assert script.value == "orchestrator.cli:console"
+
+
+def test_console_keeps_exit_codes_and_flushes_all_output(project):
+    """Leaving without teardown must not lose output still buffered for a pipe, nor change the
+    exit code: a plan's whole JSON document arrives, and bad input still exits 2."""
+    m = project(targets=file_targets(project.dir))
+    r = subprocess.run([sys.executable, "-c", _CONSOLE, "plan", str(m), "-o", "json"],
+                       env=_buffered_env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    assert [t["target"] for t in plan["targets"]] == ["dev", "prod"]
+    r = subprocess.run([sys.executable, "-c", _CONSOLE, "apply", str(project.dir / "missing.yaml"), "--yes"],
+                       env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "missing.yaml" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_exit_without_teardown_runs_exit_handlers_and_waits_for_threads(tmp_path):
+    """What teardown would still have done for a command is done: exit handlers run (logging's
+    flush, weakref.finalize clean-ups), buffered output is written, and a non-daemon thread is
+    waited for (the normal exit is taken then)."""
+    marker, late = tmp_path / "atexit-ran", tmp_path / "thread-finished"
+    code = (
+        "import atexit, sys, threading, time, weakref\n"
+        "from orchestrator.cli import exit_without_teardown\n"
+        f"atexit.register(lambda: open({str(marker)!r}, 'w').close())\n"
+        "class Tmp: pass\n"
+        "keep = Tmp()\n"
+        f"weakref.finalize(keep, print, 'finalized', file=sys.stderr)\n"
+        "sys.stdout.write('x' * 1_000_000)\n"
+        "if sys.argv[1] == 'thread':\n"
+        f"    threading.Thread(target=lambda: (time.sleep(0.5), open({str(late)!r}, 'w').close())).start()\n"
+        "exit_without_teardown(7)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, "plain"], env=_buffered_env(), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 7 and len(r.stdout) == 1_000_000 and "finalized" in r.stderr and marker.exists()
+    r = subprocess.run([sys.executable, "-c", code, "thread"], env=_buffered_env(), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 7 and late.exists(), r.stderr
+
+
+def test_console_into_a_closed_pipe_exits_120_without_a_traceback():
+    """`deployctl ... | head -1`: the reader has gone when the output is flushed; like Python's
+    own exit, the status is 120, and no traceback is printed."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    code = ("import sys\nfrom orchestrator.cli import exit_without_teardown\n"
+            "sys.stdout.write('x' * 100)\nexit_without_teardown(0)\n")
+    r = subprocess.run([sys.executable, "-c", code], env=_buffered_env(), stdout=write_end, stderr=subprocess.PIPE,
+                       text=True, timeout=60)
+    os.close(write_end)
+    assert r.returncode == 120 and "Traceback" not in r.stderr, r.stderr
