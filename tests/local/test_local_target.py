@@ -291,3 +291,54 @@ def test_a_first_deploy_whose_init_fails_says_so_plainly(project_factory):
     state = p.engine().target(p.engine().manifest.targets[0]).ctx.state_dir
     assert not (state / "deployment.json").exists()  # nothing half-started is recorded as running
     assert not (state / "zygote.json").exists() and not _alive_under(state)  # and no process is left
+
+
+@pytest.mark.parametrize(("reply", "healthy"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", True),
+    (b"HTTP/1.0 200 OK\r\n\r\n", True),
+    (b"HTTP/1.1 2", None),  # the status line in two pieces
+    (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n", False),
+    (b"HTTP/1.1 2000 OK\r\n\r\n", False),
+    (b"SSH-2.0-OpenSSH_9.6\r\n", False),  # another program took the port
+    (b"", False),  # accepts and closes
+])
+def test_the_health_probe_reads_the_status_line(reply, healthy):
+    """A no-op apply's liveness check (GET /, 200) is a socket and the status line, not
+    http.client (~8 ms of its start-up): each kind of answer a port can give is read right."""
+    import socket
+
+    from targets.local.target import _answers_ok
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    requests: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            requests.append(conn.recv(4096))
+            if healthy is None:  # split: "HTTP/1.1 2" then "00 OK..."
+                conn.sendall(reply)
+                time.sleep(0.05)
+                conn.sendall(b"00 OK\r\n\r\n")
+            else:
+                conn.sendall(reply)
+
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        assert _answers_ok(port) is (healthy is not False)
+    finally:
+        t.join(5)
+        listener.close()
+    assert requests[0].startswith(b"GET / HTTP/1.1\r\n") and b"Connection: close" in requests[0]
+
+
+def test_the_health_probe_of_a_closed_port_is_false():
+    import socket
+
+    from targets.local.target import _answers_ok
+
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+    assert _answers_ok(port) is False
