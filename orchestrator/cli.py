@@ -745,6 +745,14 @@ def main() -> None:
 
 def console() -> NoReturn:
     """The ``deployctl`` command: :func:`main`, then an exit without the interpreter's teardown."""
+    import gc
+
+    # Start-up builds objects that live as long as the process (modules, classes, pydantic's
+    # schemas), and the cyclic collector, run every 700 allocations, traverses them again and again
+    # to free nothing: ~70 collections, ~15 ms of a ~0.3 s no-op apply (18 ms at the median, side
+    # by side). Every 50,000 it runs none while starting, and a long apply still collects its
+    # cycles, a few MB later. The Python API leaves the collector alone: that process is the user's.
+    gc.set_threshold(50_000, *gc.get_threshold()[1:])
     try:
         main()
         code: object = 0
