@@ -660,12 +660,15 @@ def targets(output: OutputFormat) -> None:
         rows = [{"kind": k, "scoring_types": sorted(s.value for s in plugins[k].scoring_types),
                  "description": plugins[k].description, "module": plugins[k].__module__} for k in sorted(plugins)]
         if output is OutputFormat.json:
-            _emit_json({"targets": rows, "broken": reg.broken})
+            _emit_json({"targets": rows, "broken": reg.broken, "shadowed": reg.shadowed})
         else:
             for r in rows:
                 out.print(f"{r['kind']:<18} {', '.join(r['scoring_types']):<36} {r['description']}", markup=False)
             for kind, why in reg.broken.items():
                 err.print(f"{kind}: failed to load: {why}", markup=False)
+            for kind, dists in reg.shadowed.items():
+                err.print(f"{kind}: also registered by {', '.join(dists)}: ignored, {reg.dists.get(kind, 'the first')}'s "
+                          "is used", markup=False)
         return EXIT_OK
 
     _guard(None, body)

@@ -6,6 +6,12 @@ registers theirs:
     [project.entry-points."deployctl.targets"]
     my-kind = "my_package.my_module:MyTarget"
 
+deployctl's own kinds are read from deployctl's own distribution, and they win: a package that
+registers a built-in kind's name (``local``, ``online-endpoint``...) is ignored and reported
+(``deployctl targets``), never run in its place.  Other distributions are scanned only when a
+kind that is not built in is asked for, or all kinds are listed: the scan reads every installed
+distribution's metadata (5-8 ms of a no-op apply's ~0.3 s).
+
 A plugin that fails to import is reported (it does not break the other kinds).  A Python module
 a target needs and does not find — at import or when it first uses its SDK — is one line naming
 the package and the command that installs it (:func:`missing_module_error`), never a traceback.
@@ -14,9 +20,10 @@ the package and the command that installs it (:func:`missing_module_error`), nev
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, distribution, entry_points
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import UserError
@@ -25,6 +32,7 @@ if TYPE_CHECKING:  # at run time plugins are checked by their attributes; no imp
     from orchestrator.target import Target  # target -> manifest -> validate -> registry
 
 GROUP = "deployctl.targets"
+OWN_DIST = "deployctl"
 
 
 @dataclass
@@ -37,16 +45,38 @@ class TargetRegistry:
     entry_points: dict[str, Any] = field(default_factory=dict)  # kind -> importlib EntryPoint, not loaded yet
     broken: dict[str, str] = field(default_factory=dict)  # kind -> why it could not be loaded
     dists: dict[str, str] = field(default_factory=dict)  # kind -> the distribution that installed it
+    # kind -> the other distributions that also register it (ignored: the first registration wins)
+    shadowed: dict[str, list[str]] = field(default_factory=dict)
+    # the rest of the installed kinds, read on first need (None: none left to read)
+    more: Callable[[], list[Any]] | None = None
+
+    def _complete(self) -> None:
+        """Add the kinds ``more`` finds; a name already taken is recorded as shadowed."""
+        more, self.more = self.more, None
+        if more is None:
+            return
+        for ep in more():
+            dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
+            taken = ep.name in self.loaded or ep.name in self.entry_points
+            if not taken:
+                self.entry_points[ep.name] = ep
+            elif _normalized(dist) != _normalized(self.dists.get(ep.name) or _dist_of(self.entry_points.get(ep.name))):
+                self.shadowed.setdefault(ep.name, []).append(dist)
 
     @property
     def kinds(self) -> list[str]:
+        self._complete()
         return sorted(set(self.loaded) | set(self.entry_points))
 
     def has(self, kind: str) -> bool:
+        if kind not in self.loaded and kind not in self.entry_points:
+            self._complete()
         return kind in self.loaded or kind in self.entry_points
 
     def get(self, kind: str) -> type[Target]:
-        if kind not in self.loaded and kind in self.entry_points:
+        if not self.has(kind):
+            raise UserError(self.unknown_kind_message(kind))
+        if kind not in self.loaded:
             self._load(kind)
         try:
             return self.loaded[kind]
@@ -55,6 +85,7 @@ class TargetRegistry:
 
     @property
     def plugins(self) -> dict[str, type[Target]]:
+        self._complete()
         for kind in list(self.entry_points):
             self._load(kind)
         return dict(self.loaded)
@@ -80,6 +111,7 @@ class TargetRegistry:
         return missing_module_error(e, needed_by=f"the {kind!r} target", dist=self.dists.get(kind))
 
     def unknown_kind_message(self, kind: str) -> str:
+        self._complete()
         if kind in self.broken:
             return f"the {kind!r} target plugin failed to load: {self.broken[kind]}"
         kinds = [k for k in self.kinds if k not in self.broken]
@@ -142,8 +174,30 @@ def _requirements_named_like(module: str, dist: str) -> list[tuple[str, str]]:
     return out
 
 
+def _normalized(name: str | None) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "-", (name or "").lower())
+
+
+def _dist_of(ep: Any) -> str | None:
+    return getattr(getattr(ep, "dist", None), "name", None)
+
+
 def _load_entry_points() -> TargetRegistry:
-    return TargetRegistry(entry_points={ep.name: ep for ep in entry_points(group=GROUP)})
+    """deployctl's own kinds now; the other distributions' when first needed (see the module
+    docstring).  Without deployctl's metadata (run from a bare source tree), everything is
+    scanned at once, first registration winning."""
+    try:
+        own = [ep for ep in distribution(OWN_DIST).entry_points if ep.group == GROUP]
+    except PackageNotFoundError:
+        own = []
+    registry = TargetRegistry(more=lambda: list(entry_points(group=GROUP)))
+    for ep in own:
+        registry.entry_points.setdefault(ep.name, ep)
+    if not own:
+        registry._complete()
+    return registry
 
 
 @lru_cache(maxsize=1)
