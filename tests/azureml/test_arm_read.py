@@ -140,9 +140,10 @@ targets:
     done = subprocess.run([*cli, "apply", str(manifest), "--yes", "--simulate", "--state-dir", str(state)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    probe = ("import sys, runpy\n"
+    probe = ("import sys\n"  # main(), not the command's console(): it exits without returning here
              "sys.argv = ['deployctl'] + sys.argv[1:]\n"
-             "try:\n    runpy.run_module('orchestrator.cli', run_name='__main__')\n"
+             "from orchestrator.cli import main\n"
+             "try:\n    main()\n"
              "except SystemExit as e:\n    code = e.code\n"
              "print('AZURE_AI_ML_LOADED' if 'azure.ai.ml' in sys.modules else 'AZURE_AI_ML_NOT_LOADED', code)\n")
     for command in (["plan", str(manifest)], ["status", str(manifest)], ["apply", str(manifest), "--yes"]):
