@@ -19,7 +19,6 @@ the package and the command that installs it (:func:`missing_module_error`), nev
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -116,6 +115,8 @@ class TargetRegistry:
             return f"the {kind!r} target plugin failed to load: {self.broken[kind]}"
         kinds = [k for k in self.kinds if k not in self.broken]
         msg = f"target kind {kind!r} is not installed; installed kinds: {', '.join(kinds) or 'none'}"
+        import difflib
+
         close = difflib.get_close_matches(kind, kinds, n=1)
         if close:
             msg += f". Did you mean {close[0]!r}?"

@@ -8,7 +8,6 @@ for a misspelled key, the allowed values for an enum, the expected type.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -315,6 +314,8 @@ def _issues(e: ValidationError, data: Any, smap: SourceMap, prefix: tuple[Any, .
         if first["type"] == "extra_forbidden":
             holder = _model_at(model, loc[:-1])
             allowed = sorted(holder.model_fields) if holder else []
+            import difflib
+
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}?" if close else (f"known fields: {', '.join(allowed)}" if allowed else None)
             out.append(ManifestIssue(location, field, "unknown field", hint))
