@@ -787,8 +787,12 @@ def exit_without_teardown(code: int) -> NoReturn:
         try:
             if stream is not None:
                 stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`deployctl ... | head`): as Python does, 120
+        except (OSError, ValueError) as e:  # as Python's own exit does: status 120
             code = code or 120
+            if stream is sys.stdout and not isinstance(e, BrokenPipeError):  # a full disk, not `| head`
+                with contextlib.suppress(Exception):
+                    sys.stderr.write(f"deployctl: the output could not be written: {getattr(e, 'strerror', None) or e}\n")
+                    sys.stderr.flush()
     os._exit(code)
 
 

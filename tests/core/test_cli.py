@@ -434,3 +434,15 @@ def test_console_into_a_closed_pipe_exits_120_without_a_traceback():
                        text=True, timeout=60)
     os.close(write_end)
     assert r.returncode == 120 and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_console_into_a_full_disk_says_so_and_exits_120():
+    """Output that cannot be written (ENOSPC) is not a silent success: exit 120 and one line."""
+    code = ("import sys\nfrom orchestrator.cli import exit_without_teardown\n"
+            "sys.stdout.write('x' * 100)\nexit_without_teardown(0)\n")
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-c", code], env=_buffered_env(), stdout=full, stderr=subprocess.PIPE,
+                           text=True, timeout=60)
+    assert r.returncode == 120, r.stderr
+    assert r.stderr.strip() == "deployctl: the output could not be written: No space left on device"
