@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 
 import pytest
 
@@ -176,3 +177,43 @@ def test_objects_posing_as_modules_do_not_stop_the_report(monkeypatch):
     names = installed_modules()
     assert "posing_lib" not in names
     assert "pytest" in names or any(n.startswith("_pytest") for n in names)  # the real ones still listed
+
+
+def test_a_submodule_is_not_reported_while_its_package_is_still_importing(tmp_path, monkeypatch):
+    """A submodule done while its package's __init__ still runs is listed only once the package
+    is done: importing it in the zygote would run the rest of that __init__ there too, compiling
+    from source what the first version has not reached yet, on the core the background compile
+    needs (a package's own module was already left out while it imports)."""
+    import sys
+    import threading
+
+    from targets.local.runtime.deployctl_runtime.contract import installed_modules
+
+    site = tmp_path / "env" / "site-packages"
+    (site / "slowpkg").mkdir(parents=True)
+    (site / "slowpkg" / "__init__.py").write_text(
+        "from slowpkg import early\nimport threading\nGATE = threading.Event()\n"
+        "import builtins\nbuiltins._slowpkg_gate = GATE\nGATE.wait(10)\nfrom slowpkg import late\n")
+    (site / "slowpkg" / "early.py").write_text("A = 1\n")
+    (site / "slowpkg" / "late.py").write_text("B = 2\n")
+    monkeypatch.syspath_prepend(str(site))
+    importer = threading.Thread(target=__import__, args=("slowpkg",))
+    importer.start()
+    try:
+        import builtins
+
+        deadline = time.monotonic() + 10
+        while not hasattr(builtins, "_slowpkg_gate") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        during = installed_modules()
+        assert "slowpkg.early" in sys.modules  # done, inside a package still importing
+        assert "slowpkg" not in during and "slowpkg.early" not in during
+    finally:
+        getattr(builtins, "_slowpkg_gate", threading.Event()).set()
+        importer.join(10)
+        after = installed_modules()
+        for name in ("slowpkg", "slowpkg.early", "slowpkg.late"):
+            sys.modules.pop(name, None)
+        if hasattr(builtins, "_slowpkg_gate"):
+            del builtins._slowpkg_gate
+    assert {"slowpkg", "slowpkg.early", "slowpkg.late"} <= set(after)  # all of it, once done

@@ -259,9 +259,16 @@ _MODULE_DICT = types.ModuleType.__getattribute__
 
 
 def installed_modules() -> list[str]:
-    """The installed (site-packages) modules imported so far, in import order (parents first).
-    The user's own modules are never listed: they change with every version."""
+    """The installed (site-packages) modules imported so far, in the order their imports ended
+    (sys.modules' order: a package after the submodules its ``__init__`` imports).  The user's
+    own modules are never listed: they change with every version.
+
+    A module still being imported is left out until it is done (and its bytecode written), and
+    so is any module inside a package still being imported: the zygote importing it would run
+    the rest of the package's ``__init__`` too, compiling from source what the first version has
+    not reached yet, twice the work, on the core the background compile needs."""
     names = []
+    initializing: set[str] = set()
     for name, mod in list(sys.modules.items()):  # a copy: another thread may be importing
         # By type, not isinstance (which asks the object's __class__): sys.modules also holds
         # objects posing as modules (cffi's Lib).  The module's own __dict__ is read past any
@@ -270,14 +277,23 @@ def installed_modules() -> list[str]:
             continue
         try:
             attrs = _MODULE_DICT(mod, "__dict__")
+            if getattr(attrs.get("__spec__"), "_initializing", False):
+                initializing.add(name)
+                continue
             if "site-packages" not in (attrs.get("__file__") or ""):
                 continue
-            if getattr(attrs.get("__spec__"), "_initializing", False):
-                continue  # still being imported: listed once done (and its bytecode written)
         except Exception:  # noqa: BLE001 - an odd module is left out, never fatal
             continue
         names.append(name)
-    return names
+    if not initializing:
+        return names
+    return [n for n in names if not any(p in initializing for p in _packages_of(n))]
+
+
+def _packages_of(name: str) -> list[str]:
+    """``a.b.c`` -> ``["a", "a.b"]``."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
 class ModuleReporter:

@@ -4,7 +4,7 @@
 
 Importing a model's libraries is most of a version's start (scikit-learn: 0.7 s of 0.9 s here).
 The zygote imports the installed modules the running version's ``score.py`` and ``init()``
-imported (listed in ``--modules``, in import order, by
+imported (listed in ``--modules``, in the order their imports ended, by
 :class:`deployctl_runtime.contract.ModuleReporter`), and starts each new version as a fork of
 itself: a code-only redeploy then starts in milliseconds.  The list is written while the first
 version is still initialising and read here every 50 ms, so on a new environment the zygote
