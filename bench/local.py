@@ -85,6 +85,31 @@ def load(port: int, n: int, key: str | None = None) -> dict[str, float]:
             "reconnects": reconnects}
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its live descendants, from /proc: what a server
+    itself spends, without the client's share of each request's wall time."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, pp in parents.items() if pp == parent and p not in tree]
+        tree.update(children)
+        frontier += children
+    return sum(times.get(p, 0.0) for p in tree)
+
+
 def load_concurrent(port: int, n: int, conns: int = 8, key: str | None = None) -> dict[str, float]:
     """``n`` POSTs spread over ``conns`` connections at once (one client thread each; the client
     shares this machine's cores with the server, as it does for both servers measured)."""
@@ -205,7 +230,9 @@ def main() -> None:
             record = json.loads((state / "deployment.json").read_text())
             key = (state / "key").read_text().strip()
             wait_for_bytecode()  # both servers measured on a quiet machine, not beside a background compile
+            cpu0 = tree_cpu(record["pid"])
             ours = load(record["public_port"], args.requests, key)
+            ours_cpu = (tree_cpu(record["pid"]) - cpu0) / args.requests
             ours8 = load_concurrent(record["public_port"], args.requests, 8, key)
 
             srv_env = ensure_environment(lines + ["azureml-inference-server-http==1.5.1"], "3.11", cache=tmp / "uv-env-0")
@@ -219,7 +246,9 @@ def main() -> None:
             try:
                 wait_port(port)
                 wait_for_bytecode()
+                cpu0 = tree_cpu(srv.pid)
                 theirs = load(port, args.requests)
+                theirs_cpu = (tree_cpu(srv.pid) - cpu0) / args.requests
                 theirs8 = load_concurrent(port, args.requests, 8)
             finally:
                 os.killpg(srv.pid, signal.SIGTERM)
@@ -229,6 +258,16 @@ def main() -> None:
             rows.append(("serving, one connection: azmlinfsrv", f"{theirs['rps']:.0f} req/s",
                          f"p50 {theirs['p50_ms']:.2f} ms, p99 {theirs['p99_ms']:.2f} ms, {theirs['reconnects']} reconnects"))
             rows.append(("serving ratio", f"{ours['rps'] / theirs['rps']:.1f}x", "deployctl vs azmlinfsrv (bar: >= 3x)"))
+            cost = ("import os, sys, time; sys.path.insert(0, sys.argv[1]); import score; score.init(); body = sys.argv[2]\n"
+                    "for _ in range(300): score.run(body)\n"
+                    "t = time.process_time()\nfor _ in range(3000): score.run(body)\n"
+                    "print((time.process_time() - t) / 3000)")
+            run_s = float(subprocess.run([str(srv_env.python), "-c", cost, str(proj / "src"), BODY.decode()], check=True,
+                                         capture_output=True, text=True, env=dict(env, AZUREML_MODEL_DIR=str(proj))).stdout)
+            rows.append(("server CPU per request, one connection", f"{ours_cpu * 1e6:.0f} vs {theirs_cpu * 1e6:.0f} us",
+                         f"deployctl vs azmlinfsrv: {theirs_cpu / ours_cpu:.1f}x less (each server's processes, from "
+                         f"/proc; the wall figures above include the Python client's share of every request); of which "
+                         f"score.py's run() itself: {run_s * 1e6:.0f} us"))
             rows.append(("serving, 8 connections: deployctl", f"{ours8['rps']:.0f} req/s",
                          f"p50 {ours8['p50_ms']:.2f} ms, p99 {ours8['p99_ms']:.2f} ms (1 worker each, the default)"))
             rows.append(("serving, 8 connections: azmlinfsrv", f"{theirs8['rps']:.0f} req/s",
