@@ -207,6 +207,10 @@ _PIECE = 4 << 20  # bytes read or copied at a time
 # the same timestamp tick as its stat was taken ("racy git"): it is read again, never trusted.
 RACY_MARGIN_NS = 1_000_000_000
 _INDEX_VERSION = 2  # 2: a stamp per segment instead of every file's signature
+# Top-level entries per segment on average.  48 rather than 16: a 207 MB venv (9,069 files, 2
+# cores) packs in 0.66 s (min of 4, interleaved) as 6 frames against 0.84 s as 17 frames, as fast
+# as one frame (0.67 s), while a changed package is still repacked with about a sixth of the tree.
+SEGMENT_GROUP = 48
 
 
 class _Entry(NamedTuple):  # a tuple, not a frozen dataclass: built once per file of a venv
@@ -221,14 +225,14 @@ class _Entry(NamedTuple):  # a tuple, not a frozen dataclass: built once per fil
         return max(self.signature[1], self.signature[2])
 
 
-def _segments(root: Path, group: int = 16) -> list[tuple[str, list[_Entry]]]:
+def _segments(root: Path, group: int = SEGMENT_GROUP) -> list[tuple[str, list[_Entry]]]:
     """The tree's files in archive order, grouped into segments of whole top-level entries.
 
     A segment ends after a top-level entry whose name hashes to 0 mod ``group`` (names, not
     sizes: a package that changes, comes or goes moves no boundary but its own), so a venv's two
-    hundred packages make about a dozen frames: each frame flush drains zstd's worker threads
+    hundred packages make a handful of frames: each frame flush drains zstd's worker threads
     (measured on a 200 MB venv: one frame 0.94 s, 8 frames 1.05 s, 24 frames 1.09 s, one per
-    package, 206 frames, 1.31 s)."""
+    package, 206 frames, 1.31 s; see SEGMENT_GROUP for the default)."""
     import zlib
 
     out: list[tuple[str, list[_Entry]]] = []
@@ -372,7 +376,7 @@ def _write_tar(seg: list[_Entry], write: Any, h: Any) -> None:
 
 
 def archive_tree(root: Path, dest: Path, *, level: int = 3, threads: int = -1, digest: bool = False,
-                 incremental: bool = True, group: int = 16) -> ArchiveInfo:
+                 incremental: bool = True, group: int = SEGMENT_GROUP) -> ArchiveInfo:
     """Write ``root`` as a zstd-compressed tar at ``dest`` (atomically).
 
     Entries are normalised (no owners, mtime 0) and pieces are compressed independently, so equal
