@@ -55,11 +55,11 @@ class TargetRegistry:
         if more is None:
             return
         for ep in more():
-            dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
-            taken = ep.name in self.loaded or ep.name in self.entry_points
-            if not taken:
+            if not (ep.name in self.loaded or ep.name in self.entry_points or ep.name in self.broken):
                 self.entry_points[ep.name] = ep
-            elif _normalized(dist) != _normalized(self.dists.get(ep.name) or _dist_of(self.entry_points.get(ep.name))):
+                continue
+            dist, first = _dist_of(ep), self.dists.get(ep.name) or _dist_of(self.entry_points.get(ep.name))
+            if dist and first and _normalized(dist) != _normalized(first):  # not the same one found again
                 self.shadowed.setdefault(ep.name, []).append(dist)
 
     @property
@@ -175,10 +175,10 @@ def _requirements_named_like(module: str, dist: str) -> list[tuple[str, str]]:
     return out
 
 
-def _normalized(name: str | None) -> str:
+def _normalized(name: str) -> str:
     import re
 
-    return re.sub(r"[-_.]+", "-", (name or "").lower())
+    return re.sub(r"[-_.]+", "-", name.lower())
 
 
 def _dist_of(ep: Any) -> str | None:

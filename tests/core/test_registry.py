@@ -68,3 +68,23 @@ def test_an_unknown_kind_still_lists_every_installed_kind():
     reg = default_registry()
     message = reg.unknown_kind_message("lokal")
     assert "memory" in message and "local" in message and "Did you mean 'local'?" in message
+
+
+def test_a_kind_that_failed_to_load_is_not_found_again_by_the_scan():
+    """A built-in kind whose plugin failed to load stays reported as broken (with its reason),
+    not re-added by the later scan of every distribution, which finds the same entry point."""
+    from importlib.metadata import EntryPoint
+
+    from orchestrator.errors import UserError
+    from orchestrator.registry import TargetRegistry
+
+    ep = EntryPoint(name="gone", value="deployctl_no_such_module:Target", group="deployctl.targets")
+    reg = TargetRegistry(entry_points={"gone": ep}, more=lambda: [ep])
+    try:
+        reg.get("gone")
+    except UserError as e:
+        assert "deployctl_no_such_module" in e.message
+    else:
+        raise AssertionError("a missing module must fail the load")
+    assert "gone" not in reg.kinds and "gone" in reg.broken and reg.shadowed == {}
+    assert "failed to load" in reg.unknown_kind_message("gone")
