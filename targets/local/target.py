@@ -736,12 +736,18 @@ def _answers_ok(port: int, timeout: float = 2.0) -> bool:
 
     A plain socket and the status line rather than http.client, because every no-op apply and
     ``status`` asks this, and importing http.client (with ssl and the email parser) is ~8 ms of
-    a no-op apply's ~0.3 s; the answer's headers and body are not needed."""
+    a no-op apply's ~0.3 s; the answer's headers and body are not needed.  ``timeout`` bounds the
+    whole exchange: a listener trickling a byte at a time is unhealthy, not a hang."""
+    deadline = time.monotonic() + timeout
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
             sock.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
             head = b""
             while b"\r\n" not in head and len(head) < 1024:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                sock.settimeout(left)
                 chunk = sock.recv(1024)
                 if not chunk:
                     break

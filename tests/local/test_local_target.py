@@ -342,3 +342,35 @@ def test_the_health_probe_of_a_closed_port_is_false():
     with socket.create_server(("127.0.0.1", 0)) as s:
         port = s.getsockname()[1]
     assert _answers_ok(port) is False
+
+
+def test_the_health_probe_of_a_trickling_listener_ends_within_its_timeout():
+    """A listener that sends a byte every 0.2 s and never a whole status line: the probe's
+    timeout bounds the whole exchange, not each read (a hang of minutes before)."""
+    import socket
+
+    from targets.local.target import _answers_ok
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while not stop.wait(0.2):
+                try:
+                    conn.sendall(b"H")
+                except OSError:
+                    return
+
+    t = threading.Thread(target=trickle)
+    t.start()
+    try:
+        started = time.monotonic()
+        assert _answers_ok(port, timeout=1.0) is False
+        assert time.monotonic() - started < 2.0
+    finally:
+        stop.set()
+        t.join(5)
+        listener.close()
